@@ -1,0 +1,33 @@
+"""Ports, task-queue names and other constants, kept in one place so no service hard-codes another's."""
+
+ORCHESTRATOR_PORT = 50051
+MODEL_BASE_PORT = 50061
+EMBED_PORT = 50071
+ENVOY_PORT = 8080
+ENVOY_ADMIN_PORT = 9901
+TEMPORAL_PORT = 7233
+TEMPORAL_UI_PORT = 8233
+
+ORCHESTRATOR_METRICS_PORT = 9100
+ORCHESTRATOR_WORKER_METRICS_PORT = 9101
+MODEL_BASE_METRICS_PORT = 9110
+EMBED_METRICS_PORT = 9120
+
+TEMPORAL_NAMESPACE = "default"
+ORCHESTRATOR_TASK_QUEUE = "orchestrator"
+LLM_QUEUE_FAMILY = "llm"
+EMBEDDING_QUEUE_FAMILY = "embedding"
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+SECOND_MODEL_ID = "gemma3-270m"
+EMBEDDING_MODEL_ID = "minilm-l6-v2"
+
+
+def llm_task_queue(model_id: str) -> str:
+    """Each model gets its own queue so that the queue itself selects the model."""
+    return f"{LLM_QUEUE_FAMILY}.{model_id}"
+
+
+def embedding_task_queue(model_id: str) -> str:
+    """Embedding models get their own queue family so LLM workers never poll embedding work."""
+    return f"{EMBEDDING_QUEUE_FAMILY}.{model_id}"

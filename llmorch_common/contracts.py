@@ -1,0 +1,138 @@
+"""Inputs and outputs of workflows and activities: frozen dataclasses, so fields can be added without breaking runs."""
+
+from dataclasses import dataclass, field
+
+GENERATE_ACTIVITY = "generate"
+EMBED_ACTIVITY = "embed"
+STREAM_SIGNAL = "append_delta"
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Resolved sampling parameters: defaults already applied at the API edge."""
+
+    max_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerateInput:
+    request_id: str
+    messages: tuple[ChatTurn, ...]
+    prompt: str
+    sampling: Sampling
+    # When set, the activity streams deltas to this workflow as signals so the API can relay them.
+    stream_to_workflow_id: str = ""
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class GenerateOutput:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_ms: float
+    generation_ms: float
+    model_id: str
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A batch of text produced by one generation attempt, signalled to the workflow."""
+
+    attempt: int
+    text: str
+
+
+@dataclass(frozen=True)
+class RagRequest:
+    collection: str
+    top_k: int
+
+
+@dataclass(frozen=True)
+class InferenceInput:
+    request_id: str
+    messages: tuple[ChatTurn, ...]
+    prompt: str
+    sampling: Sampling
+    model_id: str = ""
+    rag: RagRequest | None = None
+    stream: bool = False
+    # Digest of the request as the client sent it; a reused request_id must match it.
+    request_digest: str = ""
+
+
+@dataclass(frozen=True)
+class FallbackRecord:
+    model_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CitationRecord:
+    chunk_id: str
+    source: str
+    score: float
+    text: str
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    request_id: str
+    text: str
+    finish_reason: str
+    model_id: str
+    selection_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_wait_ms: float
+    time_to_first_token_ms: float
+    generation_ms: float
+    retrieval_ms: float
+    total_ms: float
+    workflow_id: str
+    run_id: str
+    fallbacks: tuple[FallbackRecord, ...] = ()
+    citations: tuple[CitationRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class SelectModelInput:
+    requested_model_id: str
+    excluded: tuple[str, ...] = ()
+    # Models that failed only because they were saturated may be chosen again as a last resort to queue on.
+    saturated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model_id: str
+    task_queue: str
+    reason: str
+    context_limit: int
+    chat: bool = True
+    # True when every candidate was full and the request queues on the best one (backpressure).
+    queued: bool = False
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """What the API relays to a streaming client: deltas since an offset, for the current attempt."""
+
+    attempt: int
+    model_id: str
+    reason: str
+    text: str
+    done: bool
+    events: list[str] = field(default_factory=list)

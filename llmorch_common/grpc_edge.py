@@ -1,0 +1,193 @@
+"""The transport edge: rich gRPC statuses from domain errors, server plumbing (health, reflection) and channels."""
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from prometheus_client import Counter, Histogram
+
+from llmorch_common.errors import PlatformError
+
+log = logging.getLogger(__name__)
+
+RPC_REQUESTS = Counter("llmorch_rpc_requests_total", "RPCs handled, by method and status code", ["method", "code"])
+RPC_LATENCY = Histogram("llmorch_rpc_duration_seconds", "RPC handling time, by method", ["method"])
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def rich_status(error: PlatformError) -> grpc.Status:
+    """A google.rpc.Status carrying BadRequest or RetryInfo details, so clients get machine-readable reasons."""
+    details = []
+    if error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    if error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(error.retry_after_s * 1000))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def platform_error_from_rpc(error: grpc.aio.AioRpcError) -> PlatformError:
+    """Carry a downstream service's status through unchanged, so a client sees the real cause."""
+    code = error.code().name if error.code() is not None else "UNAVAILABLE"
+    return PlatformError(error.details() or code, code)
+
+
+def _to_platform_error(error: Exception) -> PlatformError:
+    if isinstance(error, PlatformError):
+        return error
+    if isinstance(error, grpc.aio.AioRpcError):
+        return platform_error_from_rpc(error)
+    log.exception("unexpected error in handler", exc_info=error)
+    return PlatformError(f"internal error: {type(error).__name__}: {error}", "INTERNAL")
+
+
+def unary_edge(method: Handler) -> Handler:
+    """Wrap a unary handler: every failure leaves as a precise status (never UNKNOWN), and is counted."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        name = f"{type(self).__name__}.{method.__name__}"
+        started = time.perf_counter()
+        try:
+            response = await method(self, request, context)
+        except grpc.aio.AbortError:
+            RPC_REQUESTS.labels(name, "ABORTED_BY_HANDLER").inc()
+            raise
+        except Exception as error:  # the edge: anything left becomes a status, never UNKNOWN
+            platform_error = _to_platform_error(error)
+            RPC_REQUESTS.labels(name, platform_error.code).inc()
+            await context.abort_with_status(rich_status(platform_error))
+        RPC_REQUESTS.labels(name, "OK").inc()
+        RPC_LATENCY.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_edge(method: Handler) -> Handler:
+    """Wrap a server-streaming handler with the same guarantees as unary_edge."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        name = f"{type(self).__name__}.{method.__name__}"
+        started = time.perf_counter()
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            RPC_REQUESTS.labels(name, "ABORTED_BY_HANDLER").inc()
+            raise
+        except Exception as error:  # the edge: anything left becomes a status, never UNKNOWN
+            platform_error = _to_platform_error(error)
+            RPC_REQUESTS.labels(name, platform_error.code).inc()
+            await context.abort_with_status(rich_status(platform_error))
+        RPC_REQUESTS.labels(name, "OK").inc()
+        RPC_LATENCY.labels(name).observe(time.perf_counter() - started)
+
+    return wrapper  # type: ignore[return-value]
+
+
+async def create_server(
+    register: Callable[[grpc.aio.Server], Iterable[str]], port: int, host: str = "0.0.0.0"
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Build a server with health (NOT_SERVING until the caller says otherwise) and reflection.
+
+    `register` adds the servicers and returns their full service names, taken from descriptors.
+    Port 0 binds a free port; the real one is returned.
+    """
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in [*service_names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    bound_port = server.add_insecure_port(f"{host}:{port}")
+    return server, bound_port, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str], serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in [*names, ""]:
+        await health_servicer.set(name, status)
+
+
+def _retry_service_config(idempotent_methods: Iterable[tuple[str, str]]) -> str:
+    """Channel-level retries for connection failures on idempotent RPCs only; Temporal owns generation retries."""
+    names = [{"service": service, "method": method} for service, method in idempotent_methods]
+    if not names:
+        return json.dumps({})
+    policy = {
+        "maxAttempts": 4,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "0.5s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+
+
+def idempotent_methods(*service_descriptors: Any) -> list[tuple[str, str]]:
+    """Methods whose proto marks them NO_SIDE_EFFECTS or IDEMPOTENT, read from descriptors rather than typed by hand."""
+    methods = []
+    for service in service_descriptors:
+        for method in service.methods:
+            if method.GetOptions().idempotency_level != 0:
+                methods.append((service.full_name, method.name))
+    return methods
+
+
+def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _retry_service_config(idempotent_methods(*service_descriptors))),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+async def wait_until_serving(target: str, timeout_s: float, service: str = "") -> None:
+    """Poll grpc.health.v1 until SERVING or the timeout passes; used by launchers and tests."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last_error = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as error:
+                last_error = error.code().name
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{target} not SERVING after {timeout_s}s (last: {last_error})")
