@@ -1,0 +1,90 @@
+"""Render envoy/envoy.yaml for other ports and paths, so tests and the launcher bind free ports without a second config.
+
+The committed envoy/envoy.yaml is itself a valid config with the local defaults. Each line that ends in a
+`# @name` marker holds one knob; rendering rewrites only those values, so the template stays the single source of
+the routing, retry, timeout and health-check policy.
+"""
+
+import argparse
+import re
+from pathlib import Path
+
+from llmorch_common.constants import ENVOY_ADMIN_PORT, ENVOY_PORT, ORCHESTRATOR_PORT
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
+DEFAULT_WEB_DIR = REPO_ROOT / "web" / "dist"
+
+# `key: value  # @marker` (value may be a flow mapping such as `{ filename: web/dist/app.js }`).
+_MARKED_LINE = re.compile(r"^(?P<head>.*?:\s*)(?P<value>\S.*?)(?P<tail>\s+# @(?P<marker>\w+))$")
+_MARKERS = {"listen_port", "admin_port", "orchestrator_host", "orchestrator_port", "web_dir", "listen_origin"}
+
+
+def render(
+    orchestrator_port: int = ORCHESTRATOR_PORT,
+    listen_port: int = ENVOY_PORT,
+    admin_port: int = ENVOY_ADMIN_PORT,
+    web_dir: str | Path = DEFAULT_WEB_DIR,
+    orchestrator_host: str = "127.0.0.1",
+) -> str:
+    """Return envoy.yaml with the given ports, upstream host and console directory (made absolute)."""
+    web_path = Path(web_dir).resolve()
+    values = {
+        "listen_port": str(listen_port),
+        "admin_port": str(admin_port),
+        "orchestrator_host": orchestrator_host,
+        "orchestrator_port": str(orchestrator_port),
+    }
+    seen: set[str] = set()
+    lines = []
+    for line in TEMPLATE_PATH.read_text().splitlines():
+        match = _MARKED_LINE.match(line)
+        if match and match["marker"] in _MARKERS:
+            marker = match["marker"]
+            seen.add(marker)
+            value = match["value"]
+            if marker in values:
+                value = values[marker]
+            elif marker == "web_dir":
+                value = re.sub(r"filename:\s*([^\s}]+)", lambda m: f"filename: {web_path / Path(m[1]).name}", value)
+            elif marker == "listen_origin":
+                value = re.sub(r":\d+$", f":{listen_port}", value)
+            line = f"{match['head']}{value}{match['tail']}"
+        lines.append(line)
+    missing = _MARKERS - seen
+    if missing:
+        raise ValueError(f"{TEMPLATE_PATH} lost its render markers: {sorted(missing)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(
+    path: str | Path,
+    orchestrator_port: int = ORCHESTRATOR_PORT,
+    listen_port: int = ENVOY_PORT,
+    admin_port: int = ENVOY_ADMIN_PORT,
+    web_dir: str | Path = DEFAULT_WEB_DIR,
+    orchestrator_host: str = "127.0.0.1",
+) -> Path:
+    """Write a rendered config to `path` (parents created) and return the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host))
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", help="where to write the rendered envoy.yaml")
+    parser.add_argument("--orchestrator-host", default="127.0.0.1")
+    parser.add_argument("--orchestrator-port", type=int, default=ORCHESTRATOR_PORT)
+    parser.add_argument("--listen-port", type=int, default=ENVOY_PORT)
+    parser.add_argument("--admin-port", type=int, default=ENVOY_ADMIN_PORT)
+    parser.add_argument("--web-dir", default=str(DEFAULT_WEB_DIR))
+    args = parser.parse_args()
+    write_config(
+        args.output, args.orchestrator_port, args.listen_port, args.admin_port, args.web_dir, args.orchestrator_host
+    )
+
+
+if __name__ == "__main__":
+    main()
