@@ -1,0 +1,1 @@
+"""Embedding container: EmbeddingService over llama.cpp, plus the Temporal worker that calls it."""

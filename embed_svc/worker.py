@@ -1,0 +1,62 @@
+"""The embedding Temporal worker: its `embed` activity calls this replica's EmbeddingService over gRPC."""
+
+import grpc
+from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from llmorch_common.contracts import EMBED_ACTIVITY
+from llmorch_common.embedding_contracts import EmbedInput, EmbedOutput
+from llmorch_common.errors import INPUT_ERROR_CODES
+from llmorch_common.grpc_edge import make_channel
+
+SERVICE = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"]
+
+
+def activity_error(error: grpc.aio.AioRpcError) -> ApplicationError:
+    """Input errors are final; everything else (UNAVAILABLE, DEADLINE_EXCEEDED, ...) is Temporal's to retry."""
+    code = error.code().name
+    return ApplicationError(error.details() or code, type=code, non_retryable=code in INPUT_ERROR_CODES)
+
+
+class EmbedActivities:
+    def __init__(self, endpoint: str, max_batch: int) -> None:
+        self._channel = make_channel(endpoint, SERVICE)
+        self._stub = embedding_pb2_grpc.EmbeddingServiceStub(self._channel)
+        self._max_batch = max_batch
+
+    @activity.defn(name=EMBED_ACTIVITY)
+    async def embed(self, request: EmbedInput) -> EmbedOutput:
+        vectors: list[list[float]] = []
+        token_counts: list[int] = []
+        # Callers may send more texts than one RPC accepts; split here rather than make every caller know the limit.
+        for start in range(0, len(request.texts), self._max_batch):
+            texts = request.texts[start : start + self._max_batch]
+            try:
+                reply = await self._stub.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=_remaining_s())
+            except grpc.aio.AioRpcError as error:
+                raise activity_error(error) from None
+            vectors.extend(list(e.values) for e in reply.embeddings)
+            token_counts.extend(e.token_count for e in reply.embeddings)
+            activity.heartbeat(start + len(texts))
+        return EmbedOutput(vectors=vectors, token_counts=token_counts)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _remaining_s() -> float | None:
+    """The gRPC deadline follows the activity's own, so an RPC never outlives the activity."""
+    timeout = activity.info().start_to_close_timeout
+    return None if timeout is None else max(timeout.total_seconds(), 1.0)
+
+
+def create_worker(client: Client, task_queue: str, activities: EmbedActivities, max_concurrent: int) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        activities=[activities.embed],
+        max_concurrent_activities=max_concurrent,
+    )
