@@ -1,0 +1,296 @@
+"""Helpers for the Envoy front-door tests: a deterministic fake OrchestratorService and a real Envoy on free ports.
+
+The fake stands in for the orchestrator API so the Envoy mechanics (routing, gRPC-Web, CORS, health checks,
+failure behaviour) can be tested without Temporal or models. It runs in its own process so a test can SIGKILL
+it the way a crash would. Run directly: `python tests/e2e/conftest_envoy.py --port N` serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+ENVOY = str(VENV_BIN / "envoy")
+GRPCURL = str(VENV_BIN / "grpcurl")
+WEB_DIST = REPO_ROOT / "web" / "dist"
+FAKE_MODELS = ("fake-small", "fake-large")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """Poll `condition` until it returns a truthy value; the last exception (if any) explains a timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+            last = result
+        except Exception as error:
+            last = error
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s}s (last: {last!r})")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fake upstream (imports grpc lazily so the test modules stay cheap to collect).
+
+
+def fake_answer(prompt: str) -> list[str]:
+    """The fake's deterministic answer, as the deltas it streams."""
+    return ["You", " asked:", f" {prompt.strip()[:60]}.", " The", " answer", " is", " 42."]
+
+
+def _build_servicers() -> tuple[Any, Any]:
+    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, registry_pb2, registry_pb2_grpc, types_pb2
+
+    def prompt_of(request: Any) -> str:
+        return request.prompt or " ".join(m.content for m in request.messages)
+
+    def final(request: Any, request_id: str) -> Any:
+        deltas = fake_answer(prompt_of(request))
+        citations = []
+        if request.rag.collection:
+            for i in range(request.rag.top_k or 5):
+                citations.append(
+                    types_pb2.Citation(
+                        chunk_id=f"doc-{i}#0", source=f"doc-{i}", score=0.9 - i / 10, text=f"chunk {i} text"
+                    )
+                )
+        model_id = request.model_id or FAKE_MODELS[0]
+        fallbacks = [] if request.model_id else [types_pb2.Fallback(model_id="fake-broken", reason="injected")]
+        return orchestrator_pb2.GenerateResponse(
+            request_id=request_id,
+            text="".join(deltas),
+            finish_reason="stop",
+            provenance=types_pb2.Provenance(
+                model_id=model_id,
+                selection_reason="user-specified" if request.model_id else "default",
+                fallbacks=fallbacks,
+                usage=types_pb2.Usage(prompt_tokens=len(prompt_of(request).split()), completion_tokens=len(deltas)),
+                timings=types_pb2.Timings(total_ms=12.0, time_to_first_token_ms=3.0),
+                citations=citations,
+                workflow_id=f"wf-{request_id}",
+            ),
+        )
+
+    class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc]
+        async def Generate(self, request: Any, context: Any) -> Any:
+            return final(request, request.request_id or "req-unary")
+
+        async def GenerateStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
+            inner = request.request
+            request_id = inner.request_id or "req-stream"
+            yield orchestrator_pb2.GenerateStreamResponse(
+                request_id=request_id,
+                selected=orchestrator_pb2.ModelSelected(
+                    model_id=inner.model_id or FAKE_MODELS[0], reason="default", attempt=1
+                ),
+            )
+            for delta in fake_answer(prompt_of(inner)):
+                # Spaced out so a browser can observe the answer growing before it completes.
+                await asyncio.sleep(0.08)
+                yield orchestrator_pb2.GenerateStreamResponse(request_id=request_id, delta=delta)
+            yield orchestrator_pb2.GenerateStreamResponse(request_id=request_id, completed=final(inner, request_id))
+
+        async def ListModels(self, request: Any, context: Any) -> Any:
+            models = []
+            for i, model_id in enumerate(FAKE_MODELS):
+                models.append(
+                    registry_pb2.RegisteredModel(
+                        metadata=types_pb2.ModelMetadata(
+                            model_id=model_id,
+                            model_type=types_pb2.MODEL_TYPE_LLM,
+                            default_flag=i == 0,
+                            max_concurrency=2,
+                            context_limit=2048,
+                        ),
+                        health=types_pb2.HEALTH_STATE_SERVING if i == 0 else types_pb2.HEALTH_STATE_NOT_SERVING,
+                        capacity=2 if i == 0 else 0,
+                    )
+                )
+            return orchestrator_pb2.ListModelsResponse(models=models)
+
+    class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):  # type: ignore[misc]
+        """Present on the upstream so a test can prove Envoy, not the upstream, keeps it private."""
+
+        async def ListModels(self, request: Any, context: Any) -> Any:
+            return registry_pb2.RegistryServiceListModelsResponse()
+
+    return FakeOrchestrator(), FakeRegistry()
+
+
+async def serve_fake(port: int) -> None:
+    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, registry_pb2, registry_pb2_grpc
+
+    from llmorch_common.grpc_edge import create_server, set_serving
+
+    orchestrator, registry = _build_servicers()
+
+    def register(server: Any) -> list[str]:
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(orchestrator, server)
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
+        return [
+            orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name,
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+        ]
+
+    server, bound, health_servicer = await create_server(register, port, host="127.0.0.1")
+    await server.start()
+    await set_serving(health_servicer, ["llmorch.v1.OrchestratorService"], True)
+    print(f"fake orchestrator serving on {bound}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+@dataclass
+class FakeUpstream:
+    """The fake orchestrator in a child process, on a fixed port so it can come back at the same address."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--port", str(self.port)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        if "serving" not in line:
+            raise RuntimeError(f"fake orchestrator failed to start: {line}{self.process.stdout.read().decode()}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream(port=free_port())
+    upstream.start()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Envoy
+
+
+@dataclass
+class EnvoyProcess:
+    listen_port: int
+    admin_port: int
+    config_path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.listen_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as reply:
+            return str(reply.read().decode())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def upstream_healthy(self) -> bool:
+        """True once the orchestrator cluster's host has passed active health checking."""
+        clusters = self.admin("/clusters")
+        flags = [line for line in clusters.splitlines() if line.startswith("orchestrator::") and "health_flags" in line]
+        return bool(flags) and all(line.endswith("::healthy") for line in flags)
+
+
+@contextlib.contextmanager
+def running_envoy(orchestrator_port: int, workdir: Path, web_dir: Path = WEB_DIST) -> Iterator[EnvoyProcess]:
+    from tools.envoy_config import write_config
+
+    listen_port, admin_port = free_port(), free_port()
+    config = write_config(workdir / "envoy.yaml", orchestrator_port, listen_port, admin_port, web_dir)
+    log_path = workdir / "envoy.log"
+    with log_path.open("wb") as log_file:
+        # --disable-hot-restart: several Envoys (tests, the local stack) may run at once without base-id clashes.
+        process = subprocess.Popen(
+            [ENVOY, "-c", str(config), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"],
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    envoy = EnvoyProcess(listen_port, admin_port, config, process, log_path)
+    try:
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"envoy exited with {process.returncode}:\n{envoy.log()}")
+            return envoy.admin("/ready").strip() == "LIVE"
+
+        wait_for(ready, 20, "envoy LIVE")
+        yield envoy
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def grpcurl(*args: str, timeout_s: float = 15) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="fake OrchestratorService for Envoy tests")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO_ROOT))
+    os.chdir(REPO_ROOT)
+    asyncio.run(serve_fake(args.port))
+
+
+if __name__ == "__main__":
+    main()
