@@ -1,0 +1,145 @@
+"""The vector-store interface and the checks every implementation shares, so all three behave the same."""
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from llmorch_common.errors import FieldViolation, already_exists, invalid_argument, not_found
+
+DEFAULT_DIMENSION = 384
+COLLECTION_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+Matrix = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One chunk to store; `id` is "<document id>#<index>" and unique within its collection."""
+
+    id: str
+    text: str
+    vector: Sequence[float]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    id: str
+    document_id: str
+    text: str
+    # Cosine similarity in [-1, 1]; higher is closer.
+    score: float
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    dimension: int
+    document_count: int
+    chunk_count: int
+
+
+class VectorStore(ABC):
+    """Collections of chunks; re-upserting a document replaces all of its chunks, so re-ingestion never duplicates."""
+
+    @abstractmethod
+    async def create_collection(self, name: str, dimension: int = DEFAULT_DIMENSION) -> CollectionInfo:
+        """ALREADY_EXISTS if it exists; INVALID_ARGUMENT for a bad name or dimension."""
+
+    @abstractmethod
+    async def list_collections(self) -> list[CollectionInfo]:
+        """Ordered by name."""
+
+    @abstractmethod
+    async def get_collection(self, name: str) -> CollectionInfo:
+        """NOT_FOUND if it does not exist."""
+
+    @abstractmethod
+    async def delete_collection(self, name: str) -> None:
+        """NOT_FOUND if it does not exist."""
+
+    @abstractmethod
+    async def upsert_document(self, collection: str, document_id: str, chunks: Sequence[ChunkRecord]) -> int:
+        """Replace the document's chunks with `chunks` in one step; returns how many are stored."""
+
+    @abstractmethod
+    async def delete_document(self, collection: str, document_id: str) -> int:
+        """Returns how many chunks were removed (0 for an unknown document)."""
+
+    @abstractmethod
+    async def query(
+        self, collection: str, vector: Sequence[float], top_k: int, exact: bool = False
+    ) -> list[ScoredChunk]:
+        """The top_k chunks by cosine similarity, best first. `exact` bypasses any ANN index."""
+
+    async def count(self, collection: str) -> int:
+        return (await self.get_collection(collection)).chunk_count
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release files and connections."""
+
+
+def check_name(name: str) -> None:
+    if not COLLECTION_NAME.fullmatch(name):
+        raise invalid_argument([FieldViolation("name", "must be 1 to 64 characters of [a-z0-9_-]")])
+
+
+def check_dimension(dimension: int) -> None:
+    if not 1 <= dimension <= 4096:
+        raise invalid_argument([FieldViolation("dimension", "must be in [1, 4096]")])
+
+
+def check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise invalid_argument([FieldViolation("top_k", "must be at least 1")])
+
+
+def unit_rows(vectors: Sequence[Sequence[float]] | Sequence[float] | Matrix, dimension: int, field_name: str) -> Matrix:
+    """Vectors as float32 rows of unit norm, so cosine similarity is a dot product everywhere."""
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.size and matrix.shape[1] != dimension:
+        raise invalid_argument([FieldViolation(field_name, f"has dimension {matrix.shape[1]}, expected {dimension}")])
+    if not np.isfinite(matrix).all():
+        raise invalid_argument([FieldViolation(field_name, "must be finite")])
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    unit: Matrix = matrix / np.maximum(norms, 1e-12)
+    return unit
+
+
+def check_chunks(document_id: str, chunks: Sequence[ChunkRecord]) -> None:
+    """Chunk ids must be unique, or replace-by-document could silently keep one of two."""
+    violations = []
+    if not document_id:
+        violations.append(FieldViolation("document_id", "must not be empty"))
+    ids = [chunk.id for chunk in chunks]
+    if len(set(ids)) != len(ids):
+        violations.append(FieldViolation("chunks", "chunk ids must be unique"))
+    if violations:
+        raise invalid_argument(violations)
+
+
+def top_k_rows(matrix: Matrix, query: Matrix, top_k: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Exact search: row indices and scores of the best top_k rows, best first (ties broken by row order)."""
+    scores: npt.NDArray[np.float32] = matrix @ query.reshape(-1)
+    k = min(top_k, len(scores))
+    if k == 0:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float32)
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    order = candidates[np.lexsort((candidates, -scores[candidates]))]
+    return order, scores[order]
+
+
+def missing_collection(name: str) -> Exception:
+    return not_found(f"collection {name!r} does not exist")
+
+
+def duplicate_collection(name: str) -> Exception:
+    return already_exists(f"collection {name!r} already exists")

@@ -1,0 +1,183 @@
+"""LanceDB vector store, the default: embedded and on disk, cosine metric, an ANN index once a collection is large."""
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+import pyarrow.compute as pc
+from lancedb.index import HnswSq
+
+from orchestrator_svc.vectorstore.base import (
+    DEFAULT_DIMENSION,
+    ChunkRecord,
+    CollectionInfo,
+    ScoredChunk,
+    VectorStore,
+    check_chunks,
+    check_dimension,
+    check_name,
+    check_top_k,
+    duplicate_collection,
+    missing_collection,
+    unit_rows,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INDEX_THRESHOLD = 5000
+VECTOR_COLUMN = "vector"
+# Below this many chunks an exact scan is faster than any index; lancedb's docs say the same up to ~100k rows.
+INDEX_NAME = "vector_idx"
+# HNSW search breadth; recall rises with it, and 100 keeps top-10 recall high at little cost.
+SEARCH_EF = 100
+
+
+def _schema(dimension: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("document_id", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("metadata", pa.string(), nullable=False),
+            pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dimension), nullable=False),
+        ]
+    )
+
+
+def _quote(value: str) -> str:
+    """A SQL string literal for lancedb filters; doubling quotes keeps document ids from breaking out."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LanceDbStore(VectorStore):
+    def __init__(self, connection: Any, index_threshold: int = DEFAULT_INDEX_THRESHOLD) -> None:
+        self._db = connection
+        self.index_threshold = index_threshold
+
+    @classmethod
+    async def open(cls, path: Path, index_threshold: int = DEFAULT_INDEX_THRESHOLD) -> "LanceDbStore":
+        # lancedb creates the directory itself.
+        return cls(await lancedb.connect_async(str(path)), index_threshold)
+
+    async def close(self) -> None:
+        self._db.close()
+
+    async def create_collection(self, name: str, dimension: int = DEFAULT_DIMENSION) -> CollectionInfo:
+        check_name(name)
+        check_dimension(dimension)
+        if name in await self._names():
+            raise duplicate_collection(name)
+        try:
+            await self._db.create_table(name, schema=_schema(dimension), mode="create")
+        except ValueError as error:  # lost a race with another creator
+            raise duplicate_collection(name) from error
+        return CollectionInfo(name, dimension, 0, 0)
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        return [await self.get_collection(name) for name in sorted(await self._names())]
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        table = await self._table(name)
+        documents = await table.query().select(["document_id"]).to_arrow()
+        distinct = len(pc.unique(documents["document_id"])) if documents.num_rows else 0
+        return CollectionInfo(name, await self._dimension(table), distinct, documents.num_rows)
+
+    async def delete_collection(self, name: str) -> None:
+        await self._table(name)
+        await self._db.drop_table(name)
+
+    async def upsert_document(self, collection: str, document_id: str, chunks: Sequence[ChunkRecord]) -> int:
+        check_chunks(document_id, chunks)
+        table = await self._table(collection)
+        dimension = await self._dimension(table)
+        vectors = unit_rows([chunk.vector for chunk in chunks], dimension, "chunks.vector")
+        if not chunks:
+            await table.delete(f"document_id = {_quote(document_id)}")
+            return 0
+        data = pa.table(
+            {
+                "id": [chunk.id for chunk in chunks],
+                "document_id": [document_id] * len(chunks),
+                "text": [chunk.text for chunk in chunks],
+                "metadata": [json.dumps(dict(chunk.metadata)) for chunk in chunks],
+                VECTOR_COLUMN: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dimension),
+            },
+            schema=_schema(dimension),
+        )
+        # One commit replaces the document: new ids insert, kept ids update, the document's other chunks go.
+        await (
+            table.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(f"document_id = {_quote(document_id)}")
+            .execute(data)
+        )
+        await self._maintain_index(table)
+        return len(chunks)
+
+    async def delete_document(self, collection: str, document_id: str) -> int:
+        table = await self._table(collection)
+        predicate = f"document_id = {_quote(document_id)}"
+        before = await table.count_rows(predicate)
+        if before:
+            await table.delete(predicate)
+        return int(before)
+
+    async def query(
+        self, collection: str, vector: Sequence[float], top_k: int, exact: bool = False
+    ) -> list[ScoredChunk]:
+        check_top_k(top_k)
+        table = await self._table(collection)
+        query_vector = unit_rows(vector, await self._dimension(table), "vector")[0]
+        search = table.vector_search(query_vector).column(VECTOR_COLUMN).distance_type("cosine").limit(top_k)
+        search = search.bypass_vector_index() if exact else search.ef(max(SEARCH_EF, top_k))
+        rows = (await search.select(["id", "document_id", "text", "metadata", "_distance"]).to_arrow()).to_pylist()
+        # lancedb's cosine distance is 1 - cosine similarity.
+        return [
+            ScoredChunk(r["id"], r["document_id"], r["text"], 1.0 - float(r["_distance"]), json.loads(r["metadata"]))
+            for r in rows
+        ]
+
+    async def has_index(self, collection: str) -> bool:
+        table = await self._table(collection)
+        return any(index.name == INDEX_NAME for index in await table.list_indices())
+
+    async def _maintain_index(self, table: Any) -> None:
+        """Build the index when the collection crosses the threshold; later, fold new rows into it."""
+        indices = [index.name for index in await table.list_indices()]
+        if INDEX_NAME not in indices:
+            if await table.count_rows() >= self.index_threshold:
+                log.info("building ANN index on %s", table.name)
+                await table.create_index(
+                    VECTOR_COLUMN, config=HnswSq(distance_type="cosine"), name=INDEX_NAME, replace=True
+                )
+            return
+        stats = await table.index_stats(INDEX_NAME)
+        # Unindexed rows are still found (by a flat scan), so folding them in is only about speed.
+        if stats is not None and stats.num_unindexed_rows >= max(self.index_threshold // 4, 256):
+            await table.optimize()
+
+    async def _names(self) -> list[str]:
+        names: list[str] = []
+        page_token = None
+        while True:
+            response = await self._db.list_tables(page_token=page_token)
+            names.extend(response.tables)
+            page_token = response.page_token
+            if not page_token:
+                return names
+
+    async def _table(self, name: str) -> Any:
+        check_name(name)
+        if name not in await self._names():
+            raise missing_collection(name)
+        return await self._db.open_table(name)
+
+    @staticmethod
+    async def _dimension(table: Any) -> int:
+        schema = await table.schema()
+        return int(schema.field(VECTOR_COLUMN).type.list_size)

@@ -1,0 +1,91 @@
+"""Chunking: size bounds, overlap, boundaries, offsets and deterministic ids."""
+
+import itertools
+import pydoc_data.topics
+
+import pytest
+
+from orchestrator_svc.chunking import chunk_text
+
+SENTENCE = "The quick brown fox jumps over the lazy dog number {}."
+
+
+def paragraphs(count: int, sentences: int) -> str:
+    return "\n\n".join(" ".join(SENTENCE.format(p * 100 + s) for s in range(sentences)) for p in range(count))
+
+
+def test_short_text_is_one_chunk() -> None:
+    chunks = chunk_text("doc", "  Hello world.  ")
+    assert [(c.id, c.text, c.start, c.end) for c in chunks] == [("doc#0", "Hello world.", 2, 14)]
+
+
+def test_empty_or_blank_text_has_no_chunks() -> None:
+    assert chunk_text("doc", "") == []
+    assert chunk_text("doc", " \n\n \t") == []
+
+
+def test_chunks_respect_size_and_offsets_and_ids() -> None:
+    text = paragraphs(12, 9)
+    chunks = chunk_text("guide", text, target_chars=800, overlap_chars=150)
+    assert len(chunks) > 5
+    assert [c.id for c in chunks] == [f"guide#{i}" for i in range(len(chunks))]
+    for chunk in chunks:
+        assert len(chunk.text) <= 800
+        assert text[chunk.start : chunk.end] == chunk.text
+        # Sentence boundaries: every chunk starts a sentence and ends one.
+        assert chunk.text[0].isupper() and chunk.text.endswith(".")
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+
+
+def test_consecutive_chunks_overlap_without_gaps() -> None:
+    chunks = chunk_text("d", paragraphs(6, 12), target_chars=500, overlap_chars=120)
+    for previous, current in itertools.pairwise(chunks):
+        assert current.start > previous.start, "always moves forward"
+        assert current.start <= previous.end, "no text is skipped"
+        assert previous.end - current.start <= 120
+    assert all(current.start < previous.end for previous, current in itertools.pairwise(chunks)), "overlap exists"
+
+
+def test_zero_overlap_tiles_the_text() -> None:
+    text = paragraphs(5, 10)
+    chunks = chunk_text("d", text, target_chars=400, overlap_chars=0)
+    for previous, current in itertools.pairwise(chunks):
+        assert current.start >= previous.end
+        assert text[previous.end : current.start].strip() == ""
+
+
+def test_paragraphs_are_kept_whole_when_they_fit() -> None:
+    first, second = "A" * 300 + ".", "B" * 300 + "."
+    chunks = chunk_text("d", f"{first}\n\n{second}\n\n{'C' * 300}.", target_chars=700, overlap_chars=0)
+    assert [c.text for c in chunks] == [f"{first}\n\n{second}", "C" * 300 + "."]
+
+
+def test_a_sentence_longer_than_the_target_is_split_at_words() -> None:
+    words = " ".join(f"word{i}" for i in range(400))
+    chunks = chunk_text("d", words, target_chars=200, overlap_chars=0)
+    assert all(len(c.text) <= 200 for c in chunks)
+    assert " ".join(c.text for c in chunks) == words
+
+
+def test_a_word_longer_than_the_target_is_cut() -> None:
+    chunks = chunk_text("d", "x" * 1000, target_chars=300, overlap_chars=0)
+    assert [len(c.text) for c in chunks] == [300, 300, 300, 100]
+
+
+def test_deterministic() -> None:
+    text = pydoc_data.topics.topics["class"]
+    assert chunk_text("class", text) == chunk_text("class", text)
+
+
+def test_real_documentation_chunks_stay_near_the_target() -> None:
+    text = pydoc_data.topics.topics["assignment"]
+    chunks = chunk_text("assignment", text)
+    assert all(len(c.text) <= 800 for c in chunks)
+    # Packing, not one chunk per sentence: most chunks are well filled.
+    assert sum(len(c.text) for c in chunks) / len(chunks) > 400
+
+
+@pytest.mark.parametrize(("target", "overlap"), [(0, 0), (100, 100), (100, -1)])
+def test_bad_parameters(target: int, overlap: int) -> None:
+    with pytest.raises(ValueError):
+        chunk_text("d", "text", target, overlap)

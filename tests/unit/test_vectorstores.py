@@ -1,0 +1,151 @@
+"""One behavioural suite run against every vector store, so memory, sqlite and lancedb stay interchangeable."""
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from llmorch_common.errors import PlatformError
+from orchestrator_svc.vectorstore import ChunkRecord, VectorStore, open_store
+from orchestrator_svc.vectorstore.lancedb_store import LanceDbStore
+
+DIM = 8
+
+
+def basis(index: int, dim: int = DIM) -> list[float]:
+    vector = [0.0] * dim
+    vector[index] = 1.0
+    return vector
+
+
+def chunks(document_id: str, vectors: list[list[float]], tag: str = "v1") -> list[ChunkRecord]:
+    return [
+        ChunkRecord(f"{document_id}#{i}", f"{document_id} {tag} chunk {i}", vector, {"source": document_id, "tag": tag})
+        for i, vector in enumerate(vectors)
+    ]
+
+
+async def test_create_list_and_delete_collections(store: VectorStore) -> None:
+    await store.create_collection("beta", DIM)
+    await store.create_collection("alpha", DIM)
+    assert [c.name for c in await store.list_collections()] == ["alpha", "beta"]
+    with pytest.raises(PlatformError) as caught:
+        await store.create_collection("alpha", DIM)
+    assert caught.value.code == "ALREADY_EXISTS"
+    await store.delete_collection("alpha")
+    assert [c.name for c in await store.list_collections()] == ["beta"]
+
+
+@pytest.mark.parametrize("name", ["", "Upper", "has space", "x" * 65, "semi;colon"])
+async def test_bad_collection_names_are_invalid_argument(store: VectorStore, name: str) -> None:
+    with pytest.raises(PlatformError) as caught:
+        await store.create_collection(name, DIM)
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert [v.field for v in caught.value.violations] == ["name"]
+
+
+async def test_unknown_collection_is_not_found_everywhere(store: VectorStore) -> None:
+    calls = [
+        store.get_collection("missing"),
+        store.delete_collection("missing"),
+        store.upsert_document("missing", "d", chunks("d", [basis(0)])),
+        store.delete_document("missing", "d"),
+        store.query("missing", basis(0), 3),
+    ]
+    for call in calls:
+        with pytest.raises(PlatformError) as caught:
+            await call
+        assert caught.value.code == "NOT_FOUND"
+
+
+async def test_reupserting_a_document_replaces_its_chunks(store: VectorStore) -> None:
+    await store.create_collection("docs", DIM)
+    assert await store.upsert_document("docs", "a", chunks("a", [basis(0), basis(1), basis(2)])) == 3
+    await store.upsert_document("docs", "b", chunks("b", [basis(3)]))
+    # Fewer chunks the second time: the third must disappear, not linger.
+    await store.upsert_document("docs", "a", chunks("a", [basis(4), basis(5)], tag="v2"))
+    info = await store.get_collection("docs")
+    assert (info.document_count, info.chunk_count) == (2, 3)
+    hits = await store.query("docs", basis(4), 10)
+    assert sorted(h.id for h in hits) == ["a#0", "a#1", "b#0"]
+    assert all(h.metadata["tag"] == "v2" for h in hits if h.document_id == "a")
+    assert hits[0].id == "a#0" and hits[0].text == "a v2 chunk 0"
+    listed = {c.name: c for c in await store.list_collections()}
+    assert (listed["docs"].document_count, listed["docs"].chunk_count) == (2, 3)
+
+
+async def test_delete_document(store: VectorStore) -> None:
+    await store.create_collection("docs", DIM)
+    await store.upsert_document("docs", "a", chunks("a", [basis(0), basis(1)]))
+    await store.upsert_document("docs", "it's", chunks("it's", [basis(2)]))
+    assert await store.delete_document("docs", "it's") == 1
+    assert await store.delete_document("docs", "never-there") == 0
+    assert [h.document_id for h in await store.query("docs", basis(2), 5)] == ["a", "a"]
+    assert await store.count("docs") == 2
+
+
+async def test_top_k_order_and_cosine_scores(store: VectorStore) -> None:
+    await store.create_collection("docs", DIM)
+    query = np.array(basis(0))
+    # Cosines with the query of 1.0, 0.8, 0.6, 0.0 and -1.0; stored unnormalised on purpose.
+    vectors = [[2.0] + [0.0] * 7, [0.8, 0.6] + [0.0] * 6, [0.6, 0.8] + [0.0] * 6, basis(3), [-3.0] + [0.0] * 7]
+    await store.upsert_document("docs", "d", chunks("d", vectors))
+    hits = await store.query("docs", query.tolist(), 4)
+    assert [h.id for h in hits] == ["d#0", "d#1", "d#2", "d#3"]
+    np.testing.assert_allclose([h.score for h in hits], [1.0, 0.8, 0.6, 0.0], atol=1e-5)
+    assert hits[0].metadata == {"source": "d", "tag": "v1"}
+    assert len(await store.query("docs", query.tolist(), 50)) == 5
+
+
+async def test_wrong_dimension_and_bad_top_k_are_invalid_argument(store: VectorStore) -> None:
+    await store.create_collection("docs", DIM)
+    for call in [
+        store.upsert_document("docs", "d", chunks("d", [[1.0, 0.0]])),
+        store.query("docs", [1.0, 0.0], 3),
+        store.query("docs", basis(0), 0),
+    ]:
+        with pytest.raises(PlatformError) as caught:
+            await call
+        assert caught.value.code == "INVALID_ARGUMENT"
+
+
+async def test_empty_collection_query_returns_nothing(store: VectorStore) -> None:
+    await store.create_collection("docs", DIM)
+    assert await store.query("docs", basis(0), 5) == []
+
+
+async def test_data_survives_reopening(tmp_path: Path) -> None:
+    for kind, path in [("sqlite", tmp_path / "c.db"), ("lancedb", tmp_path / "lance")]:
+        first = await open_store(kind, path)  # type: ignore[arg-type]
+        await first.create_collection("docs", DIM)
+        await first.upsert_document("docs", "a", chunks("a", [basis(0), basis(1)]))
+        await first.close()
+        second = await open_store(kind, path)  # type: ignore[arg-type]
+        assert [h.id for h in await second.query("docs", basis(1), 1)] == ["a#1"]
+        await second.close()
+
+
+def clustered(rng: np.random.Generator, count: int, dim: int) -> npt.NDArray[np.float32]:
+    """Random vectors around random centres, which is how sentence embeddings are distributed."""
+    centres = rng.normal(size=(50, dim))
+    return (centres[rng.integers(0, 50, count)] + 0.6 * rng.normal(size=(count, dim))).astype(np.float32)
+
+
+async def test_lancedb_builds_an_ann_index_past_the_threshold_with_high_recall(tmp_path: Path) -> None:
+    dim, count, threshold = 64, 3000, 2000
+    store = await LanceDbStore.open(tmp_path / "lance", index_threshold=threshold)
+    await store.create_collection("big", dim)
+    rng = np.random.default_rng(7)
+    vectors = clustered(rng, count, dim)
+    for start in range(0, count, 500):
+        await store.upsert_document("big", f"doc{start}", chunks(f"doc{start}", vectors[start : start + 500].tolist()))
+        assert await store.has_index("big") == (start + 500 >= threshold)
+    queries = clustered(rng, 30, dim)
+    recalls = []
+    for query in queries:
+        exact = {h.id for h in await store.query("big", query.tolist(), 10, exact=True)}
+        approximate = {h.id for h in await store.query("big", query.tolist(), 10)}
+        recalls.append(len(exact & approximate) / 10)
+    assert float(np.mean(recalls)) >= 0.9, recalls
+    await store.close()
