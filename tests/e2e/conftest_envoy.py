@@ -137,7 +137,8 @@ def _build_servicers() -> tuple[Any, Any]:
         async def ListModels(self, request: Any, context: Any) -> Any:
             return registry_pb2.RegistryServiceListModelsResponse()
 
-    return FakeOrchestrator(), FakeRegistry()
+    # Only the RPCs the front-door tests call are implemented; the rest answer UNIMPLEMENTED.
+    return FakeOrchestrator(), FakeRegistry()  # type: ignore[abstract]
 
 
 async def serve_fake(port: int) -> None:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest_envoy import (
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+from tests.e2e.conftest_envoy import (
     WEB_DIST,
     EnvoyProcess,
     FakeUpstream,
@@ -22,8 +25,6 @@ from conftest_envoy import (
     running_envoy,
     wait_for,
 )
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 ORCH = "llmorch.v1.OrchestratorService"
 
@@ -40,7 +41,9 @@ def envoy(stack: tuple[FakeUpstream, EnvoyProcess]) -> EnvoyProcess:
     return stack[1]
 
 
-def _http(envoy: EnvoyProcess, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def _http(
+    envoy: EnvoyProcess, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPResponse, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
     conn.request(method, path, body=body, headers=headers or {})
     reply = conn.getresponse()
@@ -73,7 +76,9 @@ def test_grpcurl_list_and_describe_through_envoy(envoy: EnvoyProcess) -> None:
 
 
 def test_unary_generate_through_envoy(envoy: EnvoyProcess) -> None:
-    request = json.dumps({"prompt": "why is the sky blue", "request_id": "r-1", "rag": {"collection": "docs", "top_k": 2}})
+    request = json.dumps(
+        {"prompt": "why is the sky blue", "request_id": "r-1", "rag": {"collection": "docs", "top_k": 2}}
+    )
     result = grpcurl("-plaintext", "-d", request, envoy.target, f"{ORCH}/Generate")
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
@@ -193,7 +198,8 @@ async def _generate(target: str, timeout_s: float) -> orchestrator_pb2.GenerateR
     async with grpc.aio.insecure_channel(target) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         request = orchestrator_pb2.GenerateRequest(prompt="are you there")
-        return await stub.Generate(request, timeout=timeout_s)
+        reply: orchestrator_pb2.GenerateResponse = await stub.Generate(request, timeout=timeout_s)
+        return reply
 
 
 async def test_upstream_death_is_unavailable_fast_then_recovers(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from llmorch.v1 import orchestrator_pb2, retrieval_pb2
 
 from llmorch_common.grpc_edge import idempotent_methods
