@@ -44,6 +44,7 @@ class GenerateOutput:
     time_to_first_token_ms: float
     generation_ms: float
     model_id: str
+    queue_wait_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,18 @@ class RagRequest:
 
 
 @dataclass(frozen=True)
+class DispatchPolicy:
+    """Timeouts and bounds of one request; the API fills them from its settings, tests shorten them."""
+
+    generate_timeout_s: float = 300.0
+    heartbeat_timeout_s: float = 5.0
+    # A model whose queue does not start the generation within this bound counts as saturated: fall back.
+    saturation_timeout_s: float = 30.0
+    generate_attempts: int = 2
+    max_selections: int = 4
+
+
+@dataclass(frozen=True)
 class InferenceInput:
     request_id: str
     messages: tuple[ChatTurn, ...]
@@ -71,6 +84,7 @@ class InferenceInput:
     stream: bool = False
     # Digest of the request as the client sent it; a reused request_id must match it.
     request_digest: str = ""
+    policy: DispatchPolicy = field(default_factory=DispatchPolicy)
 
 
 @dataclass(frozen=True)
@@ -111,8 +125,6 @@ class InferenceResult:
 class SelectModelInput:
     requested_model_id: str
     excluded: tuple[str, ...] = ()
-    # Models that failed only because they were saturated may be chosen again as a last resort to queue on.
-    saturated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,18 +133,25 @@ class ModelChoice:
     task_queue: str
     reason: str
     context_limit: int
-    chat: bool = True
     # True when every candidate was full and the request queues on the best one (backpressure).
     queued: bool = False
 
 
 @dataclass(frozen=True)
+class StreamCursor:
+    """How much of the current attempt's text a streaming client has seen."""
+
+    attempt: int
+    offset: int
+
+
+@dataclass(frozen=True)
 class StreamSnapshot:
-    """What the API relays to a streaming client: deltas since an offset, for the current attempt."""
+    """Text the client has not seen yet; a new attempt (after a fallback) restarts the text from empty."""
 
     attempt: int
     model_id: str
     reason: str
     text: str
+    offset: int
     done: bool
-    events: list[str] = field(default_factory=list)

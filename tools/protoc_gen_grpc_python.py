@@ -1,4 +1,4 @@
-"""buf plugin shim: grpcio-tools ships no protoc-gen-grpc_python, so run its bundled protoc on the request's descriptors."""
+"""buf plugin shim: grpcio-tools has no protoc-gen-grpc_python, so run its protoc on the request's descriptors."""
 
 import subprocess
 import sys
@@ -20,8 +20,14 @@ def main() -> None:
         out_dir = Path(scratch, "out")
         out_dir.mkdir()
         subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", f"--descriptor_set_in={descriptor_set}",
-             f"--grpc_python_out={out_dir}", *request.file_to_generate],
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"--descriptor_set_in={descriptor_set}",
+                f"--grpc_python_out={out_dir}",
+                *request.file_to_generate,
+            ],
             check=True,
         )
         for generated in sorted(out_dir.rglob("*.py")):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmorch.v1 import types_pb2 as llmorch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmorch/v1/registry.proto\x12\nllmorch.v1\x1a\x16llmorch/v1/types.proto\"\x88\x02\n\x0fRegisteredModel\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.llmorch.v1.ModelMetadataR\x08metadata\x12/\n\x06health\x18\x02 \x01(\x0e\x32\x17.llmorch.v1.HealthStateR\x06health\x12\x1b\n\tin_flight\x18\x03 \x01(\x05R\x08inFlight\x12\x1a\n\x08\x63\x61pacity\x18\x04 \x01(\x05R\x08\x63\x61pacity\x12#\n\rqueue_backlog\x18\x05 \x01(\x03R\x0cqueueBacklog\x12/\n\x08replicas\x18\x06 \x03(\x0b\x32\x13.llmorch.v1.ReplicaR\x08replicas\"s\n\x07Replica\x12\x1a\n\x08\x65ndpoint\x18\x01 \x01(\tR\x08\x65ndpoint\x12/\n\x06health\x18\x02 \x01(\x0e\x32\x17.llmorch.v1.HealthStateR\x06health\x12\x1b\n\tin_flight\x18\x03 \x01(\x05R\x08inFlight\"H\n\x0fRegisterRequest\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.llmorch.v1.ModelMetadataR\x08metadata\"E\n\x10RegisterResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\x1b.llmorch.v1.RegisteredModelR\x05model\"f\n\x10HeartbeatRequest\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tR\x08\x65ndpoint\x12\x1b\n\tin_flight\x18\x03 \x01(\x05R\x08inFlight\"\x13\n\x11HeartbeatResponse\"J\n\x11\x44\x65registerRequest\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tR\x08\x65ndpoint\"\x14\n\x12\x44\x65registerResponse\"X\n RegistryServiceListModelsRequest\x12\x34\n\nmodel_type\x18\x01 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\"X\n!RegistryServiceListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32\x1b.llmorch.v1.RegisteredModelR\x06models\",\n\x0fGetModelRequest\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\"E\n\x10GetModelResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\x1b.llmorch.v1.RegisteredModelR\x05model2\xba\x03\n\x0fRegistryService\x12J\n\x08Register\x12\x1b.llmorch.v1.RegisterRequest\x1a\x1c.llmorch.v1.RegisterResponse\"\x03\x90\x02\x02\x12M\n\tHeartbeat\x12\x1c.llmorch.v1.HeartbeatRequest\x1a\x1d.llmorch.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12P\n\nDeregister\x12\x1d.llmorch.v1.DeregisterRequest\x1a\x1e.llmorch.v1.DeregisterResponse\"\x03\x90\x02\x02\x12n\n\nListModels\x12,.llmorch.v1.RegistryServiceListModelsRequest\x1a-.llmorch.v1.RegistryServiceListModelsResponse\"\x03\x90\x02\x01\x12J\n\x08GetModel\x12\x1b.llmorch.v1.GetModelRequest\x1a\x1c.llmorch.v1.GetModelResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmorch/v1/registry.proto\x12\nllmorch.v1\x1a\x16llmorch/v1/types.proto\"\xb7\x02\n\x0fRegisteredModel\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.llmorch.v1.ModelMetadataR\x08metadata\x12/\n\x06health\x18\x02 \x01(\x0e\x32\x17.llmorch.v1.HealthStateR\x06health\x12\x1b\n\tin_flight\x18\x03 \x01(\x05R\x08inFlight\x12\x1a\n\x08\x63\x61pacity\x18\x04 \x01(\x05R\x08\x63\x61pacity\x12#\n\rqueue_backlog\x18\x05 \x01(\x03R\x0cqueueBacklog\x12/\n\x08replicas\x18\x06 \x03(\x0b\x32\x13.llmorch.v1.ReplicaR\x08replicas\x12-\n\x12registration_order\x18\x07 \x01(\x03R\x11registrationOrder\"s\n\x07Replica\x12\x1a\n\x08\x65ndpoint\x18\x01 \x01(\tR\x08\x65ndpoint\x12/\n\x06health\x18\x02 \x01(\x0e\x32\x17.llmorch.v1.HealthStateR\x06health\x12\x1b\n\tin_flight\x18\x03 \x01(\x05R\x08inFlight\"H\n\x0fRegisterRequest\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.llmorch.v1.ModelMetadataR\x08metadata\"E\n\x10RegisterResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\x1b.llmorch.v1.RegisteredModelR\x05model\"f\n\x10HeartbeatRequest\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tR\x08\x65ndpoint\x12\x1b\n\tin_flight\x18\x03 \x01(\x05R\x08inFlight\"\x13\n\x11HeartbeatResponse\"J\n\x11\x44\x65registerRequest\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tR\x08\x65ndpoint\"\x14\n\x12\x44\x65registerResponse\"X\n RegistryServiceListModelsRequest\x12\x34\n\nmodel_type\x18\x01 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\"X\n!RegistryServiceListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32\x1b.llmorch.v1.RegisteredModelR\x06models\",\n\x0fGetModelRequest\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\"E\n\x10GetModelResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\x1b.llmorch.v1.RegisteredModelR\x05model2\xba\x03\n\x0fRegistryService\x12J\n\x08Register\x12\x1b.llmorch.v1.RegisterRequest\x1a\x1c.llmorch.v1.RegisterResponse\"\x03\x90\x02\x02\x12M\n\tHeartbeat\x12\x1c.llmorch.v1.HeartbeatRequest\x1a\x1d.llmorch.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12P\n\nDeregister\x12\x1d.llmorch.v1.DeregisterRequest\x1a\x1e.llmorch.v1.DeregisterResponse\"\x03\x90\x02\x02\x12n\n\nListModels\x12,.llmorch.v1.RegistryServiceListModelsRequest\x1a-.llmorch.v1.RegistryServiceListModelsResponse\"\x03\x90\x02\x01\x12J\n\x08GetModel\x12\x1b.llmorch.v1.GetModelRequest\x1a\x1c.llmorch.v1.GetModelResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,29 +43,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRYSERVICE'].methods_by_name['GetModel']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['GetModel']._serialized_options = b'\220\002\001'
   _globals['_REGISTEREDMODEL']._serialized_start=66
-  _globals['_REGISTEREDMODEL']._serialized_end=330
-  _globals['_REPLICA']._serialized_start=332
-  _globals['_REPLICA']._serialized_end=447
-  _globals['_REGISTERREQUEST']._serialized_start=449
-  _globals['_REGISTERREQUEST']._serialized_end=521
-  _globals['_REGISTERRESPONSE']._serialized_start=523
-  _globals['_REGISTERRESPONSE']._serialized_end=592
-  _globals['_HEARTBEATREQUEST']._serialized_start=594
-  _globals['_HEARTBEATREQUEST']._serialized_end=696
-  _globals['_HEARTBEATRESPONSE']._serialized_start=698
-  _globals['_HEARTBEATRESPONSE']._serialized_end=717
-  _globals['_DEREGISTERREQUEST']._serialized_start=719
-  _globals['_DEREGISTERREQUEST']._serialized_end=793
-  _globals['_DEREGISTERRESPONSE']._serialized_start=795
-  _globals['_DEREGISTERRESPONSE']._serialized_end=815
-  _globals['_REGISTRYSERVICELISTMODELSREQUEST']._serialized_start=817
-  _globals['_REGISTRYSERVICELISTMODELSREQUEST']._serialized_end=905
-  _globals['_REGISTRYSERVICELISTMODELSRESPONSE']._serialized_start=907
-  _globals['_REGISTRYSERVICELISTMODELSRESPONSE']._serialized_end=995
-  _globals['_GETMODELREQUEST']._serialized_start=997
-  _globals['_GETMODELREQUEST']._serialized_end=1041
-  _globals['_GETMODELRESPONSE']._serialized_start=1043
-  _globals['_GETMODELRESPONSE']._serialized_end=1112
-  _globals['_REGISTRYSERVICE']._serialized_start=1115
-  _globals['_REGISTRYSERVICE']._serialized_end=1557
+  _globals['_REGISTEREDMODEL']._serialized_end=377
+  _globals['_REPLICA']._serialized_start=379
+  _globals['_REPLICA']._serialized_end=494
+  _globals['_REGISTERREQUEST']._serialized_start=496
+  _globals['_REGISTERREQUEST']._serialized_end=568
+  _globals['_REGISTERRESPONSE']._serialized_start=570
+  _globals['_REGISTERRESPONSE']._serialized_end=639
+  _globals['_HEARTBEATREQUEST']._serialized_start=641
+  _globals['_HEARTBEATREQUEST']._serialized_end=743
+  _globals['_HEARTBEATRESPONSE']._serialized_start=745
+  _globals['_HEARTBEATRESPONSE']._serialized_end=764
+  _globals['_DEREGISTERREQUEST']._serialized_start=766
+  _globals['_DEREGISTERREQUEST']._serialized_end=840
+  _globals['_DEREGISTERRESPONSE']._serialized_start=842
+  _globals['_DEREGISTERRESPONSE']._serialized_end=862
+  _globals['_REGISTRYSERVICELISTMODELSREQUEST']._serialized_start=864
+  _globals['_REGISTRYSERVICELISTMODELSREQUEST']._serialized_end=952
+  _globals['_REGISTRYSERVICELISTMODELSRESPONSE']._serialized_start=954
+  _globals['_REGISTRYSERVICELISTMODELSRESPONSE']._serialized_end=1042
+  _globals['_GETMODELREQUEST']._serialized_start=1044
+  _globals['_GETMODELREQUEST']._serialized_end=1088
+  _globals['_GETMODELRESPONSE']._serialized_start=1090
+  _globals['_GETMODELRESPONSE']._serialized_end=1159
+  _globals['_REGISTRYSERVICE']._serialized_start=1162
+  _globals['_REGISTRYSERVICE']._serialized_end=1604
 # @@protoc_insertion_point(module_scope)

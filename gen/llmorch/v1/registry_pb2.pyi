@@ -31,6 +31,7 @@ class RegisteredModel(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     QUEUE_BACKLOG_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    REGISTRATION_ORDER_FIELD_NUMBER: _builtins.int
     health: _types_pb2.HealthState.ValueType
     """health is the aggregated health of its replicas: SERVING when any replica serves."""
     in_flight: _builtins.int
@@ -39,6 +40,10 @@ class RegisteredModel(_message.Message):
     """capacity is max_concurrency times the number of serving replicas."""
     queue_backlog: _builtins.int
     """queue_backlog is the number of tasks waiting on its task queue, from Temporal's task-queue stats."""
+    registration_order: _builtins.int
+    """registration_order is the order of the model's first registration, lowest first; the router's
+    "first available" rule follows it.
+    """
     @_builtins.property
     def metadata(self) -> _types_pb2.ModelMetadata:
         """metadata is what was registered."""
@@ -56,10 +61,11 @@ class RegisteredModel(_message.Message):
         capacity: _builtins.int = ...,
         queue_backlog: _builtins.int = ...,
         replicas: _abc.Iterable[Global___Replica] | None = ...,
+        registration_order: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "health", b"health", "in_flight", b"in_flight", "metadata", b"metadata", "queue_backlog", b"queue_backlog", "replicas", b"replicas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "health", b"health", "in_flight", b"in_flight", "metadata", b"metadata", "queue_backlog", b"queue_backlog", "registration_order", b"registration_order", "replicas", b"replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

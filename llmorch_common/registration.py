@@ -1,0 +1,52 @@
+"""A container's life in the registry: register once reachable, heartbeat its load, deregister when it drains."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+
+from llmorch_common.grpc_edge import make_channel
+
+log = logging.getLogger(__name__)
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"]
+
+
+class Registration:
+    def __init__(self, registry_address: str, metadata: types_pb2.ModelMetadata, interval_s: float) -> None:
+        self._channel = make_channel(registry_address, REGISTRY_SERVICE)
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._metadata = metadata
+        self._interval_s = interval_s
+
+    async def run(self, in_flight: Callable[[], int]) -> None:
+        """Heartbeat forever; (re-)register whenever the registry does not know us, e.g. after it lost its state."""
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    await self._stub.Register(registry_pb2.RegisterRequest(metadata=self._metadata), timeout=5)
+                    registered = True
+                    log.info("registered %s at %s", self._metadata.model_id, self._metadata.endpoint)
+                await self._stub.Heartbeat(
+                    registry_pb2.HeartbeatRequest(
+                        model_id=self._metadata.model_id, endpoint=self._metadata.endpoint, in_flight=in_flight()
+                    ),
+                    timeout=5,
+                )
+            except grpc.aio.AioRpcError as error:
+                # The registry may start after us or restart; keep trying rather than dying.
+                registered = registered and error.code() != grpc.StatusCode.NOT_FOUND
+                log.debug("registry call failed: %s", error.code().name)
+            await asyncio.sleep(self._interval_s)
+
+    async def deregister(self) -> None:
+        try:
+            await self._stub.Deregister(
+                registry_pb2.DeregisterRequest(model_id=self._metadata.model_id, endpoint=self._metadata.endpoint),
+                timeout=3,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("deregister failed: %s", error.code().name)
+        await self._channel.close()

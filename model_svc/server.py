@@ -1,0 +1,76 @@
+"""ModelService transport: protobuf in, engine pool, protobuf out; errors leave through the gRPC edge."""
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import grpc
+from llmorch.v1 import model_pb2, model_pb2_grpc, types_pb2
+
+from llmorch_common.errors import unavailable
+from llmorch_common.grpc_edge import stream_edge, unary_edge
+from llmorch_common.validation import check_generation, resolve_sampling, to_turns
+from model_svc.engine import EnginePool, GenerationRequest, GenerationResult
+
+SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    def __init__(self, metadata: types_pb2.ModelMetadata) -> None:
+        self.metadata = metadata
+        self.pool: EnginePool | None = None  # set once the weights are loaded
+        self.draining = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.pool.in_flight if self.pool else 0
+
+    def _request(self, request: model_pb2.ModelServiceGenerateRequest) -> tuple[EnginePool, GenerationRequest]:
+        check_generation(list(request.messages), request.prompt, request.sampling)
+        if self.pool is None or self.draining:
+            raise unavailable(f"model {self.metadata.model_id} is {'draining' if self.draining else 'loading'}")
+        generation = GenerationRequest(
+            to_turns(list(request.messages)), request.prompt, resolve_sampling(request.sampling)
+        )
+        return self.pool, generation
+
+    def _response(self, result: GenerationResult) -> model_pb2.ModelServiceGenerateResponse:
+        return model_pb2.ModelServiceGenerateResponse(
+            text=result.text,
+            finish_reason=result.finish_reason,
+            usage=types_pb2.Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
+            time_to_first_token_ms=result.time_to_first_token_ms,
+            generation_ms=result.generation_ms,
+            model_id=self.metadata.model_id,
+        )
+
+    @unary_edge
+    async def Generate(
+        self, request: model_pb2.ModelServiceGenerateRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.ModelServiceGenerateResponse:
+        pool, generation = self._request(request)
+        return self._response(await pool.generate(generation))
+
+    @stream_edge
+    async def GenerateStream(
+        self, request: model_pb2.ModelServiceGenerateStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[model_pb2.ModelServiceGenerateStreamResponse]:
+        pool, generation = self._request(request.generation)
+        # aclosing: when the client goes away, the generation stops and its context is freed at once.
+        async with aclosing(pool.stream(generation)) as items:
+            async for item in items:
+                if isinstance(item, GenerationResult):
+                    yield model_pb2.ModelServiceGenerateStreamResponse(final=self._response(item))
+                else:
+                    yield model_pb2.ModelServiceGenerateStreamResponse(delta=item)
+
+    @unary_edge
+    async def GetModelInfo(
+        self, request: model_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.GetModelInfoResponse:
+        ready = self.pool is not None and not self.draining
+        return model_pb2.GetModelInfoResponse(metadata=self.metadata, in_flight=self.in_flight, ready=ready)
+
+
+def register(server: grpc.aio.Server, servicer: ModelServicer) -> list[str]:
+    model_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
+    return [SERVICE_NAME]

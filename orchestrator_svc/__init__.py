@@ -1,0 +1,1 @@
+"""Orchestrator: public API, workflows, registry, router and retrieval."""

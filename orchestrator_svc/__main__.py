@@ -1,0 +1,43 @@
+"""Run the orchestrator API (`python -m orchestrator_svc api`) or its worker (`... worker`)."""
+
+import asyncio
+import sys
+
+from temporalio.client import Client
+
+from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
+from orchestrator_svc.app import create_worker, start_api
+from orchestrator_svc.config import OrchestratorSettings
+
+
+async def run_api(settings: OrchestratorSettings) -> None:
+    log = setup_logging("orchestrator-api")
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    api = await start_api(settings, client)
+    start_metrics(settings.metrics_port)
+    log.info("SERVING on %s", api.port)
+    await wait_for_termination()
+    await api.stop(grace_s=10)
+
+
+async def run_worker(settings: OrchestratorSettings) -> None:
+    log = setup_logging("orchestrator-worker")
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    worker, activities = create_worker(client, settings)
+    start_metrics(settings.worker_metrics_port)
+    log.info("polling %s", settings.task_queue)
+    async with worker:
+        await wait_for_termination()
+    await activities.close()
+
+
+def main() -> None:
+    role = sys.argv[1] if len(sys.argv) > 1 else ""
+    runners = {"api": run_api, "worker": run_worker}
+    if role not in runners:
+        sys.exit("usage: python -m orchestrator_svc api|worker")
+    asyncio.run(runners[role](OrchestratorSettings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Control-plane activities of the orchestrator worker: selection reads live registry state here, not in workflows."""
+
+import grpc
+from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from llmorch_common.contracts import ModelChoice, SelectModelInput
+from llmorch_common.errors import PlatformError
+from llmorch_common.grpc_edge import make_channel
+from orchestrator_svc.router import Candidate, select
+
+SELECT_MODEL_ACTIVITY = "select_model"
+
+
+def candidate_from(model: registry_pb2.RegisteredModel) -> Candidate:
+    return Candidate(
+        model_id=model.metadata.model_id,
+        task_queue=model.metadata.task_queue,
+        priority=model.metadata.priority,
+        default_flag=model.metadata.default_flag,
+        healthy=model.health == types_pb2.HEALTH_STATE_SERVING,
+        in_flight=model.in_flight,
+        capacity=model.capacity,
+        backlog=model.queue_backlog,
+        context_limit=model.metadata.context_limit,
+        registration_order=model.registration_order,
+    )
+
+
+class ControlActivities:
+    def __init__(self, registry_address: str) -> None:
+        self._channel = make_channel(registry_address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"])
+        self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+
+    @activity.defn(name=SELECT_MODEL_ACTIVITY)
+    async def select_model(self, request: SelectModelInput) -> ModelChoice:
+        try:
+            listing = await self._registry.ListModels(
+                registry_pb2.RegistryServiceListModelsRequest(model_type=types_pb2.MODEL_TYPE_LLM), timeout=5
+            )
+        except grpc.aio.AioRpcError as error:
+            raise ApplicationError(f"registry unreachable: {error.details()}", type="UNAVAILABLE") from None
+        try:
+            return select(
+                [candidate_from(m) for m in listing.models], request.requested_model_id, frozenset(request.excluded)
+            )
+        except PlatformError as error:
+            # A routing verdict is final for this selection; the workflow decides what it means.
+            raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
+
+    async def close(self) -> None:
+        await self._channel.close()

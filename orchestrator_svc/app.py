@@ -1,0 +1,59 @@
+"""Assembly of the orchestrator's two processes, shared by __main__, the launcher and the tests."""
+
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+from llmorch.v1 import registry_pb2_grpc
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from llmorch_common.grpc_edge import create_server, set_serving
+from orchestrator_svc import api, registry_server
+from orchestrator_svc.activities import ControlActivities
+from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.queue_stats import QueueStats
+from orchestrator_svc.registry import Registry
+from orchestrator_svc.workflows import InferenceWorkflow
+
+
+@dataclass
+class ApiServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    registry: Registry
+    service_names: list[str]
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.registry.close()
+
+
+async def start_api(settings: OrchestratorSettings, client: Client) -> ApiServer:
+    registry = Registry(settings.registry_db)
+    await registry.open()
+    registry_servicer = registry_server.RegistryServicer(registry, QueueStats(client))
+    servicer = api.OrchestratorServicer(client, settings, registry_servicer)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry_servicer, server)
+        return [*api.register(server, servicer), registry_server.SERVICE_NAME]
+
+    server, port, health_servicer = await create_server(register, settings.port, settings.host)
+    names = [api.SERVICE_NAME, registry_server.SERVICE_NAME]
+    await server.start()
+    await set_serving(health_servicer, names, True)
+    return ApiServer(server, port, health_servicer, registry, names)
+
+
+def create_worker(client: Client, settings: OrchestratorSettings) -> tuple[Worker, ControlActivities]:
+    activities = ControlActivities(settings.registry_address)
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[InferenceWorkflow],
+        activities=[activities.select_model],
+    )
+    return worker, activities

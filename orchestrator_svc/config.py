@@ -1,0 +1,35 @@
+"""Settings of the orchestrator API and worker, read from ORCH_* environment variables."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmorch_common.constants import (
+    ORCHESTRATOR_METRICS_PORT,
+    ORCHESTRATOR_PORT,
+    ORCHESTRATOR_TASK_QUEUE,
+    ORCHESTRATOR_WORKER_METRICS_PORT,
+)
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCH_")
+
+    host: str = Field("0.0.0.0", description="Address the API binds")
+    port: int = Field(ORCHESTRATOR_PORT, ge=0, le=65535, description="API gRPC port; 0 picks a free one")
+    metrics_port: int = Field(ORCHESTRATOR_METRICS_PORT, ge=0, le=65535, description="API Prometheus port; 0 disables")
+    worker_metrics_port: int = Field(
+        ORCHESTRATOR_WORKER_METRICS_PORT, ge=0, le=65535, description="Worker Prometheus port; 0 disables"
+    )
+    temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
+    temporal_namespace: str = Field("default", description="Temporal namespace")
+    task_queue: str = Field(ORCHESTRATOR_TASK_QUEUE, description="Queue of workflows and control-plane activities")
+    registry_db: Path = Field(Path("data/registry.db"), description="SQLite file of the model registry")
+    registry_address: str = Field(f"localhost:{ORCHESTRATOR_PORT}", description="Where the worker reaches the registry")
+    request_timeout_s: float = Field(900.0, gt=0, le=86400, description="Workflow execution timeout of one request")
+    generate_timeout_s: float = Field(300.0, gt=0, le=3600, description="start-to-close bound of one generation")
+    heartbeat_timeout_s: float = Field(5.0, gt=0, le=600, description="A silent generation is presumed dead after this")
+    saturation_timeout_s: float = Field(30.0, gt=0, le=3600, description="Queue wait that counts as saturated")
+    generate_attempts: int = Field(2, ge=1, le=10, description="Temporal attempts per model before falling back")
+    max_selections: int = Field(4, ge=1, le=20, description="Models tried per request before UNAVAILABLE")

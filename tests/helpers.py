@@ -1,0 +1,167 @@
+"""Test helpers: services as real child processes, a whole orchestrator in-process, bounded polling."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from llmorch_common.grpc_edge import wait_until_serving
+from orchestrator_svc.app import ApiServer, create_worker, start_api
+from orchestrator_svc.config import OrchestratorSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+    """Poll until `check` returns a truthy value (returned) or the bound passes (the last error is raised)."""
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = await check()
+            if value:
+                return value
+        except (AssertionError, grpc.aio.AioRpcError) as error:
+            last = error
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s") from last
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """A service in its own process, so tests can kill it the way production loses one."""
+
+    module: list[str]
+    env: dict[str, str]
+    port: int | None = None
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    async def start(self, timeout_s: float = 60.0) -> "ServiceProcess":
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *self.module],
+            cwd=ROOT,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=log,
+        )
+        if self.port:
+            waiter = asyncio.create_task(wait_until_serving(f"localhost:{self.port}", timeout_s))
+            while not waiter.done():
+                if self.process.poll() is not None:
+                    waiter.cancel()
+                    raise RuntimeError(f"{self.module} exited with {self.process.returncode}; log {self.log_path}")
+                await asyncio.sleep(0.05)
+            await waiter
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    async def terminate(self, timeout_s: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.process.poll() is None:
+            self.kill()
+        return self.process.returncode
+
+
+def model_process(
+    model_id: str, temporal_address: str, registry_port: int, tmp: Path, engine: str = "fake", **settings: Any
+) -> ServiceProcess:
+    port = free_port()
+    env = {
+        "MODEL_MODEL_ID": model_id,
+        "MODEL_ENGINE": engine,
+        "MODEL_PORT": str(port),
+        "MODEL_METRICS_PORT": "0",
+        "MODEL_TEMPORAL_ADDRESS": temporal_address,
+        "MODEL_REGISTRY_ADDRESS": f"localhost:{registry_port}",
+        "MODEL_HEARTBEAT_INTERVAL_S": "0.2",
+        **{f"MODEL_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+    return ServiceProcess(["model_svc"], env, port, tmp / f"model-{model_id}-{port}.log")
+
+
+@dataclass
+class Orchestrator:
+    """API and worker of one test, on a fresh task queue so tests never collide."""
+
+    api: ApiServer
+    worker: Worker | None
+    settings: OrchestratorSettings
+    channel: grpc.aio.Channel
+
+    @property
+    def stub(self) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+        return orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
+
+    @property
+    def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
+        return registry_pb2_grpc.RegistryServiceStub(self.channel)
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.api.port}"
+
+
+def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
+    values: dict[str, Any] = {
+        "port": 0,
+        "metrics_port": 0,
+        "worker_metrics_port": 0,
+        "task_queue": f"orchestrator-{uuid.uuid4().hex[:8]}",
+        "registry_db": tmp / "registry.db",
+        "heartbeat_timeout_s": 3.0,
+        "saturation_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return OrchestratorSettings(**values)
+
+
+async def start_orchestrator(
+    client: Client, settings: OrchestratorSettings, with_worker: bool = True
+) -> tuple[Orchestrator, asyncio.Task[None] | None]:
+    api = await start_api(settings, client)
+    settings = settings.model_copy(update={"registry_address": f"localhost:{api.port}"})
+    worker_task = None
+    worker = None
+    if with_worker:
+        worker, _ = create_worker(client, settings)
+        worker_task = asyncio.create_task(worker.run())
+    channel = grpc.aio.insecure_channel(f"localhost:{api.port}")
+    return Orchestrator(api, worker, settings, channel), worker_task
+
+
+async def stop_orchestrator(orchestrator: Orchestrator, worker_task: asyncio.Task[None] | None) -> None:
+    if orchestrator.worker and worker_task:
+        await orchestrator.worker.shutdown()
+    await orchestrator.channel.close()
+    await orchestrator.api.stop(grace_s=1)

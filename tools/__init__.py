@@ -1,0 +1,1 @@
+"""Developer tools: code generation, model conversion, the local launcher and benchmarks."""
