@@ -10,6 +10,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from llmorch.v1 import embedding_pb2, embedding_pb2_grpc, types_pb2
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from embed_svc.worker import EmbedActivities
+from llmorch_common.embedding_contracts import EmbedInput
 
 MIN_COSINE = 0.999
 
@@ -109,3 +114,26 @@ async def test_reflection_lists_the_service(embed_channel: grpc.aio.Channel) -> 
     names = [service.name async for reply in call for service in reply.list_services_response.service]
     assert "llmorch.v1.EmbeddingService" in names
     assert "grpc.health.v1.Health" in names
+
+
+async def test_embed_activity_splits_batches_and_calls_the_service(embedding_service: Any) -> None:
+    activities = EmbedActivities(embedding_service.target, max_batch=3)
+    texts = tuple(f"sentence {i}" for i in range(7))
+    try:
+        output = await ActivityEnvironment().run(activities.embed, EmbedInput(texts=texts))
+        direct = await embedding_service.running.servicer.engine.embed(list(texts))
+    finally:
+        await activities.close()
+    assert len(output.vectors) == 7 and output.token_counts == direct.token_counts
+    # Batch composition changes llama.cpp's summation order, so rows agree closely but not bit for bit.
+    assert (np.array(output.vectors) * direct.vectors).sum(axis=1).min() > 0.9999
+
+
+async def test_embed_activity_marks_input_errors_non_retryable(embedding_service: Any) -> None:
+    activities = EmbedActivities(embedding_service.target, max_batch=256)
+    try:
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.embed, EmbedInput(texts=("x" * 20001,)))
+    finally:
+        await activities.close()
+    assert caught.value.type == "INVALID_ARGUMENT" and caught.value.non_retryable
