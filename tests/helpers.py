@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from llmorch_common.grpc_edge import wait_until_serving
@@ -33,7 +34,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.
             value = await check()
             if value:
                 return value
-        except (AssertionError, grpc.aio.AioRpcError) as error:
+        except (AssertionError, grpc.aio.AioRpcError, RPCError) as error:
             last = error
         await asyncio.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s") from last

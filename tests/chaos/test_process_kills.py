@@ -1,0 +1,119 @@
+"""Durability: a request survives its workflow worker or its model process being killed mid-generation."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    Orchestrator,
+    ServiceProcess,
+    eventually,
+    model_process,
+    orchestrator_settings,
+    start_orchestrator,
+    stop_orchestrator,
+)
+from llmorch.v1 import orchestrator_pb2, types_pb2
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+pytestmark = pytest.mark.slow
+SLOW_MODEL = "slow-fake"
+
+
+@pytest.fixture
+async def orchestrator_without_worker(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Orchestrator]:
+    orchestrator, _ = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path), with_worker=False)
+    yield orchestrator
+    await stop_orchestrator(orchestrator, None)
+
+
+def worker_process(orchestrator: Orchestrator, temporal_address: str, tmp: Path) -> ServiceProcess:
+    env = {
+        "ORCH_TASK_QUEUE": orchestrator.settings.task_queue,
+        "ORCH_TEMPORAL_ADDRESS": temporal_address,
+        "ORCH_REGISTRY_ADDRESS": orchestrator.address,
+        "ORCH_WORKER_METRICS_PORT": "0",
+    }
+    return ServiceProcess(["orchestrator_svc", "worker"], env, log_path=tmp / "worker.log")
+
+
+async def wait_generation_running(client: Client, workflow_id: str) -> None:
+    async def running() -> bool:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        return any(p.activity_type.name == "generate" for p in description.raw_description.pending_activities)
+
+    await eventually(running, timeout_s=20)
+
+
+async def wait_serving(orchestrator: Orchestrator, model_id: str) -> None:
+    async def serving() -> bool:
+        listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
+        return any(
+            m.metadata.model_id == model_id and m.health == types_pb2.HEALTH_STATE_SERVING for m in listing.models
+        )
+
+    await eventually(serving, timeout_s=20)
+
+
+def slow_request(request_id: str) -> orchestrator_pb2.GenerateRequest:
+    # 30 tokens at 100 ms: a 3-second generation leaves time to kill things in the middle of it.
+    return orchestrator_pb2.GenerateRequest(
+        request_id=request_id, prompt="tell me a story", sampling=types_pb2.SamplingParams(max_tokens=30)
+    )
+
+
+async def test_workflow_worker_killed_and_restarted_mid_request(
+    orchestrator_without_worker: Orchestrator, temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    orchestrator = orchestrator_without_worker
+    model = await model_process(
+        SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=100
+    ).start()
+    worker = await worker_process(orchestrator, temporal_address, tmp_path).start()
+    try:
+        await wait_serving(orchestrator, SLOW_MODEL)
+        request_id = f"chaos-worker-{uuid.uuid4().hex}"
+        call = asyncio.ensure_future(orchestrator.stub.Generate(slow_request(request_id), timeout=120))
+        await wait_generation_running(temporal_client, f"inference-{request_id}")
+
+        worker.kill()
+        worker = await worker_process(orchestrator, temporal_address, tmp_path).start()
+        reply = await call
+
+        assert reply.provenance.model_id == SLOW_MODEL
+        assert reply.provenance.usage.completion_tokens == 30
+        history = await temporal_client.get_workflow_handle(f"inference-{request_id}").fetch_history()
+        kinds = [e.event_type for e in history.events]
+        assert kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 1, "the generation ran once, not twice"
+        assert kinds[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    finally:
+        await worker.terminate()
+        await model.terminate()
+
+
+async def test_model_process_killed_and_restarted_mid_generation(
+    temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    orchestrator, worker_task = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
+    model = model_process(SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=100)
+    await model.start()
+    try:
+        await wait_serving(orchestrator, SLOW_MODEL)
+        request_id = f"chaos-model-{uuid.uuid4().hex}"
+        call = asyncio.ensure_future(orchestrator.stub.Generate(slow_request(request_id), timeout=120))
+        await wait_generation_running(temporal_client, f"inference-{request_id}")
+
+        model.kill()
+        await model.start()  # the same replica comes back on the same port and queue
+        reply = await call
+
+        assert reply.provenance.model_id == SLOW_MODEL
+        history = await temporal_client.get_workflow_handle(f"inference-{request_id}").fetch_history()
+        started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+        assert started[-1].activity_task_started_event_attributes.attempt == 2, "Temporal retried the generation"
+    finally:
+        await model.terminate()
+        await stop_orchestrator(orchestrator, worker_task)
