@@ -161,7 +161,19 @@ async def serve_fake(port: int) -> None:
     await set_serving(health_servicer, ["llmorch.v1.OrchestratorService"], True)
     print(f"fake orchestrator serving on {bound}", flush=True)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # SIGUSR1 flips the health status, the way a draining or not-yet-ready orchestrator would report.
+    serving = [True]
+    pending: set[asyncio.Task[None]] = set()
+
+    def flip() -> None:
+        serving[0] = not serving[0]
+        task = loop.create_task(set_serving(health_servicer, ["llmorch.v1.OrchestratorService"], serving[0]))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, flip)
     await stop.wait()
     await server.stop(0.5)
 
@@ -184,6 +196,11 @@ class FakeUpstream:
         line = self.process.stdout.readline().decode()
         if "serving" not in line:
             raise RuntimeError(f"fake orchestrator failed to start: {line}{self.process.stdout.read().decode()}")
+
+    def flip_health(self) -> None:
+        """Toggle the fake between SERVING and NOT_SERVING (it keeps answering RPCs either way)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -194,6 +194,24 @@ def test_admin_serves_prometheus_stats(envoy: EnvoyProcess) -> None:
     assert "envoy_cluster_health_check_success" in stats
 
 
+async def test_not_serving_upstream_gets_no_traffic(stack: tuple[FakeUpstream, EnvoyProcess]) -> None:
+    """Active gRPC health checks: a NOT_SERVING orchestrator (draining, not ready) is taken out of rotation and
+    Envoy answers UNAVAILABLE itself (no panic routing), even though the process still answers RPCs."""
+    upstream, envoy = stack
+    upstream.flip_health()
+    try:
+        wait_for(lambda: not envoy.upstream_healthy(), 10, "orchestrator marked unhealthy")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _generate(envoy.target, 5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no healthy upstream" in (refused.value.details() or "")
+        assert (await _generate(f"127.0.0.1:{upstream.port}", 5)).text  # the process itself is alive
+    finally:
+        upstream.flip_health()
+    wait_for(envoy.upstream_healthy, 10, "orchestrator healthy again")
+    assert (await _generate(envoy.target, 5)).text
+
+
 async def _generate(target: str, timeout_s: float) -> orchestrator_pb2.GenerateResponse:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
