@@ -1,6 +1,7 @@
 """A container's life in the registry: register once reachable, heartbeat its load, deregister when it drains."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ class Registration:
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._metadata = metadata
         self._interval_s = interval_s
+        # Set when load changes, so the router learns of a busy replica at once rather than a heartbeat later.
+        self.nudge = asyncio.Event()
 
     async def run(self, in_flight: Callable[[], int]) -> None:
         """Heartbeat forever; (re-)register whenever the registry does not know us, e.g. after it lost its state."""
@@ -39,7 +42,9 @@ class Registration:
                 # The registry may start after us or restart; keep trying rather than dying.
                 registered = registered and error.code() != grpc.StatusCode.NOT_FOUND
                 log.debug("registry call failed: %s", error.code().name)
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.nudge.wait(), self._interval_s)
+            self.nudge.clear()
 
     async def deregister(self) -> None:
         try:

@@ -173,7 +173,10 @@ def _result(
 class EnginePool:
     """max_concurrency contexts; each runs one generation at a time, because llama.cpp contexts are not thread-safe."""
 
-    def __init__(self, engines: list[Engine], admission_timeout_s: float) -> None:
+    def __init__(
+        self, engines: list[Engine], admission_timeout_s: float, on_load_change: Callable[[], None] = lambda: None
+    ) -> None:
+        self._on_load_change = on_load_change
         self._free: asyncio.Queue[Engine] = asyncio.Queue()
         for engine in engines:
             self._free.put_nowait(engine)
@@ -194,6 +197,7 @@ class EnginePool:
             raise resource_exhausted(
                 f"all {self._size} contexts busy for {self._admission_timeout_s}s", retry_after_s=1.0
             ) from None
+        self._on_load_change()
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | BaseException | GenerationResult] = asyncio.Queue()
         cancelled = threading.Event()
@@ -222,6 +226,7 @@ class EnginePool:
             # The context goes back only once its thread has stopped, so it is never shared.
             await asyncio.shield(worker)
             self._free.put_nowait(engine)
+            self._on_load_change()
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         async for item in self.stream(request):

@@ -1,0 +1,107 @@
+"""The selection rules, one by one, as the seed orders them."""
+
+import pytest
+
+from llmorch_common.errors import PlatformError
+from orchestrator_svc.router import Candidate, select
+
+
+def model(model_id: str, order: int, **overrides: object) -> Candidate:
+    values: dict[str, object] = {
+        "model_id": model_id,
+        "task_queue": f"llm.{model_id}",
+        "priority": 0,
+        "default_flag": False,
+        "healthy": True,
+        "in_flight": 0,
+        "capacity": 1,
+        "backlog": 0,
+        "context_limit": 2048,
+        "registration_order": order,
+    }
+    values.update(overrides)
+    return Candidate(**values)  # type: ignore[arg-type]
+
+
+NONE: frozenset[str] = frozenset()
+
+
+def test_user_specified_healthy_model_wins_over_default() -> None:
+    models = [model("a", 1, default_flag=True), model("b", 2)]
+    choice = select(models, "b", NONE)
+    assert (choice.model_id, choice.reason) == ("b", "user-specified")
+
+
+def test_user_specified_unhealthy_model_falls_to_default() -> None:
+    models = [model("a", 1, default_flag=True), model("b", 2, healthy=False)]
+    choice = select(models, "b", NONE)
+    assert choice.model_id == "a"
+    assert choice.reason == "user-specified b unhealthy; default"
+
+
+def test_user_specified_model_at_capacity_queues_there() -> None:
+    models = [model("a", 1, default_flag=True), model("b", 2, in_flight=1)]
+    choice = select(models, "b", NONE)
+    assert (choice.model_id, choice.queued) == ("b", True)
+
+
+def test_default_model_when_nothing_requested() -> None:
+    models = [model("a", 1, priority=10), model("b", 2, default_flag=True)]
+    assert select(models, "", NONE).model_id == "b"
+
+
+def test_highest_priority_when_default_is_unavailable() -> None:
+    models = [model("a", 1, default_flag=True, healthy=False), model("b", 2, priority=5), model("c", 3, priority=9)]
+    choice = select(models, "", NONE)
+    assert (choice.model_id, choice.reason) == ("c", "priority")
+
+
+def test_first_available_when_no_priorities_are_set() -> None:
+    models = [model("a", 1, healthy=False), model("b", 2), model("c", 3)]
+    choice = select(models, "", NONE)
+    assert (choice.model_id, choice.reason) == ("b", "first-available")
+
+
+def test_model_at_capacity_is_skipped_for_the_next() -> None:
+    models = [model("a", 1, default_flag=True, in_flight=1), model("b", 2, priority=5)]
+    assert select(models, "", NONE).model_id == "b"
+
+
+def test_backlog_counts_as_full() -> None:
+    models = [model("a", 1, default_flag=True, backlog=3), model("b", 2, priority=5)]
+    assert select(models, "", NONE).model_id == "b"
+
+
+def test_all_full_queues_on_best_model() -> None:
+    models = [model("a", 1, default_flag=True, in_flight=1), model("b", 2, priority=5, in_flight=1)]
+    choice = select(models, "", NONE)
+    assert (choice.model_id, choice.queued) == ("a", True)
+    assert "queued" in choice.reason
+
+
+def test_excluded_models_are_not_chosen_again() -> None:
+    models = [model("a", 1, default_flag=True), model("b", 2, priority=5)]
+    choice = select(models, "a", frozenset({"a"}))
+    assert choice.model_id == "b"
+    assert choice.reason.startswith("user-specified a already failed")
+
+
+def test_unknown_requested_model_is_not_found() -> None:
+    with pytest.raises(PlatformError) as error:
+        select([model("a", 1)], "zzz", NONE)
+    assert error.value.code == "NOT_FOUND"
+
+
+def test_nothing_healthy_is_unavailable_and_lists_why() -> None:
+    models = [model("a", 1, healthy=False), model("b", 2)]
+    with pytest.raises(PlatformError) as error:
+        select(models, "", frozenset({"b"}))
+    assert error.value.code == "UNAVAILABLE"
+    assert "a: unhealthy" in error.value.message
+    assert "b: failed earlier in this request" in error.value.message
+
+
+def test_no_models_registered_is_unavailable() -> None:
+    with pytest.raises(PlatformError) as error:
+        select([], "", NONE)
+    assert error.value.code == "UNAVAILABLE"

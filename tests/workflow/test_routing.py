@@ -1,0 +1,278 @@
+"""Registry, health-fed routing, capacity and fallback, through real workflows on a real Temporal dev server.
+
+Replicas here run the real ModelService, worker and registration with the deterministic fake engine.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from helpers import (
+    Orchestrator,
+    eventually,
+    model_process,
+    orchestrator_settings,
+    start_orchestrator,
+    stop_orchestrator,
+)
+from llmorch.v1 import orchestrator_pb2, registry_pb2, types_pb2
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from model_svc.config import ModelSettings
+from model_svc.replica import ModelReplica
+
+pytestmark = pytest.mark.slow
+StartReplica = Callable[..., Awaitable[ModelReplica]]
+
+
+@pytest.fixture
+async def orchestrator(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Orchestrator]:
+    started, worker_task = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
+    yield started
+    await stop_orchestrator(started, worker_task)
+
+
+@pytest.fixture
+async def start_replica(orchestrator: Orchestrator, temporal_address: str) -> AsyncIterator[StartReplica]:
+    replicas: list[ModelReplica] = []
+
+    async def start(model_id: str, **settings: Any) -> ModelReplica:
+        values: dict[str, Any] = {
+            "model_id": model_id,
+            "engine": "fake",
+            "port": 0,
+            "metrics_port": 0,
+            "temporal_address": temporal_address,
+            "registry_address": orchestrator.address,
+            "heartbeat_interval_s": 0.2,
+            "priority": 0,
+            "default_flag": False,
+            "fake_token_ms": 1,
+        }
+        values.update(settings)
+        replica = ModelReplica(ModelSettings(**values))
+        await replica.start()
+        replicas.append(replica)
+        await wait_health(orchestrator, model_id, types_pb2.HEALTH_STATE_SERVING)
+        return replica
+
+    yield start
+    for replica in replicas:
+        await replica.drain()
+
+
+async def listed(orchestrator: Orchestrator) -> dict[str, registry_pb2.RegisteredModel]:
+    reply = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
+    return {m.metadata.model_id: m for m in reply.models}
+
+
+async def wait_health(orchestrator: Orchestrator, model_id: str, health: int, timeout_s: float = 10) -> None:
+    async def reached() -> bool:
+        model = (await listed(orchestrator)).get(model_id)
+        return model is not None and model.health == health
+
+    await eventually(reached, timeout_s=timeout_s)
+
+
+async def wait_in_flight(orchestrator: Orchestrator, model_id: str, count: int) -> None:
+    async def reached() -> bool:
+        model = (await listed(orchestrator)).get(model_id)
+        return model is not None and model.in_flight >= count
+
+    await eventually(reached, timeout_s=10)
+
+
+async def ask(orchestrator: Orchestrator, model_id: str = "", max_tokens: int = 4) -> orchestrator_pb2.GenerateResponse:
+    request = orchestrator_pb2.GenerateRequest(
+        request_id=f"route-{uuid.uuid4().hex}",
+        prompt="hello",
+        model_id=model_id,
+        sampling=types_pb2.SamplingParams(max_tokens=max_tokens),
+    )
+    reply: orchestrator_pb2.GenerateResponse = await orchestrator.stub.Generate(request, timeout=120)
+    return reply
+
+
+async def test_selection_follows_the_seed_order(orchestrator: Orchestrator, start_replica: StartReplica) -> None:
+    first = await start_replica("m-default", default_flag=True, priority=10)
+    second = await start_replica("m-priority", priority=50)
+    third = await start_replica("m-plain")
+
+    reply = await ask(orchestrator, model_id="m-plain")
+    assert (reply.provenance.model_id, reply.provenance.selection_reason) == ("m-plain", "user-specified")
+
+    await third.set_serving(False)
+    await wait_health(orchestrator, "m-plain", types_pb2.HEALTH_STATE_NOT_SERVING, timeout_s=2)
+    reply = await ask(orchestrator, model_id="m-plain")
+    assert reply.provenance.model_id == "m-default"
+    assert reply.provenance.selection_reason == "user-specified m-plain unhealthy; default"
+
+    reply = await ask(orchestrator)
+    assert (reply.provenance.model_id, reply.provenance.selection_reason) == ("m-default", "default")
+
+    await first.set_serving(False)
+    await wait_health(orchestrator, "m-default", types_pb2.HEALTH_STATE_NOT_SERVING, timeout_s=2)
+    reply = await ask(orchestrator)
+    assert (reply.provenance.model_id, reply.provenance.selection_reason) == ("m-priority", "priority")
+
+    await second.set_serving(False)
+    await third.set_serving(True)
+    await wait_health(orchestrator, "m-plain", types_pb2.HEALTH_STATE_SERVING, timeout_s=2)
+    await wait_health(orchestrator, "m-priority", types_pb2.HEALTH_STATE_NOT_SERVING, timeout_s=2)
+    reply = await ask(orchestrator)
+    assert (reply.provenance.model_id, reply.provenance.selection_reason) == ("m-plain", "first-available")
+
+
+async def test_health_changes_reach_the_registry_within_two_seconds(
+    orchestrator: Orchestrator, start_replica: StartReplica
+) -> None:
+    replica = await start_replica("m-flappy")
+    started = time.monotonic()
+    await replica.set_serving(False)
+    await wait_health(orchestrator, "m-flappy", types_pb2.HEALTH_STATE_NOT_SERVING, timeout_s=2)
+    await replica.set_serving(True)
+    await wait_health(orchestrator, "m-flappy", types_pb2.HEALTH_STATE_SERVING, timeout_s=2)
+    assert time.monotonic() - started < 4
+
+
+async def test_capacity_skips_full_model_and_queues_when_all_are_full(
+    orchestrator: Orchestrator, start_replica: StartReplica
+) -> None:
+    slow = {"max_concurrency": 1, "fake_token_ms": 100}
+    await start_replica("m-a", default_flag=True, priority=10, **slow)
+    await start_replica("m-b", priority=5, **slow)
+
+    first = asyncio.ensure_future(ask(orchestrator, max_tokens=20))
+    await wait_in_flight(orchestrator, "m-a", 1)
+    second = asyncio.ensure_future(ask(orchestrator, max_tokens=20))
+    await wait_in_flight(orchestrator, "m-b", 1)
+    third = await ask(orchestrator, max_tokens=2)
+
+    assert (await first).provenance.model_id == "m-a"
+    assert (await second).provenance.model_id == "m-b"
+    assert third.provenance.model_id == "m-a"
+    assert "queued" in third.provenance.selection_reason
+    assert third.provenance.timings.queue_wait_ms > 100, "it waited durably on the full model's queue"
+
+
+async def test_model_killed_mid_generation_falls_back_to_another(
+    orchestrator: Orchestrator,
+    start_replica: StartReplica,
+    temporal_client: Client,
+    temporal_address: str,
+    tmp_path: Path,
+) -> None:
+    doomed = model_process(
+        "m-doomed",
+        temporal_address,
+        orchestrator.api.port,
+        tmp_path,
+        fake_token_ms=100,
+        default_flag="true",
+        priority=9,
+    )
+    await doomed.start()
+    await start_replica("m-backup", priority=1)
+    await wait_health(orchestrator, "m-doomed", types_pb2.HEALTH_STATE_SERVING)
+
+    call = asyncio.ensure_future(ask(orchestrator, max_tokens=30))
+    await wait_in_flight(orchestrator, "m-doomed", 1)
+    doomed.kill()
+    reply = await call
+
+    assert reply.provenance.model_id == "m-backup"
+    assert [f.model_id for f in reply.provenance.fallbacks] == ["m-doomed"]
+    history = await temporal_client.get_workflow_handle(reply.provenance.workflow_id).fetch_history()
+    queues = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert queues == ["llm.m-doomed", "llm.m-backup"]
+
+
+async def test_nothing_can_serve_fails_cleanly_then_recovers(
+    orchestrator: Orchestrator, start_replica: StartReplica
+) -> None:
+    replica = await start_replica("m-only")
+    await replica.set_serving(False)
+    await wait_health(orchestrator, "m-only", types_pb2.HEALTH_STATE_NOT_SERVING, timeout_s=2)
+
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await ask(orchestrator)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "m-only: unhealthy" in (error.value.details() or "")
+    assert time.monotonic() - started < 10
+
+    await replica.set_serving(True)
+    await wait_health(orchestrator, "m-only", types_pb2.HEALTH_STATE_SERVING, timeout_s=2)
+    assert (await ask(orchestrator)).provenance.model_id == "m-only"
+
+
+async def test_draining_replica_deregisters(orchestrator: Orchestrator, start_replica: StartReplica) -> None:
+    replica = await start_replica("m-drain")
+    await replica.drain()
+
+    async def gone() -> bool:
+        return "m-drain" not in await listed(orchestrator)
+
+    await eventually(gone, timeout_s=5)
+
+
+def metadata(model_id: str = "", **overrides: Any) -> types_pb2.ModelMetadata:
+    values: dict[str, Any] = {
+        "model_id": model_id,
+        "model_type": types_pb2.MODEL_TYPE_LLM,
+        "max_concurrency": 1,
+        "context_limit": 2048,
+        "endpoint": "localhost:1",
+        "task_queue": f"llm.{model_id}",
+    }
+    values.update(overrides)
+    return types_pb2.ModelMetadata(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"model_id": ""}, "metadata.model_id"),
+        ({"max_concurrency": 0}, "metadata.max_concurrency"),
+        ({"context_limit": 0}, "metadata.context_limit"),
+        ({"model_type": types_pb2.MODEL_TYPE_UNSPECIFIED}, "metadata.model_type"),
+    ],
+)
+async def test_invalid_metadata_is_rejected(orchestrator: Orchestrator, overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await orchestrator.registry.Register(
+            registry_pb2.RegisterRequest(metadata=metadata(**{"model_id": "bad", **overrides}))
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (error.value.details() or "")
+
+
+async def test_second_default_wins_and_registry_survives_restart(
+    orchestrator: Orchestrator, temporal_client: Client
+) -> None:
+    await orchestrator.registry.Register(registry_pb2.RegisterRequest(metadata=metadata("old", default_flag=True)))
+    await orchestrator.registry.Register(
+        registry_pb2.RegisterRequest(metadata=metadata("new", default_flag=True, endpoint="localhost:2"))
+    )
+    models = await listed(orchestrator)
+    assert (models["old"].metadata.default_flag, models["new"].metadata.default_flag) == (False, True)
+
+    restarted, worker_task = await start_orchestrator(
+        temporal_client, orchestrator.settings.model_copy(update={"port": 0}), with_worker=False
+    )
+    try:
+        models = await listed(restarted)
+        assert set(models) == {"old", "new"}
+        assert models["new"].metadata.default_flag and not models["old"].metadata.default_flag
+    finally:
+        await stop_orchestrator(restarted, worker_task)
