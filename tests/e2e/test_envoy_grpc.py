@@ -12,10 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-
-from tests.e2e.conftest_envoy import (
+from e2e.conftest_envoy import (
     WEB_DIST,
     EnvoyProcess,
     FakeUpstream,
@@ -25,6 +22,8 @@ from tests.e2e.conftest_envoy import (
     running_envoy,
     wait_for,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 ORCH = "llmorch.v1.OrchestratorService"
 

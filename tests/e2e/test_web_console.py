@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.conftest_envoy import REPO_ROOT, EnvoyProcess, fake_answer, fake_upstream, running_envoy, wait_for
+from e2e.conftest_envoy import REPO_ROOT, EnvoyProcess, fake_answer, fake_upstream, running_envoy, wait_for
 
 WEB = REPO_ROOT / "web"
 NODE_MODULES = WEB / "node_modules"
