@@ -9,8 +9,10 @@ import { HealthState, ModelType } from "./gen/llmorch/v1/types_pb.js";
 
 const MODELS_REFRESH_MS = 3000;
 
-// Same origin as the page: Envoy serves both, so no CORS is involved in the normal case.
-const transport = createGrpcWebTransport({ baseUrl: window.location.origin, useBinaryFormat: true });
+// Same origin as the page (Envoy serves both, so no CORS is involved); `?api=http://host:8080` overrides it for a
+// console served from a dev server.
+const apiBase = new URLSearchParams(window.location.search).get("api") ?? window.location.origin;
+const transport = createGrpcWebTransport({ baseUrl: apiBase, useBinaryFormat: true });
 const client = createClient(OrchestratorService, transport);
 
 function el<T extends HTMLElement = HTMLElement>(id: string): T {
