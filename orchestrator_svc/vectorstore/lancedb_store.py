@@ -28,12 +28,13 @@ from orchestrator_svc.vectorstore.base import (
 
 log = logging.getLogger(__name__)
 
+# Below a few thousand chunks an exact scan is as fast as an index and never misses, so the index waits until then.
 DEFAULT_INDEX_THRESHOLD = 5000
 VECTOR_COLUMN = "vector"
-# Below this many chunks an exact scan is faster than any index; lancedb's docs say the same up to ~100k rows.
 INDEX_NAME = "vector_idx"
-# HNSW search breadth; recall rises with it, and 100 keeps top-10 recall high at little cost.
-SEARCH_EF = 100
+# HNSW search breadth. Measured on 100k clustered 384-d vectors: recall@10 0.53 at ef 100, 0.79 at 300,
+# 0.95 at 800, still ~5 ms against ~40 ms for the exact scan.
+SEARCH_EF = 800
 
 
 def _schema(dimension: int) -> pa.Schema:
@@ -146,15 +147,21 @@ class LanceDbStore(VectorStore):
         table = await self._table(collection)
         return any(index.name == INDEX_NAME for index in await table.list_indices())
 
+    async def build_index(self, collection: str) -> None:
+        """Build (or rebuild) the ANN index now, whatever the collection's size."""
+        await self._build_index(await self._table(collection))
+
+    @staticmethod
+    async def _build_index(table: Any) -> None:
+        log.info("building ANN index on %s", table.name)
+        await table.create_index(VECTOR_COLUMN, config=HnswSq(distance_type="cosine"), name=INDEX_NAME, replace=True)
+
     async def _maintain_index(self, table: Any) -> None:
         """Build the index when the collection crosses the threshold; later, fold new rows into it."""
         indices = [index.name for index in await table.list_indices()]
         if INDEX_NAME not in indices:
             if await table.count_rows() >= self.index_threshold:
-                log.info("building ANN index on %s", table.name)
-                await table.create_index(
-                    VECTOR_COLUMN, config=HnswSq(distance_type="cosine"), name=INDEX_NAME, replace=True
-                )
+                await self._build_index(table)
             return
         stats = await table.index_stats(INDEX_NAME)
         # Unindexed rows are still found (by a flat scan), so folding them in is only about speed.

@@ -1,5 +1,7 @@
 """EmbeddingService over real gRPC with the real converted model: reference vectors, bad input, health, reflection."""
 
+import dataclasses
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -116,11 +118,18 @@ async def test_reflection_lists_the_service(embed_channel: grpc.aio.Channel) -> 
     assert "grpc.health.v1.Health" in names
 
 
+def activity_environment() -> ActivityEnvironment:
+    """The default 1 s start-to-close timeout becomes the gRPC deadline; a loaded CI machine needs more."""
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, start_to_close_timeout=timedelta(seconds=60))
+    return environment
+
+
 async def test_embed_activity_splits_batches_and_calls_the_service(embedding_service: Any) -> None:
     activities = EmbedActivities(embedding_service.target, max_batch=3)
     texts = tuple(f"sentence {i}" for i in range(7))
     try:
-        output = await ActivityEnvironment().run(activities.embed, EmbedInput(texts=texts))
+        output = await activity_environment().run(activities.embed, EmbedInput(texts=texts))
         direct = await embedding_service.running.servicer.engine.embed(list(texts))
     finally:
         await activities.close()
@@ -133,7 +142,7 @@ async def test_embed_activity_marks_input_errors_non_retryable(embedding_service
     activities = EmbedActivities(embedding_service.target, max_batch=256)
     try:
         with pytest.raises(ApplicationError) as caught:
-            await ActivityEnvironment().run(activities.embed, EmbedInput(texts=("x" * 20001,)))
+            await activity_environment().run(activities.embed, EmbedInput(texts=("x" * 20001,)))
     finally:
         await activities.close()
     assert caught.value.type == "INVALID_ARGUMENT" and caught.value.non_retryable
