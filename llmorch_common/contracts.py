@@ -59,6 +59,14 @@ class StreamDelta:
 class RagRequest:
     collection: str
     top_k: int
+    embedding_task_queue: str
+
+
+@dataclass(frozen=True)
+class RetrieveInput:
+    collection: str
+    vector: list[float]
+    top_k: int
 
 
 @dataclass(frozen=True)

@@ -8,27 +8,32 @@ from temporalio.client import Client
 from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
 from orchestrator_svc.app import create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.resources import Resources
 
 
 async def run_api(settings: OrchestratorSettings) -> None:
     log = setup_logging("orchestrator-api")
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-    api = await start_api(settings, client)
+    resources = await Resources.open(settings)
+    api = await start_api(settings, client, resources)
     start_metrics(settings.metrics_port)
     log.info("SERVING on %s", api.port)
     await wait_for_termination()
     await api.stop(grace_s=10)
+    await resources.close()
 
 
 async def run_worker(settings: OrchestratorSettings) -> None:
     log = setup_logging("orchestrator-worker")
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-    worker, activities = create_worker(client, settings)
+    resources = await Resources.open(settings)
+    worker, activities = create_worker(client, settings, resources)
     start_metrics(settings.worker_metrics_port)
     log.info("polling %s", settings.task_queue)
     async with worker:
         await wait_for_termination()
     await activities.close()
+    await resources.close()
 
 
 def main() -> None:

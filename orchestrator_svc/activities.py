@@ -5,12 +5,14 @@ from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from llmorch_common.contracts import ModelChoice, SelectModelInput
+from llmorch_common.contracts import CitationRecord, ModelChoice, RetrieveInput, SelectModelInput
 from llmorch_common.errors import PlatformError
 from llmorch_common.grpc_edge import make_channel
 from orchestrator_svc.router import Candidate, select
+from orchestrator_svc.vectorstore.base import VectorStore
 
 SELECT_MODEL_ACTIVITY = "select_model"
+RETRIEVE_ACTIVITY = "retrieve"
 
 
 def candidate_from(model: registry_pb2.RegisteredModel) -> Candidate:
@@ -29,7 +31,8 @@ def candidate_from(model: registry_pb2.RegisteredModel) -> Candidate:
 
 
 class ControlActivities:
-    def __init__(self, registry_address: str) -> None:
+    def __init__(self, registry_address: str, store: VectorStore) -> None:
+        self._store = store
         self._channel = make_channel(registry_address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"])
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
 
@@ -48,6 +51,14 @@ class ControlActivities:
         except PlatformError as error:
             # A routing verdict is final for this selection; the workflow decides what it means.
             raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
+
+    @activity.defn(name=RETRIEVE_ACTIVITY)
+    async def retrieve(self, request: RetrieveInput) -> list[CitationRecord]:
+        try:
+            hits = await self._store.query(request.collection, request.vector, request.top_k)
+        except PlatformError as error:
+            raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
+        return [CitationRecord(h.id, h.document_id, h.score, h.text) for h in hits]
 
     async def close(self) -> None:
         await self._channel.close()

@@ -12,12 +12,21 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from llmorch_common.contracts import DispatchPolicy, InferenceInput, InferenceResult, StreamCursor, StreamSnapshot
+from llmorch_common.contracts import (
+    DispatchPolicy,
+    InferenceInput,
+    InferenceResult,
+    RagRequest,
+    StreamCursor,
+    StreamSnapshot,
+)
 from llmorch_common.errors import FieldViolation, PlatformError, already_exists, invalid_argument, not_found
 from llmorch_common.grpc_edge import stream_edge, unary_edge
 from llmorch_common.validation import REQUEST_ID_PATTERN, generation_violations, resolve_sampling, to_turns
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.registry_server import RegistryServicer
+from orchestrator_svc.retrieval_server import DEFAULT_TOP_K
+from orchestrator_svc.vectorstore.base import VectorStore
 from orchestrator_svc.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -75,12 +84,22 @@ def workflow_error(error: WorkflowFailureError) -> PlatformError:
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self, client: Client, settings: OrchestratorSettings, registry: RegistryServicer) -> None:
+    def __init__(
+        self, client: Client, settings: OrchestratorSettings, registry: RegistryServicer, store: VectorStore
+    ) -> None:
+        self._store = store
         self._client = client
         self._settings = settings
         self._registry = registry
 
-    def _inference_input(self, request: orchestrator_pb2.GenerateRequest, stream: bool) -> InferenceInput:
+    async def _rag(self, request: orchestrator_pb2.GenerateRequest) -> RagRequest | None:
+        if not request.rag.collection:
+            return None
+        await self._store.get_collection(request.rag.collection)  # NOT_FOUND before the workflow starts
+        top_k = request.rag.top_k or DEFAULT_TOP_K
+        return RagRequest(request.rag.collection, top_k, self._settings.embedding_task_queue)
+
+    async def _inference_input(self, request: orchestrator_pb2.GenerateRequest, stream: bool) -> InferenceInput:
         violations = generation_violations(list(request.messages), request.prompt, request.sampling)
         if request.request_id and not REQUEST_ID_PATTERN.match(request.request_id):
             violations.append(FieldViolation("request_id", "1 to 128 characters of [A-Za-z0-9._:-]"))
@@ -98,6 +117,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             prompt=request.prompt,
             sampling=resolve_sampling(request.sampling),
             model_id=request.model_id,
+            rag=await self._rag(request),
             stream=stream,
             request_digest=request_digest(request),
             policy=DispatchPolicy(
@@ -134,7 +154,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def Generate(
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
-        handle = await self._start(self._inference_input(request, stream=False))
+        handle = await self._start(await self._inference_input(request, stream=False))
         try:
             return result_to_proto(await handle.result())
         except WorkflowFailureError as error:
@@ -144,7 +164,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def GenerateStream(
         self, request: orchestrator_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orchestrator_pb2.GenerateStreamResponse]:
-        inference = self._inference_input(request.request, stream=True)
+        inference = await self._inference_input(request.request, stream=True)
         handle = await self._start(inference)
         request_id = inference.request_id
         cursor = StreamCursor(attempt=0, offset=0)

@@ -9,11 +9,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from llmorch_common.grpc_edge import create_server, set_serving
-from orchestrator_svc import api, registry_server
+from orchestrator_svc import api, registry_server, retrieval_server
 from orchestrator_svc.activities import ControlActivities
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.ingestion import IngestionActivities, IngestionWorkflow
 from orchestrator_svc.queue_stats import QueueStats
 from orchestrator_svc.registry import Registry
+from orchestrator_svc.resources import Resources
 from orchestrator_svc.workflows import InferenceWorkflow
 
 
@@ -31,29 +33,39 @@ class ApiServer:
         await self.registry.close()
 
 
-async def start_api(settings: OrchestratorSettings, client: Client) -> ApiServer:
+async def start_api(settings: OrchestratorSettings, client: Client, resources: Resources) -> ApiServer:
     registry = Registry(settings.registry_db)
     await registry.open()
     registry_servicer = registry_server.RegistryServicer(registry, QueueStats(client))
-    servicer = api.OrchestratorServicer(client, settings, registry_servicer)
+    retrieval = retrieval_server.RetrievalServicer(
+        client, settings.task_queue, resources.store, resources.staging, resources.embeddings
+    )
+    servicer = api.OrchestratorServicer(client, settings, registry_servicer, resources.store)
 
     def register(server: grpc.aio.Server) -> list[str]:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry_servicer, server)
-        return [*api.register(server, servicer), registry_server.SERVICE_NAME]
+        return [
+            *api.register(server, servicer),
+            *retrieval_server.register(server, retrieval),
+            registry_server.SERVICE_NAME,
+        ]
 
     server, port, health_servicer = await create_server(register, settings.port, settings.host)
-    names = [api.SERVICE_NAME, registry_server.SERVICE_NAME]
+    names = [api.SERVICE_NAME, retrieval_server.SERVICE_NAME, registry_server.SERVICE_NAME]
     await server.start()
     await set_serving(health_servicer, names, True)
     return ApiServer(server, port, health_servicer, registry, names)
 
 
-def create_worker(client: Client, settings: OrchestratorSettings) -> tuple[Worker, ControlActivities]:
-    activities = ControlActivities(settings.registry_address)
+def create_worker(
+    client: Client, settings: OrchestratorSettings, resources: Resources
+) -> tuple[Worker, ControlActivities]:
+    control = ControlActivities(settings.registry_address, resources.store)
+    ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[InferenceWorkflow],
-        activities=[activities.select_model],
+        workflows=[InferenceWorkflow, IngestionWorkflow],
+        activities=[control.select_model, control.retrieve, ingestion.ingest_document, ingestion.release_staging],
     )
-    return worker, activities
+    return worker, control

@@ -1,15 +1,19 @@
 """Settings of the orchestrator API and worker, read from ORCH_* environment variables."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmorch_common.constants import (
+    EMBED_PORT,
+    EMBEDDING_MODEL_ID,
     ORCHESTRATOR_METRICS_PORT,
     ORCHESTRATOR_PORT,
     ORCHESTRATOR_TASK_QUEUE,
     ORCHESTRATOR_WORKER_METRICS_PORT,
+    embedding_task_queue,
 )
 
 
@@ -33,3 +37,12 @@ class OrchestratorSettings(BaseSettings):
     saturation_timeout_s: float = Field(30.0, gt=0, le=3600, description="Queue wait that counts as saturated")
     generate_attempts: int = Field(2, ge=1, le=10, description="Temporal attempts per model before falling back")
     max_selections: int = Field(4, ge=1, le=20, description="Models tried per request before UNAVAILABLE")
+    vector_store: Literal["memory", "sqlite", "lancedb"] = Field(
+        "lancedb", description="memory works only when API and worker share a process (tests)"
+    )
+    vector_path: Path = Field(Path("data/vectors"), description="LanceDB directory, or the SQLite file for sqlite")
+    staging_db: Path = Field(Path("data/ingestion.db"), description="SQLite file documents wait in during ingestion")
+    embedding_address: str = Field(f"localhost:{EMBED_PORT}", description="EmbeddingService for ingestion and Query")
+    embedding_task_queue: str = Field(
+        embedding_task_queue(EMBEDDING_MODEL_ID), description="Queue of the embed activity for RAG requests"
+    )

@@ -8,21 +8,26 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 with workflow.unsafe.imports_passed_through():
     from llmorch_common.contracts import (
+        EMBED_ACTIVITY,
         GENERATE_ACTIVITY,
         STREAM_SIGNAL,
+        CitationRecord,
         FallbackRecord,
         GenerateInput,
         GenerateOutput,
         InferenceInput,
         InferenceResult,
         ModelChoice,
+        RetrieveInput,
         SelectModelInput,
         StreamCursor,
         StreamDelta,
         StreamSnapshot,
     )
+    from llmorch_common.embedding_contracts import EmbedInput, EmbedOutput
     from llmorch_common.errors import INPUT_ERROR_CODES
-    from orchestrator_svc.activities import SELECT_MODEL_ACTIVITY
+    from orchestrator_svc.activities import RETRIEVE_ACTIVITY, SELECT_MODEL_ACTIVITY
+    from orchestrator_svc.prompting import augment, fit_citations, query_text
 
 WATCH_STREAM_UPDATE = "watch_stream"
 SELECT_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=100))
@@ -59,7 +64,9 @@ class InferenceWorkflow:
     async def run(self, request: InferenceInput) -> InferenceResult:
         started = workflow.now()
         try:
-            output, choice, fallbacks = await self._generate_with_fallback(request)
+            retrieved = await self._retrieve(request)
+            retrieval_ms = (workflow.now() - started).total_seconds() * 1000 if request.rag else 0.0
+            output, choice, fallbacks, citations = await self._generate_with_fallback(request, retrieved)
         finally:
             self._done = True
             # Streaming clients get their last snapshot before the run closes.
@@ -76,29 +83,62 @@ class InferenceWorkflow:
             queue_wait_ms=output.queue_wait_ms,
             time_to_first_token_ms=output.time_to_first_token_ms,
             generation_ms=output.generation_ms,
-            retrieval_ms=0.0,
+            retrieval_ms=retrieval_ms,
             total_ms=(workflow.now() - started).total_seconds() * 1000,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
             fallbacks=tuple(fallbacks),
+            citations=citations,
         )
 
+    async def _retrieve(self, request: InferenceInput) -> tuple[CitationRecord, ...]:
+        """Embed the question on the embedding model's queue, then search the collection (a local activity)."""
+        if request.rag is None:
+            return ()
+        rag = request.rag
+        try:
+            embedded: EmbedOutput = await workflow.execute_activity(
+                EMBED_ACTIVITY,
+                EmbedInput((query_text(request),)),
+                result_type=EmbedOutput,
+                task_queue=rag.embedding_task_queue,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=sorted(INPUT_ERROR_CODES)),
+            )
+            hits: list[CitationRecord] = await workflow.execute_local_activity(
+                RETRIEVE_ACTIVITY,
+                RetrieveInput(rag.collection, embedded.vectors[0], rag.top_k),
+                result_type=list[CitationRecord],
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SELECT_RETRY,
+            )
+        except ActivityError as error:
+            cause = error.cause
+            code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
+            raise ApplicationError(f"retrieval failed: {cause}", type=code, non_retryable=True) from None
+        return tuple(hits)
+
     async def _generate_with_fallback(
-        self, request: InferenceInput
-    ) -> tuple[GenerateOutput, ModelChoice, list[FallbackRecord]]:
+        self, request: InferenceInput, retrieved: tuple[CitationRecord, ...]
+    ) -> tuple[GenerateOutput, ModelChoice, list[FallbackRecord], tuple[CitationRecord, ...]]:
         policy = request.policy
         fallbacks: list[FallbackRecord] = []
         for attempt in range(1, policy.max_selections + 1):
             choice = await self._select(request, fallbacks)
             self._attempt, self._choice, self._text = attempt, choice, ""
+            # Each model has its own context limit, so the grounding is fitted per selection.
+            citations = fit_citations(
+                retrieved, len(query_text(request)), choice.context_limit, request.sampling.max_tokens
+            )
+            grounded = augment(request, citations)
             workflow.logger.info("attempt %d: %s chosen (%s)", attempt, choice.model_id, choice.reason)
             try:
                 output: GenerateOutput = await workflow.execute_activity(
                     GENERATE_ACTIVITY,
                     GenerateInput(
                         request_id=request.request_id,
-                        messages=request.messages,
-                        prompt=request.prompt,
+                        messages=grounded.messages,
+                        prompt=grounded.prompt,
                         sampling=request.sampling,
                         stream_to_workflow_id=workflow.info().workflow_id if request.stream else "",
                         attempt=attempt,
@@ -115,7 +155,7 @@ class InferenceWorkflow:
                         non_retryable_error_types=sorted(INPUT_ERROR_CODES),
                     ),
                 )
-                return output, choice, fallbacks
+                return output, choice, fallbacks, citations
             except ActivityError as error:
                 final = final_error(error)
                 if final:

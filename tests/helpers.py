@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc
+from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from llmorch_common.grpc_edge import wait_until_serving
 from orchestrator_svc.app import ApiServer, create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.resources import Resources
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,10 +120,15 @@ class Orchestrator:
     worker: Worker | None
     settings: OrchestratorSettings
     channel: grpc.aio.Channel
+    resources: Resources
 
     @property
     def stub(self) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
+
+    @property
+    def retrieval(self) -> retrieval_pb2_grpc.RetrievalServiceStub:
+        return retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
 
     @property
     def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
@@ -140,6 +146,9 @@ def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
         "worker_metrics_port": 0,
         "task_queue": f"orchestrator-{uuid.uuid4().hex[:8]}",
         "registry_db": tmp / "registry.db",
+        "staging_db": tmp / "staging.db",
+        "vector_store": "memory",
+        "vector_path": tmp / "vectors",
         "heartbeat_timeout_s": 3.0,
         "saturation_timeout_s": 5.0,
     }
@@ -150,15 +159,17 @@ def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
 async def start_orchestrator(
     client: Client, settings: OrchestratorSettings, with_worker: bool = True
 ) -> tuple[Orchestrator, asyncio.Task[None] | None]:
-    api = await start_api(settings, client)
+    # One set of stores for API and worker, as two processes sharing files would have; memory needs it.
+    resources = await Resources.open(settings)
+    api = await start_api(settings, client, resources)
     settings = settings.model_copy(update={"registry_address": f"localhost:{api.port}"})
     worker_task = None
     worker = None
     if with_worker:
-        worker, _ = create_worker(client, settings)
+        worker, _ = create_worker(client, settings, resources)
         worker_task = asyncio.create_task(worker.run())
     channel = grpc.aio.insecure_channel(f"localhost:{api.port}")
-    return Orchestrator(api, worker, settings, channel), worker_task
+    return Orchestrator(api, worker, settings, channel, resources), worker_task
 
 
 async def stop_orchestrator(orchestrator: Orchestrator, worker_task: asyncio.Task[None] | None) -> None:
@@ -166,3 +177,4 @@ async def stop_orchestrator(orchestrator: Orchestrator, worker_task: asyncio.Tas
         await orchestrator.worker.shutdown()
     await orchestrator.channel.close()
     await orchestrator.api.stop(grace_s=1)
+    await orchestrator.resources.close()

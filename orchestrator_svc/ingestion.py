@@ -1,0 +1,119 @@
+"""Durable ingestion: one workflow per Ingest call; each document is chunked, embedded in batches and upserted.
+
+A document's activity replaces all of its chunks at once, so a retry or a restarted worker never duplicates it,
+and finished documents are never redone: the workflow remembers them in its history.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    import grpc
+
+    from llmorch_common.errors import INPUT_ERROR_CODES, PlatformError
+    from orchestrator_svc.chunking import chunk_text
+    from orchestrator_svc.embedding_client import EmbeddingClient
+    from orchestrator_svc.staging import Staging
+    from orchestrator_svc.vectorstore.base import ChunkRecord, VectorStore
+
+INGEST_DOCUMENT_ACTIVITY = "ingest_document"
+RELEASE_STAGING_ACTIVITY = "release_staging"
+PROGRESS_QUERY = "progress"
+
+
+@dataclass(frozen=True)
+class IngestionInput:
+    ingestion_id: str
+    collection: str
+    document_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IngestDocumentInput:
+    ingestion_id: str
+    collection: str
+    document_id: str
+
+
+@dataclass(frozen=True)
+class IngestionProgress:
+    documents_total: int
+    documents_done: int
+    chunks_done: int
+    done: bool = False
+
+
+@workflow.defn
+class IngestionWorkflow:
+    def __init__(self) -> None:
+        self._progress = IngestionProgress(0, 0, 0)
+
+    @workflow.run
+    async def run(self, request: IngestionInput) -> IngestionProgress:
+        total = len(request.document_ids)
+        chunks = 0
+        self._progress = IngestionProgress(total, 0, 0)
+        for done, document_id in enumerate(request.document_ids, start=1):
+            try:
+                stored: int = await workflow.execute_activity(
+                    INGEST_DOCUMENT_ACTIVITY,
+                    IngestDocumentInput(request.ingestion_id, request.collection, document_id),
+                    result_type=int,
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=sorted(INPUT_ERROR_CODES)),
+                )
+            except ActivityError as error:
+                cause = error.cause
+                code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
+                raise ApplicationError(f"document {document_id!r}: {cause}", type=code, non_retryable=True) from None
+            chunks += stored
+            self._progress = IngestionProgress(total, done, chunks)
+        await workflow.execute_activity(
+            RELEASE_STAGING_ACTIVITY, request.ingestion_id, start_to_close_timeout=timedelta(seconds=30)
+        )
+        self._progress = IngestionProgress(total, total, chunks, done=True)
+        return self._progress
+
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> IngestionProgress:
+        return self._progress
+
+
+class IngestionActivities:
+    def __init__(self, store: VectorStore, staging: Staging, embeddings: EmbeddingClient) -> None:
+        self._store = store
+        self._staging = staging
+        self._embeddings = embeddings
+
+    @activity.defn(name=INGEST_DOCUMENT_ACTIVITY)
+    async def ingest_document(self, request: IngestDocumentInput) -> int:
+        document = await self._staging.get(request.ingestion_id, request.document_id)
+        if document is None:
+            raise ApplicationError(f"document {request.document_id!r} is not staged", type="NOT_FOUND")
+        chunks = chunk_text(request.document_id, document.text)
+        vectors: list[list[float]] = []
+        try:
+            for start in range(0, len(chunks), 32):
+                vectors.extend(await self._embeddings.embed([c.text for c in chunks[start : start + 32]]))
+                activity.heartbeat(len(vectors))
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+            raise ApplicationError(
+                error.details() or code, type=code, non_retryable=code in INPUT_ERROR_CODES
+            ) from None
+        records = [
+            ChunkRecord(c.id, c.text, vector, document.metadata) for c, vector in zip(chunks, vectors, strict=True)
+        ]
+        try:
+            return await self._store.upsert_document(request.collection, request.document_id, records)
+        except PlatformError as error:
+            raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
+
+    @activity.defn(name=RELEASE_STAGING_ACTIVITY)
+    async def release_staging(self, ingestion_id: str) -> None:
+        await self._staging.release(ingestion_id)
