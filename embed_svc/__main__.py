@@ -22,7 +22,9 @@ async def serve(settings: EmbedSettings) -> None:
     await load_and_serve(running, settings)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     activities = EmbedActivities(f"localhost:{running.port}", settings.max_batch)
-    worker = create_worker(client, running.servicer.metadata.task_queue, activities, settings.worker_concurrency)
+    worker = create_worker(
+        client, running.servicer.metadata.task_queue, activities, settings.worker_concurrency, settings.drain_timeout_s
+    )
     worker_task = asyncio.create_task(worker.run())
     # TODO(registration): register running.servicer.metadata with RegistryService at settings.registry_address,
     # heartbeat while serving, and deregister on drain, through the shared registration helper once it lands.

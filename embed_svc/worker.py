@@ -1,5 +1,7 @@
 """The embedding Temporal worker: its `embed` activity calls this replica's EmbeddingService over gRPC."""
 
+from datetime import timedelta
+
 import grpc
 from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
 from temporalio import activity
@@ -53,10 +55,14 @@ def _remaining_s() -> float | None:
     return None if timeout is None else max(timeout.total_seconds(), 1.0)
 
 
-def create_worker(client: Client, task_queue: str, activities: EmbedActivities, max_concurrent: int) -> Worker:
+def create_worker(
+    client: Client, task_queue: str, activities: EmbedActivities, max_concurrent: int, drain_timeout_s: float
+) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         activities=[activities.embed],
         max_concurrent_activities=max_concurrent,
+        # On SIGTERM, in-flight embeddings get this long to finish before they are cancelled and retried elsewhere.
+        graceful_shutdown_timeout=timedelta(seconds=drain_timeout_s),
     )
