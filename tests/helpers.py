@@ -112,6 +112,35 @@ def model_process(
     return ServiceProcess(["model_svc"], env, port, tmp / f"model-{model_id}-{port}.log")
 
 
+def embed_process(temporal_address: str, registry_port: int, tmp: Path) -> ServiceProcess:
+    """The real embedding service; its GGUF is converted once into data/models and reused."""
+    port = free_port()
+    env = {
+        "EMBED_PORT": str(port),
+        "EMBED_METRICS_PORT": "0",
+        "EMBED_TEMPORAL_ADDRESS": temporal_address,
+        "EMBED_REGISTRY_ADDRESS": f"localhost:{registry_port}",
+        "EMBED_MODEL_PATH": str(ROOT / "data" / "models" / "minilm-l6-v2.gguf"),
+    }
+    return ServiceProcess(["embed_svc"], env, port, tmp / f"embed-{port}.log")
+
+
+def worker_process(settings: OrchestratorSettings, temporal_address: str, tmp: Path) -> ServiceProcess:
+    """The orchestrator worker in its own process, sharing the test API's stores through their files."""
+    env = {
+        "ORCH_TASK_QUEUE": settings.task_queue,
+        "ORCH_TEMPORAL_ADDRESS": temporal_address,
+        "ORCH_REGISTRY_ADDRESS": settings.registry_address,
+        "ORCH_WORKER_METRICS_PORT": "0",
+        "ORCH_VECTOR_STORE": settings.vector_store,
+        "ORCH_VECTOR_PATH": str(settings.vector_path),
+        "ORCH_STAGING_DB": str(settings.staging_db),
+        "ORCH_EMBEDDING_ADDRESS": settings.embedding_address,
+        "ORCH_EMBEDDING_TASK_QUEUE": settings.embedding_task_queue,
+    }
+    return ServiceProcess(["orchestrator_svc", "worker"], env, log_path=tmp / "worker.log")
+
+
 @dataclass
 class Orchestrator:
     """API and worker of one test, on a fresh task queue so tests never collide."""

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import (
     Orchestrator,
-    ServiceProcess,
     eventually,
     model_process,
     orchestrator_settings,
     start_orchestrator,
     stop_orchestrator,
+    worker_process,
 )
 from llmorch.v1 import orchestrator_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
@@ -28,16 +28,6 @@ async def orchestrator_without_worker(temporal_client: Client, tmp_path: Path) -
     orchestrator, _ = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path), with_worker=False)
     yield orchestrator
     await stop_orchestrator(orchestrator, None)
-
-
-def worker_process(orchestrator: Orchestrator, temporal_address: str, tmp: Path) -> ServiceProcess:
-    env = {
-        "ORCH_TASK_QUEUE": orchestrator.settings.task_queue,
-        "ORCH_TEMPORAL_ADDRESS": temporal_address,
-        "ORCH_REGISTRY_ADDRESS": orchestrator.address,
-        "ORCH_WORKER_METRICS_PORT": "0",
-    }
-    return ServiceProcess(["orchestrator_svc", "worker"], env, log_path=tmp / "worker.log")
 
 
 async def wait_generation_running(client: Client, workflow_id: str) -> None:
@@ -72,7 +62,7 @@ async def test_workflow_worker_killed_and_restarted_mid_request(
     model = await model_process(
         SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=100
     ).start()
-    worker = await worker_process(orchestrator, temporal_address, tmp_path).start()
+    worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
     try:
         await wait_serving(orchestrator, SLOW_MODEL)
         request_id = f"chaos-worker-{uuid.uuid4().hex}"
@@ -80,7 +70,7 @@ async def test_workflow_worker_killed_and_restarted_mid_request(
         await wait_generation_running(temporal_client, f"inference-{request_id}")
 
         worker.kill()
-        worker = await worker_process(orchestrator, temporal_address, tmp_path).start()
+        worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
         reply = await call
 
         assert reply.provenance.model_id == SLOW_MODEL

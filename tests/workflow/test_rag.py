@@ -1,0 +1,226 @@
+"""RAG end to end: real embedding service, real LanceDB, durable ingestion and grounded generation."""
+
+import pydoc_data.topics
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from helpers import (
+    Orchestrator,
+    ServiceProcess,
+    embed_process,
+    eventually,
+    free_port,
+    orchestrator_settings,
+    start_orchestrator,
+    stop_orchestrator,
+    worker_process,
+)
+from llmorch.v1 import orchestrator_pb2, retrieval_pb2, types_pb2
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from model_svc.config import ModelSettings
+from model_svc.replica import ModelReplica
+from orchestrator_svc.chunking import chunk_text
+
+pytestmark = pytest.mark.slow
+
+DOCUMENTS = {
+    "rockets": "Rockets carry spacecraft into orbit. A launch vehicle burns propellant to escape gravity.",
+    "cats": "Cats are small carnivorous mammals. They purr, sleep most of the day and chase mice.",
+    "bread": "Bread is baked from flour, water and yeast. The dough rises before it goes into the oven.",
+}
+
+
+@pytest.fixture(scope="module")
+async def rag_stack(
+    temporal_client: Client, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Orchestrator, ServiceProcess]]:
+    tmp = tmp_path_factory.mktemp("rag")
+    api_port = free_port()
+    embed = embed_process(temporal_address, api_port, tmp)
+    settings = orchestrator_settings(
+        tmp, port=api_port, vector_store="lancedb", embedding_address=f"localhost:{embed.port}"
+    )
+    orchestrator, worker_task = await start_orchestrator(temporal_client, settings)
+    await embed.start(timeout_s=120)
+    replica = ModelReplica(
+        ModelSettings(
+            model_id="rag-fake",
+            engine="fake",
+            port=0,
+            metrics_port=0,
+            temporal_address=temporal_address,
+            registry_address=orchestrator.address,
+            default_flag=True,
+            fake_token_ms=1,
+        )
+    )
+    await replica.start()
+    yield orchestrator, embed
+    await replica.drain()
+    await embed.terminate()
+    await stop_orchestrator(orchestrator, worker_task)
+
+
+async def ingest_and_wait(
+    orchestrator: Orchestrator, collection: str, documents: dict[str, str], timeout_s: float = 120
+) -> retrieval_pb2.GetIngestionResponse:
+    started = await orchestrator.retrieval.Ingest(
+        retrieval_pb2.IngestRequest(
+            collection=collection,
+            documents=[retrieval_pb2.Document(id=k, text=v, metadata={"topic": k}) for k, v in documents.items()],
+        )
+    )
+
+    async def finished() -> retrieval_pb2.GetIngestionResponse | None:
+        progress = await orchestrator.retrieval.GetIngestion(
+            retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
+        )
+        assert progress.state != retrieval_pb2.INGESTION_STATE_FAILED, progress.error
+        return progress if progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED else None
+
+    result: retrieval_pb2.GetIngestionResponse = await eventually(finished, timeout_s=timeout_s, interval_s=0.2)
+    return result
+
+
+async def collection_info(orchestrator: Orchestrator, name: str) -> retrieval_pb2.Collection:
+    listing = await orchestrator.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
+    return next(c for c in listing.collections if c.name == name)
+
+
+async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator, ServiceProcess]) -> None:
+    orchestrator, _ = rag_stack
+    await orchestrator.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="facts"))
+    progress = await ingest_and_wait(orchestrator, "facts", DOCUMENTS)
+    assert (progress.documents_total, progress.documents_done, progress.chunks_done) == (3, 3, 3)
+
+    hits = await orchestrator.retrieval.Query(
+        retrieval_pb2.QueryRequest(collection="facts", text="How do spacecraft reach orbit?", top_k=2)
+    )
+    assert hits.chunks[0].document_id == "rockets"
+    assert hits.chunks[0].score > hits.chunks[1].score
+    assert hits.chunks[0].metadata["topic"] == "rockets"
+
+    await ingest_and_wait(orchestrator, "facts", {"rockets": "Rockets were invented in China as fire arrows."})
+    info = await collection_info(orchestrator, "facts")
+    assert (info.document_count, info.chunk_count) == (3, 3), "re-ingesting a document replaces it"
+    hits = await orchestrator.retrieval.Query(retrieval_pb2.QueryRequest(collection="facts", text="fire arrows"))
+    assert hits.chunks[0].text == "Rockets were invented in China as fire arrows."
+
+
+async def test_generate_with_rag_cites_retrieved_chunks(
+    rag_stack: tuple[Orchestrator, ServiceProcess], temporal_client: Client
+) -> None:
+    orchestrator, _ = rag_stack
+    await orchestrator.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="kitchen"))
+    await ingest_and_wait(orchestrator, "kitchen", DOCUMENTS)
+    question = "What makes dough rise?"
+    reply = await orchestrator.stub.Generate(
+        orchestrator_pb2.GenerateRequest(
+            messages=[types_pb2.ChatMessage(role="user", content=question)],
+            rag=types_pb2.RagOptions(collection="kitchen", top_k=2),
+            sampling=types_pb2.SamplingParams(max_tokens=4),
+        ),
+        timeout=60,
+    )
+    citations = reply.provenance.citations
+    assert citations[0].source == "bread"
+    assert len(citations) == 2 and citations[0].chunk_id == "bread#0"
+    assert reply.provenance.usage.prompt_tokens > len(question.split()) + 20, "the prompt carries the context"
+
+    history = await temporal_client.get_workflow_handle(reply.provenance.workflow_id).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert [(a.activity_type.name, a.task_queue.name) for a in scheduled] == [
+        ("embed", "embedding.minilm-l6-v2"),
+        ("generate", "llm.rag-fake"),
+    ]
+
+
+async def expect_code(call: object, code: grpc.StatusCode) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call  # type: ignore[misc]
+    assert error.value.code() == code, error.value.details()
+
+
+async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestrator, ServiceProcess]) -> None:
+    orchestrator, _ = rag_stack
+    retrieval = orchestrator.retrieval
+    await retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="strict"))
+    bad = grpc.StatusCode
+    await expect_code(
+        retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="strict")), bad.ALREADY_EXISTS
+    )
+    await expect_code(
+        retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="Bad Name")), bad.INVALID_ARGUMENT
+    )
+    empty = retrieval_pb2.Document(id="e", text="   ")
+    await expect_code(
+        retrieval.Ingest(retrieval_pb2.IngestRequest(collection="strict", documents=[empty])), bad.INVALID_ARGUMENT
+    )
+    huge = retrieval_pb2.Document(id="h", text="x" * 2_000_001)
+    await expect_code(
+        retrieval.Ingest(retrieval_pb2.IngestRequest(collection="strict", documents=[huge])), bad.INVALID_ARGUMENT
+    )
+    fine = retrieval_pb2.Document(id="f", text="fine")
+    await expect_code(retrieval.Ingest(retrieval_pb2.IngestRequest(collection="nope", documents=[fine])), bad.NOT_FOUND)
+    await expect_code(retrieval.Query(retrieval_pb2.QueryRequest(collection="nope", text="x")), bad.NOT_FOUND)
+    await expect_code(
+        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=51)), bad.OUT_OF_RANGE
+    )
+    await expect_code(
+        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=-1)), bad.OUT_OF_RANGE
+    )
+    await expect_code(
+        retrieval.GetIngestion(retrieval_pb2.GetIngestionRequest(ingestion_id="ingest-none")), bad.NOT_FOUND
+    )
+    await expect_code(retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name="nope")), bad.NOT_FOUND)
+    unknown = orchestrator_pb2.GenerateRequest(prompt="hi", rag=types_pb2.RagOptions(collection="nope"))
+    await expect_code(orchestrator.stub.Generate(unknown), bad.NOT_FOUND)
+
+
+async def test_ingestion_survives_a_worker_kill_without_duplicates(
+    temporal_client: Client, temporal_address: str, rag_stack: tuple[Orchestrator, ServiceProcess], tmp_path: Path
+) -> None:
+    _, embed = rag_stack
+    settings = orchestrator_settings(tmp_path, vector_store="lancedb", embedding_address=f"localhost:{embed.port}")
+    orchestrator, _ = await start_orchestrator(temporal_client, settings, with_worker=False)
+    worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
+    corpus = dict(sorted(pydoc_data.topics.topics.items())[:24])
+    try:
+        await orchestrator.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="pyref"))
+        started = await orchestrator.retrieval.Ingest(
+            retrieval_pb2.IngestRequest(
+                collection="pyref", documents=[retrieval_pb2.Document(id=k, text=v) for k, v in corpus.items()]
+            )
+        )
+
+        async def some_done() -> bool:
+            progress = await orchestrator.retrieval.GetIngestion(
+                retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
+            )
+            return 3 <= progress.documents_done < len(corpus)
+
+        await eventually(some_done, timeout_s=120, interval_s=0.1)
+        worker.kill()
+        worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
+
+        async def complete() -> bool:
+            progress = await orchestrator.retrieval.GetIngestion(
+                retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
+            )
+            return progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED
+
+        await eventually(complete, timeout_s=180, interval_s=0.2)
+        expected_chunks = sum(len(chunk_text(k, v)) for k, v in corpus.items())
+        info = await collection_info(orchestrator, "pyref")
+        assert (info.document_count, info.chunk_count) == (len(corpus), expected_chunks)
+    finally:
+        await worker.terminate()
+        await stop_orchestrator(orchestrator, None)
