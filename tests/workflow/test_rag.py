@@ -87,7 +87,9 @@ async def ingest_and_wait(
 
 
 async def collection_info(orchestrator: Orchestrator, name: str) -> retrieval_pb2.Collection:
-    listing = await orchestrator.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
+    listing: retrieval_pb2.ListCollectionsResponse = await orchestrator.retrieval.ListCollections(
+        retrieval_pb2.ListCollectionsRequest()
+    )
     return next(c for c in listing.collections if c.name == name)
 
 
@@ -202,7 +204,7 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
         )
 
         async def some_done() -> bool:
-            progress = await orchestrator.retrieval.GetIngestion(
+            progress: retrieval_pb2.GetIngestionResponse = await orchestrator.retrieval.GetIngestion(
                 retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
             )
             return 3 <= progress.documents_done < len(corpus)
@@ -212,7 +214,7 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
         worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
 
         async def complete() -> bool:
-            progress = await orchestrator.retrieval.GetIngestion(
+            progress: retrieval_pb2.GetIngestionResponse = await orchestrator.retrieval.GetIngestion(
                 retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
             )
             return progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED
