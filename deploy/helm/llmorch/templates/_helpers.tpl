@@ -1,0 +1,79 @@
+{{- define "llmorch.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmorch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llmorch
+{{- end -}}
+
+{{/* selector labels: (dict "ctx" $ "component" "api") */}}
+{{- define "llmorch.selectorLabels" -}}
+app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* image reference: (dict "ctx" $ "repository" "llmorch/model" "suffix" "") */}}
+{{- define "llmorch.image" -}}
+{{- $v := .ctx.Values.image -}}
+{{- $tag := default .ctx.Chart.AppVersion $v.tag -}}
+{{- if $v.registry -}}
+{{- printf "%s/%s:%s%s" $v.registry .repository $tag (default "" .suffix) -}}
+{{- else -}}
+{{- printf "%s:%s%s" .repository $tag (default "" .suffix) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmorch.apiName" -}}{{ include "llmorch.fullname" . }}-api{{- end -}}
+{{- define "llmorch.apiAddress" -}}{{ include "llmorch.apiName" . }}:{{ .Values.ports.orchestrator }}{{- end -}}
+
+{{/* name of one model's objects: (dict "ctx" $ "id" "gemma3-270m") */}}
+{{- define "llmorch.modelName" -}}
+{{- printf "%s-model-%s" (include "llmorch.fullname" .ctx) .id | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* native gRPC probes on one port (grpc.health.v1, overall service ""): (dict "port" 50051 "startupFailures" 30) */}}
+{{- define "llmorch.grpcProbes" -}}
+startupProbe:
+  grpc: { port: {{ .port }} }
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: {{ .startupFailures }}
+readinessProbe:
+  grpc: { port: {{ .port }} }
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 2
+livenessProbe:
+  grpc: { port: {{ .port }} }
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 6
+{{- end -}}
+
+{{/* pod annotations for Prometheus without the operator; "{}" when off: (dict "ctx" $ "port" 9100 "path" "/metrics") */}}
+{{- define "llmorch.podAnnotations" -}}
+{{- if .ctx.Values.metrics.podAnnotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: {{ default "/metrics" .path | quote }}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmorch.env" -}}
+{{- range $k, $v := . }}
+- name: {{ $k }}
+  value: {{ $v | toString | quote }}
+{{- end }}
+{{- end -}}
