@@ -6,21 +6,14 @@ import grpc
 from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from llmorch_common.activity_support import activity_error, remaining_s
 from llmorch_common.contracts import EMBED_ACTIVITY
 from llmorch_common.embedding_contracts import EmbedInput, EmbedOutput
-from llmorch_common.errors import INPUT_ERROR_CODES
 from llmorch_common.grpc_edge import make_channel
 
 SERVICE = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"]
-
-
-def activity_error(error: grpc.aio.AioRpcError) -> ApplicationError:
-    """Input errors are final; everything else (UNAVAILABLE, DEADLINE_EXCEEDED, ...) is Temporal's to retry."""
-    code = error.code().name
-    return ApplicationError(error.details() or code, type=code, non_retryable=code in INPUT_ERROR_CODES)
 
 
 class EmbedActivities:
@@ -37,7 +30,7 @@ class EmbedActivities:
         for start in range(0, len(request.texts), self._max_batch):
             texts = request.texts[start : start + self._max_batch]
             try:
-                reply = await self._stub.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=_remaining_s())
+                reply = await self._stub.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=remaining_s())
             except grpc.aio.AioRpcError as error:
                 raise activity_error(error) from None
             vectors.extend(list(e.values) for e in reply.embeddings)
@@ -47,12 +40,6 @@ class EmbedActivities:
 
     async def close(self) -> None:
         await self._channel.close()
-
-
-def _remaining_s() -> float | None:
-    """The gRPC deadline follows the activity's own, so an RPC never outlives the activity."""
-    timeout = activity.info().start_to_close_timeout
-    return None if timeout is None else max(timeout.total_seconds(), 1.0)
 
 
 def create_worker(

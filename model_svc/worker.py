@@ -12,19 +12,13 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from llmorch_common.activity_support import activity_error, remaining_s
 from llmorch_common.contracts import GENERATE_ACTIVITY, STREAM_SIGNAL, GenerateInput, GenerateOutput, StreamDelta
-from llmorch_common.errors import INPUT_ERROR_CODES
 from llmorch_common.grpc_edge import make_channel
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
 
 # Deltas are batched into one signal per interval: each signal costs the workflow a task, tokens cost nothing.
 STREAM_FLUSH_INTERVAL_S = 0.1
-
-
-def activity_error(error: grpc.aio.AioRpcError) -> ApplicationError:
-    """Input errors are final; everything else (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) is Temporal's to retry."""
-    code = error.code().name
-    return ApplicationError(error.details() or code, type=code, non_retryable=code in INPUT_ERROR_CODES)
 
 
 class ModelActivities:
@@ -48,7 +42,7 @@ class ModelActivities:
             if request.stream_to_workflow_id:
                 response = await self._generate_streaming(proto, request)
             else:
-                response = await self._stub.Generate(proto, timeout=_remaining_s())
+                response = await self._stub.Generate(proto, timeout=remaining_s())
         except grpc.aio.AioRpcError as error:
             raise activity_error(error) from None
         finally:
@@ -79,7 +73,7 @@ class ModelActivities:
             last_flush = time.monotonic()
 
         stream = self._stub.GenerateStream(
-            model_pb2.ModelServiceGenerateStreamRequest(generation=proto), timeout=_remaining_s()
+            model_pb2.ModelServiceGenerateStreamRequest(generation=proto), timeout=remaining_s()
         )
         async for chunk in stream:
             if chunk.HasField("final"):
@@ -93,14 +87,6 @@ class ModelActivities:
 
     async def close(self) -> None:
         await self._channel.close()
-
-
-def _remaining_s() -> float | None:
-    """The gRPC deadline follows the activity's own, so a generation never outlives the activity."""
-    info = activity.info()
-    if info.start_to_close_timeout is None:
-        return None
-    return max(info.start_to_close_timeout.total_seconds(), 1.0)
 
 
 async def _heartbeat_forever() -> None:
