@@ -41,9 +41,7 @@ def select(
     excluded = {normalise(n) for n in exclude}
     wanted = {normalise(n) for n in only}
     chosen = [
-        r
-        for r in requirements
-        if requirement_name(r) not in excluded and (not wanted or requirement_name(r) in wanted)
+        r for r in requirements if requirement_name(r) not in excluded and (not wanted or requirement_name(r) in wanted)
     ]
     missing = wanted - {requirement_name(r) for r in chosen}
     if missing:
@@ -58,7 +56,9 @@ def main() -> None:
     parser.add_argument("--exclude", nargs="*", default=[], help="distributions to leave out")
     parser.add_argument("--only", nargs="*", default=[], help="print only these distributions")
     args = parser.parse_args()
-    sys.stdout.write("".join(f"{r}\n" for r in select(args.pyproject, tuple(args.extra), tuple(args.exclude), tuple(args.only))))
+    sys.stdout.write(
+        "".join(f"{r}\n" for r in select(args.pyproject, tuple(args.extra), tuple(args.exclude), tuple(args.only)))
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -88,7 +88,15 @@ def _admin_cluster(admin_port: int) -> dict[str, Any]:
         "load_assignment": {
             "cluster_name": "envoy_admin",
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}}]}
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+                            }
+                        }
+                    ]
+                }
             ],
         },
     }
@@ -108,12 +116,14 @@ def render_container(
     config["static_resources"]["listeners"].append(_stats_listener(stats_port))
     config["static_resources"]["clusters"].append(_admin_cluster(admin_port))
 
-    class _NoAliases(yaml.SafeDumper):
+    class _NoAliases(yaml.SafeDumper):  # type: ignore[misc]
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
-    header = HEADER.format(host=orchestrator_host, port=orchestrator_port, web=web_dir, admin=admin_port, stats=stats_port)
-    return header + yaml.dump(config, Dumper=_NoAliases, sort_keys=False, width=120)
+    header = HEADER.format(
+        host=orchestrator_host, port=orchestrator_port, web=web_dir, admin=admin_port, stats=stats_port
+    )
+    return header + str(yaml.dump(config, Dumper=_NoAliases, sort_keys=False, width=120))
 
 
 def main() -> int:
