@@ -24,6 +24,10 @@ from temporalio.client import Client
 from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
 from orchestrator_svc.chunking import chunk_text
+from orchestrator_svc.client import OrchestratorClient
+from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
+from tools.rag_eval import evaluate, load_questions
+from tools.testdata import testdata_dir
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +230,15 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
     finally:
         await worker.terminate()
         await stop_orchestrator(orchestrator, None)
+
+
+async def test_recall_at_5_on_the_demo_corpus_through_the_public_api(
+    rag_stack: tuple[Orchestrator, ServiceProcess],
+) -> None:
+    orchestrator, _ = rag_stack
+    async with OrchestratorClient(orchestrator.address) as client:
+        await client.ensure_collection(DEMO_COLLECTION)
+        chunks = await client.ingest(DEMO_COLLECTION, python_reference())
+        report = await evaluate(client, DEMO_COLLECTION, load_questions(testdata_dir() / "rag_eval_public.jsonl"))
+    assert chunks == sum(len(chunk_text(k, v)) for k, v in python_reference().items())
+    assert report.recall >= 0.95, report.misses
