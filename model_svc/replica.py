@@ -15,7 +15,7 @@ from llmorch_common.registration import Registration
 from model_svc.catalog import CATALOG, fallback_entry, locate_weights
 from model_svc.config import ModelSettings
 from model_svc.engine import Engine, EnginePool, FakeEngine, LlamaEngine
-from model_svc.server import SERVICE_NAME, ModelServicer, register
+from model_svc.server import IN_FLIGHT, SERVICE_NAME, ModelServicer, register
 from model_svc.worker import ModelActivities, create_worker
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class ModelReplica:
         self.servicer.pool = EnginePool(
             await asyncio.to_thread(load_engines, settings), settings.admission_timeout_s, self.registration.nudge.set
         )
+        IN_FLIGHT.labels(settings.model_id).set_function(lambda: self.servicer.in_flight)
         await set_serving(self.health, [SERVICE_NAME], True)
         client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
         self.activities = ModelActivities(f"localhost:{self.port}", client)

@@ -5,11 +5,22 @@ from contextlib import aclosing
 
 import grpc
 from llmorch.v1 import model_pb2, model_pb2_grpc, types_pb2
+from prometheus_client import Gauge, Histogram
 
 from llmorch_common.errors import unavailable
 from llmorch_common.grpc_edge import stream_edge, unary_edge
 from llmorch_common.validation import check_generation, resolve_sampling, to_turns
 from model_svc.engine import EnginePool, GenerationRequest, GenerationResult
+
+# Buckets span a fake engine's milliseconds to a CPU model's minutes.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "llmorch_model_time_to_first_token_seconds", "Model time to first token", ["model_id"], buckets=LATENCY_BUCKETS
+)
+GENERATION_TIME = Histogram(
+    "llmorch_model_generation_seconds", "Model generation time, total", ["model_id"], buckets=LATENCY_BUCKETS
+)
+IN_FLIGHT = Gauge("llmorch_model_in_flight", "Generations running on this replica", ["model_id"])
 
 SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
@@ -34,6 +45,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         return self.pool, generation
 
     def _response(self, result: GenerationResult) -> model_pb2.ModelServiceGenerateResponse:
+        TIME_TO_FIRST_TOKEN.labels(self.metadata.model_id).observe(result.time_to_first_token_ms / 1000)
+        GENERATION_TIME.labels(self.metadata.model_id).observe(result.generation_ms / 1000)
         return model_pb2.ModelServiceGenerateResponse(
             text=result.text,
             finish_reason=result.finish_reason,

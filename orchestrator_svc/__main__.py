@@ -4,6 +4,7 @@ import asyncio
 import sys
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
 from orchestrator_svc.app import create_worker, start_api
@@ -25,7 +26,14 @@ async def run_api(settings: OrchestratorSettings) -> None:
 
 async def run_worker(settings: OrchestratorSettings) -> None:
     log = setup_logging("orchestrator-worker")
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    runtime = None
+    if settings.temporal_metrics_port:
+        # The SDK's own metrics (task latencies, slots, poll results) on their own Prometheus endpoint.
+        metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.temporal_metrics_port}")
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics))
+    client = await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime or Runtime.default()
+    )
     resources = await Resources.open(settings)
     worker, activities = create_worker(client, settings, resources)
     start_metrics(settings.worker_metrics_port)

@@ -1,12 +1,14 @@
 """OrchestratorService: validates a request, runs it as one InferenceWorkflow, and returns or streams the result."""
 
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+from prometheus_client import Histogram
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -29,6 +31,12 @@ from orchestrator_svc.retrieval_server import DEFAULT_TOP_K
 from orchestrator_svc.vectorstore.base import VectorStore
 from orchestrator_svc.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
 
+WORKFLOW_DURATION = Histogram(
+    "llmorch_workflow_duration_seconds",
+    "Request wall time as the API saw it, by workflow and outcome (OK or the status code)",
+    ["workflow", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 WORKFLOW_ID_PREFIX = "inference-"
 DIGEST_MEMO = "request_digest"
@@ -129,6 +137,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             ),
         )
 
+    async def _result(self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult]) -> InferenceResult:
+        """Wait for the run's result, observing its duration and outcome either way."""
+        started = time.perf_counter()
+        outcome = "OK"
+        try:
+            return await handle.result()
+        except WorkflowFailureError as error:
+            failure = workflow_error(error)
+            outcome = failure.code
+            raise failure from None
+        finally:
+            WORKFLOW_DURATION.labels("InferenceWorkflow", outcome).observe(time.perf_counter() - started)
+
     async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
         wf_id = workflow_id(request.request_id)
@@ -155,10 +176,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
         handle = await self._start(await self._inference_input(request, stream=False))
-        try:
-            return result_to_proto(await handle.result())
-        except WorkflowFailureError as error:
-            raise workflow_error(error) from None
+        return result_to_proto(await self._result(handle))
 
     @stream_edge
     async def GenerateStream(
@@ -191,10 +209,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text))
             if snapshot.done:
                 break
-        try:
-            result = await handle.result()
-        except WorkflowFailureError as error:
-            raise workflow_error(error) from None
+        result = await self._result(handle)
         yield orchestrator_pb2.GenerateStreamResponse(request_id=request_id, completed=result_to_proto(result))
 
     @unary_edge

@@ -132,6 +132,7 @@ def worker_process(settings: OrchestratorSettings, temporal_address: str, tmp: P
         "ORCH_TEMPORAL_ADDRESS": temporal_address,
         "ORCH_REGISTRY_ADDRESS": settings.registry_address,
         "ORCH_WORKER_METRICS_PORT": "0",
+        "ORCH_TEMPORAL_METRICS_PORT": "0",
         "ORCH_VECTOR_STORE": settings.vector_store,
         "ORCH_VECTOR_PATH": str(settings.vector_path),
         "ORCH_STAGING_DB": str(settings.staging_db),

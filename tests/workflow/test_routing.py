@@ -21,6 +21,7 @@ from helpers import (
     stop_orchestrator,
 )
 from llmorch.v1 import orchestrator_pb2, registry_pb2, types_pb2
+from prometheus_client import REGISTRY
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -276,3 +277,23 @@ async def test_second_default_wins_and_registry_survives_restart(
         assert models["new"].metadata.default_flag and not models["old"].metadata.default_flag
     finally:
         await stop_orchestrator(restarted, worker_task)
+
+
+async def test_metrics_cover_workflows_models_queues_and_errors(
+    orchestrator: Orchestrator, start_replica: StartReplica
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    await start_replica("m-metered")
+    before = sample("llmorch_workflow_duration_seconds_count", workflow="InferenceWorkflow", outcome="OK")
+    await ask(orchestrator)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await orchestrator.stub.Generate(orchestrator_pb2.GenerateRequest(prompt=""))
+
+    assert sample("llmorch_workflow_duration_seconds_count", workflow="InferenceWorkflow", outcome="OK") == before + 1
+    assert sample("llmorch_model_generation_seconds_count", model_id="m-metered") >= 1
+    assert sample("llmorch_model_time_to_first_token_seconds_count", model_id="m-metered") >= 1
+    assert sample("llmorch_model_in_flight", model_id="m-metered") == 0
+    assert sample("llmorch_rpc_requests_total", method="OrchestratorServicer.Generate", code="INVALID_ARGUMENT") >= 1
+    assert REGISTRY.get_sample_value("llmorch_task_queue_backlog", {"task_queue": "llm.m-metered"}) is not None
