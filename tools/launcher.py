@@ -86,8 +86,49 @@ def stack() -> list[Process]:
             grpc_port=c.MODEL_BASE_PORT + 1,
             info=f"ModelService localhost:{c.MODEL_BASE_PORT + 1}, queue {c.llm_task_queue(c.SECOND_MODEL_ID)}",
         ),
+        Process(
+            "embed",
+            [py, "-m", "embed_svc"],
+            grpc_port=c.EMBED_PORT,
+            info=f"EmbeddingService localhost:{c.EMBED_PORT}, queue {c.embedding_task_queue(c.EMBEDDING_MODEL_ID)}",
+        ),
+        Process(
+            "envoy",
+            [
+                str(BIN / "envoy"),
+                "-c",
+                "envoy/envoy.yaml",
+                "--disable-hot-restart",
+                "--concurrency",
+                "2",
+                "--log-level",
+                "warn",
+            ],
+            grpc_port=c.ENVOY_PORT,
+            info=f"Envoy gRPC, gRPC-Web, console http://localhost:{c.ENVOY_PORT}, admin 127.0.0.1:{c.ENVOY_ADMIN_PORT}",
+        ),
     ]
     return processes
+
+
+EXPECTED_MODELS = (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID, c.EMBEDDING_MODEL_ID)
+
+
+async def wait_registered(target: str, timeout_s: float = 60) -> None:
+    """`up` returns only once every model has registered and the registry sees it SERVING."""
+    import grpc
+    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(target) as channel:
+        api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        while time.monotonic() < deadline:
+            listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
+            serving = {m.metadata.model_id for m in listing.models if m.health == types_pb2.HEALTH_STATE_SERVING}
+            if serving >= set(EXPECTED_MODELS):
+                return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"models not all registered and SERVING: expected {EXPECTED_MODELS}")
 
 
 def pid_file(name: str) -> Path:
@@ -142,7 +183,8 @@ def up() -> None:
         except Exception as error:
             sys.exit(f"{process.name} did not become ready: {error}\n{tail(process.name)}")
         print(f"  ready  {process.name:32} {process.info}", flush=True)
-    print(f"logs in {LOG_DIR}; `make down` stops everything")
+    asyncio.run(wait_registered(f"localhost:{c.ORCHESTRATOR_PORT}"))
+    print(f"  all models registered; logs in {LOG_DIR}; `make down` stops everything", flush=True)
 
 
 def tail(name: str, lines: int = 20) -> str:
@@ -169,7 +211,8 @@ def demo() -> None:
     from tools.demo import run_demo
 
     up()
-    asyncio.run(run_demo(f"localhost:{c.ORCHESTRATOR_PORT}"))
+    # Through Envoy, the front door users reach.
+    asyncio.run(run_demo(f"localhost:{c.ENVOY_PORT}"))
 
 
 def main() -> None:
