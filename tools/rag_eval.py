@@ -12,7 +12,7 @@ from pathlib import Path
 from llmorch_common.constants import ORCHESTRATOR_PORT
 from orchestrator_svc.client import OrchestratorClient
 from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
-from tools.testdata import testdata_dir
+from tools.testdata import reference_data_dir
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ async def main() -> None:
     args.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}")
     args.add_argument("--collection", default=DEMO_COLLECTION)
     args.add_argument("--ingest", action="store_true", help="ingest the demo corpus first if the collection is empty")
-    args.add_argument("--eval-file", type=Path, default=testdata_dir() / "rag_eval_public.jsonl")
+    args.add_argument("--eval-file", type=Path, default=reference_data_dir() / "rag_eval_public.jsonl")
     options = args.parse_args()
     async with OrchestratorClient(options.target) as client:
         collection = await client.ensure_collection(options.collection)

@@ -6,6 +6,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def testdata_dir() -> Path:
+def reference_data_dir() -> Path:
     override = os.environ.get("LLMORCH_TESTDATA")
     return Path(override) if override else REPO_ROOT.parent / "shared" / "testdata"

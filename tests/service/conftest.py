@@ -1,7 +1,6 @@
 """Fixtures for service tests: a real EmbeddingService on a free port, with the real converted model."""
 
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,9 @@ from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
 from embed_svc.config import EmbedSettings
 from embed_svc.server import EmbeddingServer, load_and_serve, start_server, stop_server
 from llmorch_common.grpc_edge import wait_until_serving
+from tools.testdata import reference_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def testdata_dir() -> Path:
-    """Shared reference data lives beside the repository; LLMORCH_TESTDATA points elsewhere."""
-    override = os.environ.get("LLMORCH_TESTDATA")
-    return Path(override) if override else REPO_ROOT.parent / "shared" / "testdata"
 
 
 @dataclass
@@ -67,6 +61,6 @@ async def embed_channel(embedding_service: StartedEmbedding) -> AsyncIterator[gr
 
 @pytest.fixture(scope="session")
 def reference_items() -> list[dict[str, object]]:
-    path = testdata_dir() / "minilm_reference.json"
+    path = reference_data_dir() / "minilm_reference.json"
     items: list[dict[str, object]] = json.loads(path.read_text())["items"]
     return items

@@ -27,7 +27,7 @@ from orchestrator_svc.chunking import chunk_text
 from orchestrator_svc.client import OrchestratorClient
 from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
 from tools.rag_eval import evaluate, load_questions
-from tools.testdata import testdata_dir
+from tools.testdata import reference_data_dir
 
 pytestmark = pytest.mark.slow
 
@@ -239,6 +239,6 @@ async def test_recall_at_5_on_the_demo_corpus_through_the_public_api(
     async with OrchestratorClient(orchestrator.address) as client:
         await client.ensure_collection(DEMO_COLLECTION)
         chunks = await client.ingest(DEMO_COLLECTION, python_reference())
-        report = await evaluate(client, DEMO_COLLECTION, load_questions(testdata_dir() / "rag_eval_public.jsonl"))
+        report = await evaluate(client, DEMO_COLLECTION, load_questions(reference_data_dir() / "rag_eval_public.jsonl"))
     assert chunks == sum(len(chunk_text(k, v)) for k, v in python_reference().items())
     assert report.recall >= 0.95, report.misses
