@@ -1,11 +1,14 @@
 """Durability: a request survives its workflow worker or its model process being killed mid-generation."""
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import (
     Orchestrator,
     eventually,
@@ -15,7 +18,7 @@ from helpers import (
     stop_orchestrator,
     worker_process,
 )
-from llmorch.v1 import orchestrator_pb2, types_pb2
+from llmorch.v1 import model_pb2, model_pb2_grpc, orchestrator_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -107,3 +110,43 @@ async def test_model_process_killed_and_restarted_mid_generation(
     finally:
         await model.terminate()
         await stop_orchestrator(orchestrator, worker_task)
+
+
+async def test_sigterm_drains_in_flight_work_and_ends_not_serving(
+    orchestrator_without_worker: Orchestrator, temporal_address: str, tmp_path: Path
+) -> None:
+    orchestrator = orchestrator_without_worker
+    model = await model_process(SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=50).start()
+    await wait_serving(orchestrator, SLOW_MODEL)
+    async with grpc.aio.insecure_channel(f"localhost:{model.port}") as channel:
+        stub = model_pb2_grpc.ModelServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        in_flight = asyncio.ensure_future(
+            stub.Generate(
+                model_pb2.ModelServiceGenerateRequest(prompt="x", sampling=types_pb2.SamplingParams(max_tokens=40)),
+                timeout=30,
+            )
+        )
+
+        async def generating() -> bool:
+            return bool((await stub.GetModelInfo(model_pb2.GetModelInfoRequest())).in_flight == 1)
+
+        await eventually(generating, timeout_s=5)
+        assert model.process is not None
+        model.process.send_signal(signal.SIGTERM)
+
+        async def not_serving() -> bool:
+            reply = await health.Check(health_pb2.HealthCheckRequest())
+            return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        await eventually(not_serving, timeout_s=5)
+        reply = await in_flight
+        assert reply.usage.completion_tokens == 40, "the in-flight generation finished during the drain"
+
+    assert await model.terminate(timeout_s=30) == 0
+
+    async def deregistered() -> bool:
+        listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
+        return all(m.metadata.model_id != SLOW_MODEL for m in listing.models)
+
+    await eventually(deregistered, timeout_s=5)

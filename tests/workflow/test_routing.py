@@ -297,3 +297,22 @@ async def test_metrics_cover_workflows_models_queues_and_errors(
     assert sample("llmorch_model_in_flight", model_id="m-metered") == 0
     assert sample("llmorch_rpc_requests_total", method="OrchestratorServicer.Generate", code="INVALID_ARGUMENT") >= 1
     assert REGISTRY.get_sample_value("llmorch_task_queue_backlog", {"task_queue": "llm.m-metered"}) is not None
+
+
+async def test_two_replicas_share_one_queue_and_double_capacity(
+    orchestrator: Orchestrator, start_replica: StartReplica
+) -> None:
+    slow = {"max_concurrency": 1, "fake_token_ms": 100, "default_flag": True}
+    await start_replica("m-twin", **slow)
+    await start_replica("m-twin", **slow)
+
+    async def two_replicas() -> bool:
+        model = (await listed(orchestrator))["m-twin"]
+        return len(model.replicas) == 2 and model.capacity == 2
+
+    await eventually(two_replicas, timeout_s=5)
+    calls = [asyncio.ensure_future(ask(orchestrator, max_tokens=20)) for _ in range(2)]
+    await wait_in_flight(orchestrator, "m-twin", 2)  # both replicas generate at once, one each
+    replies = await asyncio.gather(*calls)
+    assert {r.provenance.model_id for r in replies} == {"m-twin"}
+    assert all(r.provenance.timings.queue_wait_ms < 1000 for r in replies), "neither waited for the other"

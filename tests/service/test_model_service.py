@@ -1,0 +1,111 @@
+"""ModelService on a real grpc.aio server: contract, health, errors, and that cancellation frees the context."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import eventually
+from llmorch.v1 import model_pb2, model_pb2_grpc, types_pb2
+
+from llmorch_common.grpc_edge import create_server, set_serving
+from model_svc.engine import EnginePool, FakeEngine
+from model_svc.server import SERVICE_NAME, ModelServicer, register
+
+
+class RunningModel:
+    def __init__(self, servicer: ModelServicer, channel: grpc.aio.Channel) -> None:
+        self.servicer = servicer
+        self.stub = model_pb2_grpc.ModelServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+
+    async def in_flight(self) -> int:
+        info = await self.stub.GetModelInfo(model_pb2.GetModelInfoRequest())
+        return int(info.in_flight)
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[RunningModel]:
+    servicer = ModelServicer(types_pb2.ModelMetadata(model_id="svc-fake", context_limit=256))
+    server, port, health = await create_server(lambda s: register(s, servicer), 0, "127.0.0.1")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        running = RunningModel(servicer, channel)
+        # Loading: NOT_SERVING and UNAVAILABLE until the engines are in place.
+        reply = await running.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as loading:
+            await running.stub.Generate(model_pb2.ModelServiceGenerateRequest(prompt="hi"))
+        assert loading.value.code() == grpc.StatusCode.UNAVAILABLE
+        servicer.pool = EnginePool(
+            [FakeEngine("svc-fake", 256, first_token_ms=5, token_ms=50)], admission_timeout_s=0.3
+        )
+        await set_serving(health, [SERVICE_NAME], True)
+        yield running
+    await server.stop(0)
+
+
+def request(max_tokens: int, prompt: str = "hello there") -> model_pb2.ModelServiceGenerateRequest:
+    return model_pb2.ModelServiceGenerateRequest(
+        prompt=prompt, sampling=types_pb2.SamplingParams(max_tokens=max_tokens)
+    )
+
+
+async def test_generate_and_stream_agree(model: RunningModel) -> None:
+    reply = await model.stub.Generate(request(3))
+    assert reply.usage.completion_tokens == 3 and reply.finish_reason == "length"
+    chunks = [
+        c async for c in model.stub.GenerateStream(model_pb2.ModelServiceGenerateStreamRequest(generation=request(3)))
+    ]
+    assert "".join(c.delta for c in chunks[:-1]) == chunks[-1].final.text == reply.text
+
+
+async def test_cancelled_stream_frees_the_context(model: RunningModel) -> None:
+    stream = model.stub.GenerateStream(model_pb2.ModelServiceGenerateStreamRequest(generation=request(200)))
+    async for _ in stream:
+        break  # one delta arrived: the generation is running
+    assert await model.in_flight() == 1
+    stream.cancel()
+    await eventually(lambda: _idle(model), timeout_s=2)
+    assert (await model.stub.Generate(request(1))).usage.completion_tokens == 1
+
+
+async def test_deadline_frees_the_context(model: RunningModel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await model.stub.Generate(request(200), timeout=0.3)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await eventually(lambda: _idle(model), timeout_s=2)
+
+
+async def test_busy_context_is_resource_exhausted_with_retry_info(model: RunningModel) -> None:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    long_call = asyncio.ensure_future(model.stub.Generate(request(40)))
+    await eventually(lambda: _busy(model), timeout_s=2)
+    with pytest.raises(grpc.aio.AioRpcError) as full:
+        await model.stub.Generate(request(1))
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(full.value)
+    assert status is not None
+    retry = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry) for detail in status.details)
+    await long_call
+
+
+async def test_bad_input_and_context_overflow(model: RunningModel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await model.stub.Generate(request(0))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as long_prompt:
+        await model.stub.Generate(request(8, prompt="word " * 300))
+    assert long_prompt.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def _idle(model: RunningModel) -> bool:
+    return await model.in_flight() == 0
+
+
+async def _busy(model: RunningModel) -> bool:
+    return await model.in_flight() == 1
