@@ -1,7 +1,6 @@
 """Overhead of the durable path: Envoy -> API -> workflow -> model activity -> ModelService against a direct
 ModelService call, with the fake engine at a fixed latency; and the dispatch breakdown from workflow histories."""
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -196,34 +195,41 @@ async def dispatch_from_histories(temporal_address: str, workflow_ids: list[str]
 
 
 async def run(quick: bool) -> dict[str, Any]:
-    concurrencies = CONCURRENCIES
     async with Stack(BASE) as stack:
-        main = await measure(stack, concurrencies, quick)
+        main = await measure(stack, CONCURRENCIES, quick)
         ids = main.pop("workflow_ids")
         dispatch = {level: await dispatch_from_histories(stack.temporal_address, ids[level]) for level in ids}
-    result: dict[str, Any] = {
+    return {
         "config": {
             "fake_first_token_ms": FIRST_TOKEN_MS,
             "fake_token_ms": TOKEN_MS,
             "max_tokens": MAX_TOKENS,
             "max_concurrency": BASE.max_concurrency,
             "temporal": "dev server, in-memory SQLite (start-dev default)",
+            "overhead": "quantile of the stack path's latency minus the same quantile of the direct call's",
         },
         **main,
         "dispatch": dispatch,
-        "variants": {},
     }
-    for name, config in VARIANTS.items():
+
+
+async def run_dispatch(quick: bool) -> dict[str, Any]:
+    """Workflow-task and activity dispatch latency of the dev server, and what its settings change (concurrency 1)."""
+    variants: dict[str, Any] = {}
+    for name, config in {
+        "default": replace(BASE, label="in-memory dev server (start-dev default)"),
+        **VARIANTS,
+    }.items():
         async with Stack(replace(config, envoy=False)) as stack:
             measured = await measure(stack, (1,), quick)
             ids = measured.pop("workflow_ids")
             measured["dispatch"] = await dispatch_from_histories(stack.temporal_address, ids["1"])
         measured["label"] = config.label
-        result["variants"][name] = measured
-    return result
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(asyncio.run(run(quick=True)), indent=2))
+        measured["temporal_args"] = [
+            *config.temporal_args,
+            *(["--db-filename", "<file>"] if config.temporal_db_file else []),
+        ]
+        variants[name] = measured
+        first = measured["dispatch"].get("first_wft_dispatch", {})
+        print(f"  dispatch {name}: first workflow task {first}", flush=True)
+    return {"variants": variants}

@@ -1,0 +1,128 @@
+"""`make bench`: every comparison side by side in one run; JSON, Markdown and PNG under docs/benchmarks/.
+
+python -m tools.bench [--only overhead,dispatch,throughput,generation,rag] [--quick] [--out DIR]
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tools.bench import docs, machine, overhead, realgen, report, throughput
+
+SECTIONS = ("overhead", "dispatch", "throughput", "generation", "rag")
+
+
+def run_rag(out: Path, quick: bool) -> dict[str, Any] | None:
+    """tools/bench/embed_bench.py has no reduced mode, so it runs only in full runs (about 5 minutes)."""
+    if quick:
+        print("  rag: skipped under --quick (embed_bench has no reduced mode)", flush=True)
+        return None
+    from tools.bench import embed_bench
+
+    return embed_bench.run(out)
+
+
+def section_runner(name: str, out: Path, quick: bool) -> Callable[[], dict[str, Any] | None]:
+    runners: dict[str, Callable[[], dict[str, Any] | None]] = {
+        "overhead": lambda: asyncio.run(overhead.run(quick)),
+        "dispatch": lambda: asyncio.run(overhead.run_dispatch(quick)),
+        "throughput": lambda: asyncio.run(throughput.run(quick)),
+        "generation": lambda: asyncio.run(realgen.run(quick)),
+        "rag": lambda: run_rag(out, quick),
+    }
+    return runners[name]
+
+
+def render_section(name: str, results: dict[str, Any], out: Path) -> str:
+    if name == "overhead":
+        report.plot_overhead(results, out / "overhead.png")
+        report.plot_dispatch({f"c={k}": v for k, v in results["dispatch"].items()}, out / "overhead_dispatch.png")
+        return "\n\n".join(
+            [
+                report.overhead_tables(results),
+                "![overhead](overhead.png)",
+                "Inside Temporal, per concurrency (from the histories of the Envoy-path workflows):",
+                report.dispatch_table({f"c={k}": v for k, v in results["dispatch"].items()}),
+                "![dispatch by concurrency](overhead_dispatch.png)",
+            ]
+        )
+    if name == "dispatch":
+        by_variant = {k: v["dispatch"] for k, v in results["variants"].items()}
+        report.plot_dispatch(by_variant, out / "dispatch.png")
+        rows = [
+            [k, v["label"], " ".join(v["temporal_args"]) or "—", v["levels"]["1"]["api"]["p50_ms"],
+             v["levels"]["1"]["overhead"]["api"]["p50_ms"], v["levels"]["1"]["overhead"]["api"]["p99_ms"]]
+            for k, v in results["variants"].items()
+        ]  # fmt: skip
+        return "\n\n".join(
+            [
+                "Concurrency 1, API path (no Envoy), fake engine 20 ms + 3 x 2 ms; each variant on a fresh stack.",
+                report.table(
+                    ["variant", "what", "start-dev flags", "API p50 ms", "overhead p50 ms", "overhead p99 ms"], rows
+                ),
+                report.dispatch_table(by_variant),
+                "![dispatch](dispatch.png)",
+            ]
+        )
+    if name == "throughput":
+        report.plot_throughput(results, out / "throughput.png")
+        return report.throughput_tables(results) + "\n\n![throughput](throughput.png)"
+    if name == "generation":
+        report.plot_generation(results, out / "generation.png")
+        return report.generation_tables(results) + "\n\n![generation](generation.png)"
+    return report.rag_tables(results) + "\n\n![rag](embed_bench.png)"
+
+
+TITLES = {
+    "overhead": "Orchestration overhead against a direct ModelService call",
+    "dispatch": "Temporal dev server: workflow-task and activity dispatch latency",
+    "throughput": "Throughput and replica scaling (fake engine)",
+    "generation": "Real generation: SmolLM2 through the stack against llama-cpp-python",
+    "rag": "RAG: embedding throughput, retrieval latency and ANN recall",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="fewer requests, shorter levels, no RAG (iteration)")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where results are written")
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    described = machine.describe(sys.argv[1:])
+    described["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    began = time.perf_counter()
+    for name in SECTIONS:
+        if name not in chosen:
+            continue
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        results = section_runner(name, out, args.quick)()
+        if results is None:
+            continue
+        seconds = round(time.perf_counter() - started, 1)
+        record = {"section": name, "machine": described, "quick": args.quick, "seconds": seconds, "results": results}
+        (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        body = render_section(name, results, out)
+        header = f"# {TITLES[name]}\n\n{machine.markdown(described)}\n- **Section time:** {seconds} s"
+        if args.quick:
+            header += " (**--quick**: fewer samples; not the committed figures)"
+        (out / f"{name}.md").write_text(f"{header}\n\n{body}\n")
+        print(f"   {name} done in {seconds} s", flush=True)
+    docs.write_index(out)
+    print(f"all done in {time.perf_counter() - began:.0f} s; see {out / 'README.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

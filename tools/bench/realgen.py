@@ -1,0 +1,140 @@
+"""Real generation: TTFT and tokens/s of SmolLM2 through the whole stack (streaming) against llama-cpp-python
+called directly in this process on the same weights, prompt and greedy sampling."""
+
+import statistics
+import time
+from dataclasses import replace
+from typing import Any
+
+import grpc
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+
+from llmorch_common.contracts import ChatTurn, Sampling
+from model_svc.catalog import locate_weights
+from model_svc.engine import GenerationRequest, LlamaEngine
+from tools.bench.stack import Stack, StackConfig
+
+MODEL_ID = "smollm2-135m-instruct"
+PROMPT = "Explain in a few sentences why the sky is blue."
+MAX_TOKENS = 64
+N_THREADS = 2
+CONTEXT = 2048
+REAL = StackConfig(
+    engine="llama",
+    model_id=MODEL_ID,
+    max_concurrency=1,
+    model_env=(("MODEL_N_THREADS", str(N_THREADS)), ("MODEL_CONTEXT_LIMIT", str(CONTEXT))),
+)
+
+
+def rates(started: float, first: float, end: float, tokens: int) -> dict[str, float]:
+    return {
+        "ttft_ms": (first - started) * 1000,
+        "total_ms": (end - started) * 1000,
+        "tokens": tokens,
+        # Tokens over the time from the first token to the last: the decode rate a reader sees.
+        "generation_tokens_per_s": tokens / (end - first) if end > first else 0.0,
+        "end_to_end_tokens_per_s": tokens / (end - started),
+    }
+
+
+def direct_once(engine: LlamaEngine) -> dict[str, Any]:
+    """llama-cpp-python's own streaming completion, on the prompt exactly as the replica renders it."""
+    request = GenerationRequest((ChatTurn("user", PROMPT),), "", Sampling(max_tokens=MAX_TOKENS, temperature=0.0))
+    llama = engine._llama
+    started = time.perf_counter()
+    prompt, stops = engine._render(request)
+    tokens = llama.tokenize(prompt.encode(), add_bos=True, special=True)
+    first = end = 0.0
+    pieces = []
+    for chunk in llama.create_completion(
+        tokens, max_tokens=MAX_TOKENS, temperature=0.0, top_p=0.95, stop=stops or None, stream=True
+    ):
+        text = chunk["choices"][0]["text"]  # type: ignore[index]
+        if text:
+            end = time.perf_counter()
+            first = first or end
+            pieces.append(text)
+    text = "".join(pieces)
+    count = len(llama.tokenize(text.encode(), add_bos=False, special=True))
+    return {**rates(started, first, end, count), "text": text}
+
+
+async def stack_once(stub: orchestrator_pb2_grpc.OrchestratorServiceStub) -> dict[str, Any]:
+    request = orchestrator_pb2.GenerateRequest(
+        messages=[types_pb2.ChatMessage(role="user", content=PROMPT)],
+        model_id=MODEL_ID,
+        sampling=types_pb2.SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, top_p=0.95),
+    )
+    started = time.perf_counter()
+    first = last_delta = 0.0
+    completed: orchestrator_pb2.GenerateResponse | None = None
+    deltas = 0
+    async for event in stub.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request), timeout=300):
+        if event.HasField("delta") and event.delta:
+            last_delta = time.perf_counter()
+            first = first or last_delta
+            deltas += 1
+        elif event.HasField("completed"):
+            completed = event.completed
+    end = time.perf_counter()
+    assert completed is not None, "stream ended without a completed message"
+    timings = completed.provenance.timings
+    tokens = completed.provenance.usage.completion_tokens
+    engine_decode_s = (timings.generation_ms - timings.time_to_first_token_ms) / 1000
+    return {
+        **rates(started, first or end, end, tokens),
+        "last_delta_tokens_per_s": tokens / (last_delta - first) if last_delta > first else 0.0,
+        "stream_messages": deltas,
+        # The replica's own view (provenance): how fast llama.cpp ran inside the stack, free of transport delays.
+        "engine_ttft_ms": timings.time_to_first_token_ms,
+        "engine_tokens_per_s": tokens / engine_decode_s if engine_decode_s > 0 else 0.0,
+        "queue_wait_ms": timings.queue_wait_ms,
+        "text": completed.text,
+    }
+
+
+def median_of(rows: list[dict[str, Any]]) -> dict[str, float]:
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float))]
+    return {k: round(statistics.median(row[k] for row in rows), 2) for k in keys}
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    reps = 2 if quick else 5
+    path = locate_weights(MODEL_ID)
+    engine = LlamaEngine(path, chat=True, context_limit=CONTEXT, n_threads=N_THREADS, gpu=False)
+    direct_once(engine)  # warm-up: page the weights in
+    direct: list[dict[str, Any]] = []
+    through: list[dict[str, Any]] = []
+    async with Stack(replace(REAL)) as stack, grpc.aio.insecure_channel(stack.envoy_target) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        await stack_once(stub)  # warm-up
+        # Alternate, so any drift of the machine's load hits both alike; the stack idles while direct runs.
+        for _ in range(reps):
+            direct.append(direct_once(engine))
+            through.append(await stack_once(stub))
+    del engine
+    d, s = median_of(direct), median_of(through)
+    print(f"  direct {d}\n  stack  {s}", flush=True)
+    return {
+        "config": {
+            "model": MODEL_ID,
+            "weights": path.name,
+            "prompt": PROMPT,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0.0,
+            "n_threads": N_THREADS,
+            "repetitions": reps,
+            "path": "Envoy -> API GenerateStream -> workflow -> generate activity -> ModelService.GenerateStream",
+        },
+        "direct": d,
+        "stack": s,
+        "same_text": all(a["text"] == b["text"] for a, b in zip(direct, through, strict=True)),
+        "ratios": {
+            "generation_tokens_per_s": round(s["generation_tokens_per_s"] / d["generation_tokens_per_s"], 3),
+            "end_to_end_tokens_per_s": round(s["end_to_end_tokens_per_s"] / d["end_to_end_tokens_per_s"], 3),
+            "engine_tokens_per_s": round(s["engine_tokens_per_s"] / d["generation_tokens_per_s"], 3),
+            "ttft": round(s["ttft_ms"] / d["ttft_ms"], 3),
+        },
+        "samples": {"direct": direct, "stack": through},
+    }

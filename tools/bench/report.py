@@ -1,0 +1,311 @@
+"""Markdown tables and matplotlib plots from the sections' JSON results."""
+
+from pathlib import Path
+from typing import Any
+
+from tools.bench.overhead import SEGMENTS
+
+GOALS = {
+    "overhead_p50_ms": 20.0,
+    "overhead_p99_ms": 60.0,
+    "tokens_ratio": 0.97,
+    "requests_per_s": 100.0,
+    "scaling_4": 0.9,
+}
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- overhead -------------------------------------------------------------------------------------------------
+
+
+def overhead_tables(result: dict[str, Any]) -> str:
+    rows = []
+    for level, data in result["levels"].items():
+        for path in ("direct", "api", "envoy"):
+            if path not in data:
+                continue
+            s = data[path]
+            over = data["overhead"].get(path, {})
+            rows.append(
+                [
+                    level,
+                    path,
+                    s["ok"],
+                    sum(s["errors"].values()),
+                    s["requests_per_s"],
+                    s["p50_ms"],
+                    s["p90_ms"],
+                    s["p99_ms"],
+                    over.get("p50_ms", "—"),
+                    over.get("p90_ms", "—"),
+                    over.get("p99_ms", "—"),
+                ]
+            )
+    latency = table(
+        [
+            "concurrency",
+            "path",
+            "ok",
+            "errors",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "overhead p50",
+            "overhead p90",
+            "overhead p99",
+        ],
+        rows,
+    )
+    envoy_rows = [
+        [level, d["envoy_cost"]["p50_ms"], d["envoy_cost"]["p90_ms"], d["envoy_cost"]["p99_ms"]]
+        for level, d in result["levels"].items()
+        if "envoy_cost" in d
+    ]
+    envoy = table(["concurrency", "Envoy p50 ms", "Envoy p90 ms", "Envoy p99 ms"], envoy_rows)
+    return "\n\n".join([latency, "Envoy's own cost (Envoy path minus API path, same quantile):", envoy])
+
+
+def dispatch_table(by_column: dict[str, dict[str, Any]]) -> str:
+    header = ["segment (p50 / p99 ms)", *by_column]
+    rows = []
+    for key, label in SEGMENTS:
+        row: list[Any] = [label]
+        for summary in by_column.values():
+            seg = summary.get(key)
+            row.append(f"{seg['p50_ms']:.1f} / {seg['p99_ms']:.1f}" if seg else "—")
+        rows.append(row)
+    rows.append(["workflow tasks per request", *[s.get("workflow_tasks_per_request", "—") for s in by_column.values()]])
+    rows.append(["workflows sampled", *[s.get("workflows", 0) for s in by_column.values()]])
+    return table(header, rows)
+
+
+def plot_overhead(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    levels = list(result["levels"])
+    width = 0.25
+    for index, name in enumerate(("direct", "api", "envoy")):
+        p50 = [result["levels"][lv][name]["p50_ms"] for lv in levels if name in result["levels"][lv]]
+        p99 = [result["levels"][lv][name]["p99_ms"] for lv in levels if name in result["levels"][lv]]
+        xs = [i + (index - 1) * width for i in range(len(p50))]
+        left.bar(xs, p50, width, label=f"{name} p50")
+        left.scatter(xs, p99, marker="_", s=200, color="black")
+    left.set_xticks(range(len(levels)), [f"c={lv}" for lv in levels])
+    left.set_ylabel("latency ms (bar p50, dash p99)")
+    left.set_title("End-to-end latency by path (fake engine)")
+    left.legend()
+    for name, style in (("envoy", "-"), ("api", "--")):
+        for q, marker in (("p50_ms", "o"), ("p90_ms", "s"), ("p99_ms", "^")):
+            ys = [
+                result["levels"][lv]["overhead"][name][q] for lv in levels if name in result["levels"][lv]["overhead"]
+            ]
+            if ys:
+                right.plot([int(lv) for lv in levels][: len(ys)], ys, style, marker=marker, label=f"{name} {q[:3]}")
+    right.axhline(GOALS["overhead_p50_ms"], color="green", linewidth=0.8, label="goal p50 (c=1)")
+    right.axhline(GOALS["overhead_p99_ms"], color="red", linewidth=0.8, label="goal p99 (c=1)")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("concurrency")
+    right.set_ylabel("overhead vs direct ModelService (ms)")
+    right.set_title("Orchestration overhead")
+    right.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_dispatch(by_column: dict[str, dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(11, 0.8 + 0.7 * len(by_column)))
+    names = list(by_column)
+    lefts = [0.0] * len(names)
+    for key, label in SEGMENTS[:-1]:
+        widths = [by_column[n].get(key, {}).get("p50_ms", 0.0) for n in names]
+        axis.barh(names, widths, left=lefts, label=label.split(":")[0] + ": " + label.split("(")[-1].rstrip(")"))
+        lefts = [a + b for a, b in zip(lefts, widths, strict=True)]
+    axis.set_xlabel("ms (median of each segment, from workflow history timestamps)")
+    axis.set_title("Where a request's time goes inside Temporal")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+# --- throughput -----------------------------------------------------------------------------------------------
+
+
+def throughput_tables(result: dict[str, Any]) -> str:
+    ramp = result["ramp"]
+    ramp_rows = [
+        [lv["concurrency"], lv["requests_per_s"], lv["ok"], sum(lv["errors"].values()), lv["p50_ms"], lv["p99_ms"]]
+        for lv in ramp["levels"]
+    ]
+    scale_rows = [
+        [r["replicas"], r["concurrency"], r["requests_per_s"], r["ideal_requests_per_s"], r["efficiency"],
+         sum(r["errors"].values()), r["p50_ms"], r["p99_ms"]]
+        for r in result["scaling"]["rows"]
+    ]  # fmt: skip
+    return "\n\n".join(
+        [
+            "Short requests (1 token, 1 ms fake engine) through Envoy, closed loop:",
+            table(["concurrency", "req/s", "ok", "errors", "p50 ms", "p99 ms"], ramp_rows),
+            f"Peak **{ramp['peak_requests_per_s']} req/s** at concurrency {ramp['peak_concurrency']}; "
+            f"saturation (next level adds < 5 %) at concurrency {ramp['saturation_concurrency']}; "
+            f"errors in total: {ramp['errors']}.",
+            "Replica scaling (fake engine 200 ms per request, max_concurrency 4 per replica, "
+            f"{result['scaling']['config']['clients_per_slot']} callers per slot):",
+            table(
+                ["replicas", "callers", "req/s", "ideal req/s", "achieved/ideal", "errors", "p50 ms", "p99 ms"],
+                scale_rows,
+            ),
+        ]
+    )
+
+
+def plot_throughput(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    levels = result["ramp"]["levels"]
+    xs = [lv["concurrency"] for lv in levels]
+    left.plot(xs, [lv["requests_per_s"] for lv in levels], marker="o", label="req/s")
+    left.axhline(GOALS["requests_per_s"], color="green", linewidth=0.8, label="goal 100 req/s")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("concurrent callers")
+    left.set_ylabel("requests / s")
+    left.set_title("Short requests through Envoy -> API -> workflow -> fake model")
+    twin = left.twinx()
+    twin.plot(xs, [lv["p50_ms"] for lv in levels], "--", color="gray", marker="s", label="p50 ms")
+    twin.set_ylabel("p50 latency ms", color="gray")
+    left.legend(loc="upper left")
+    rows = result["scaling"]["rows"]
+    replicas = [r["replicas"] for r in rows]
+    right.plot(replicas, [r["ideal_requests_per_s"] for r in rows], "--", color="gray", label="ideal")
+    right.plot(replicas, [r["requests_per_s"] for r in rows], marker="o", label="achieved")
+    for r in rows:
+        right.annotate(f"{r['efficiency']:.2f}", (r["replicas"], r["requests_per_s"]), textcoords="offset points",
+                       xytext=(5, -12))  # fmt: skip
+    right.set_xticks(replicas)
+    right.set_xlabel("fake-model replicas (200 ms, 4 slots each)")
+    right.set_ylabel("requests / s")
+    right.set_title("Replica scaling (labels: achieved / ideal)")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# --- real generation ------------------------------------------------------------------------------------------
+
+
+def generation_tables(result: dict[str, Any]) -> str:
+    d, s, r = result["direct"], result["stack"], result["ratios"]
+    rows = [
+        ["time to first token (ms)", d["ttft_ms"], s["ttft_ms"], r["ttft"]],
+        ["generation tokens/s (first token -> last)", d["generation_tokens_per_s"], s["generation_tokens_per_s"],
+         r["generation_tokens_per_s"]],
+        ["end-to-end tokens/s (request -> last)", d["end_to_end_tokens_per_s"], s["end_to_end_tokens_per_s"],
+         r["end_to_end_tokens_per_s"]],
+        ["engine tokens/s inside the stack (provenance)", d["generation_tokens_per_s"], s["engine_tokens_per_s"],
+         r["engine_tokens_per_s"]],
+        ["total ms", d["total_ms"], s["total_ms"], round(s["total_ms"] / d["total_ms"], 3)],
+        ["completion tokens", d["tokens"], s["tokens"], "—"],
+    ]  # fmt: skip
+    c = result["config"]
+    return "\n\n".join(
+        [
+            f"{c['model']} (`{c['weights']}`), prompt {c['prompt']!r}, max_tokens {c['max_tokens']}, "
+            f"temperature 0, {c['n_threads']} threads, median of {c['repetitions']} alternating runs. "
+            f"Same text through the stack as direct: **{result['same_text']}**.",
+            table(["metric", "llama-cpp-python direct", "through the stack", "stack / direct"], rows),
+        ]
+    )
+
+
+def plot_generation(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    d, s = result["direct"], result["stack"]
+    left.bar(["direct", "stack"], [d["ttft_ms"], s["ttft_ms"]], color=["tab:blue", "tab:orange"])
+    left.set_ylabel("ms")
+    left.set_title("Time to first token")
+    labels = ["generation", "end-to-end", "engine in stack"]
+    direct = [d["generation_tokens_per_s"], d["end_to_end_tokens_per_s"], d["generation_tokens_per_s"]]
+    stack = [s["generation_tokens_per_s"], s["end_to_end_tokens_per_s"], s["engine_tokens_per_s"]]
+    xs = range(len(labels))
+    right.bar([x - 0.2 for x in xs], direct, 0.4, label="direct")
+    right.bar([x + 0.2 for x in xs], stack, 0.4, label="stack")
+    right.set_xticks(list(xs), labels)
+    right.set_ylabel("tokens / s")
+    right.set_title(f"SmolLM2-135M, {result['config']['max_tokens']} tokens, greedy")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# --- RAG ------------------------------------------------------------------------------------------------------
+
+
+def rag_tables(result: dict[str, Any]) -> str:
+    emb = result["embedding"]
+    rows = [
+        ["engine (in process)", emb["direct"]["texts_per_s"], emb["direct"]["tokens_per_s"]],
+        [f"gRPC EmbeddingService (batch {emb['grpc']['batch']})", emb["grpc"]["texts_per_s"],
+         emb["grpc"]["tokens_per_s"]],
+    ]  # fmt: skip
+    store_rows = []
+    for kind, sizes in result["stores"].items():
+        for size, s in sizes.items():
+            store_rows.append(
+                [
+                    kind,
+                    size,
+                    s["load_s"],
+                    s["exact"]["p50_ms"],
+                    s["exact"]["p95_ms"],
+                    s.get("ann", {}).get("p50_ms", "—"),
+                    s.get("ann", {}).get("p95_ms", "—"),
+                    s.get("ann_recall_at_10", "—"),
+                    s.get("index_build_s", "—"),
+                ]
+            )
+    return "\n\n".join(
+        [
+            f"Embedding throughput, MiniLM-L6-v2, {emb['texts']} ~800-character chunks ({emb['tokens']} tokens):",
+            table(["path", "texts/s", "tokens/s"], rows),
+            "Vector search, top-10 over 384-d clustered vectors (30 queries):",
+            table(
+                [
+                    "store",
+                    "chunks",
+                    "load s",
+                    "exact p50 ms",
+                    "exact p95 ms",
+                    "ANN p50 ms",
+                    "ANN p95 ms",
+                    "ANN recall@10",
+                    "index build s",
+                ],
+                store_rows,
+            ),
+        ]
+    )

@@ -1,0 +1,99 @@
+"""Throughput: short requests as concurrency rises until saturation, and scaling with fake-model replicas."""
+
+from dataclasses import replace
+from itertools import pairwise
+from typing import Any
+
+import grpc
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+
+from tools.bench.load import closed_loop
+from tools.bench.stack import Stack, StackConfig
+
+# Short requests: one token after 1 ms, so the orchestrator, not the model, is what is measured.
+SHORT = StackConfig(max_concurrency=64, fake_first_token_ms=1.0, fake_token_ms=0.0)
+RAMP = (1, 4, 8, 16, 32, 64)
+QUICK_RAMP = (1, 8, 32)
+# Replica scaling: fixed 200 ms per request and 4 slots per replica; ideal = replicas * 4 / 0.2 s.
+SCALING_LATENCY_MS = 200.0
+SCALING_SLOTS = 4
+REPLICAS = (1, 2, 4)
+CLIENTS_PER_SLOT = 3  # enough callers that the queue never runs dry while requests are outside their slot
+
+
+def short_request() -> orchestrator_pb2.GenerateRequest:
+    return orchestrator_pb2.GenerateRequest(
+        prompt="ping", sampling=types_pb2.SamplingParams(max_tokens=1, temperature=0.0)
+    )
+
+
+async def drive(target: str, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        request = short_request()
+
+        async def call() -> None:
+            await stub.Generate(request, timeout=120)
+
+        if warmup_s:
+            await closed_loop(call, concurrency, duration_s=warmup_s)
+        result = await closed_loop(call, concurrency, duration_s=duration_s)
+        return result.summary()
+
+
+async def ramp(quick: bool) -> dict[str, Any]:
+    levels = []
+    async with Stack(SHORT) as stack:
+        await drive(stack.envoy_target, 4, 3.0, 0)  # warm every process's caches
+        for concurrency in QUICK_RAMP if quick else RAMP:
+            level = await drive(stack.envoy_target, concurrency, 4.0 if quick else 10.0, 1.0)
+            levels.append(level)
+            print(f"  ramp c={concurrency}: {level['requests_per_s']} req/s, errors {level['errors']}", flush=True)
+    best = max(levels, key=lambda level: level["requests_per_s"])
+    # Saturation: the first level past which more callers add less than 5% throughput.
+    saturation = levels[-1]
+    for previous, current in pairwise(levels):
+        if current["requests_per_s"] < previous["requests_per_s"] * 1.05:
+            saturation = previous
+            break
+    return {
+        "config": {"fake_first_token_ms": SHORT.fake_first_token_ms, "max_tokens": 1, "path": "Envoy -> API"},
+        "levels": levels,
+        "peak_requests_per_s": best["requests_per_s"],
+        "peak_concurrency": best["concurrency"],
+        "saturation_concurrency": saturation["concurrency"],
+        "errors": sum(sum(level["errors"].values()) for level in levels),
+    }
+
+
+async def scaling(quick: bool) -> dict[str, Any]:
+    rows = []
+    for replicas in REPLICAS:
+        config = replace(
+            SHORT,
+            replicas=replicas,
+            max_concurrency=SCALING_SLOTS,
+            fake_first_token_ms=SCALING_LATENCY_MS,
+        )
+        async with Stack(config) as stack:
+            clients = replicas * SCALING_SLOTS * CLIENTS_PER_SLOT
+            level = await drive(stack.envoy_target, clients, 6.0 if quick else 15.0, 3.0)
+        ideal = replicas * SCALING_SLOTS * 1000 / SCALING_LATENCY_MS
+        level.update(
+            replicas=replicas, ideal_requests_per_s=ideal, efficiency=round(level["requests_per_s"] / ideal, 3)
+        )
+        rows.append(level)
+        print(f"  scaling {replicas} replica(s): {level['requests_per_s']} / {ideal} req/s", flush=True)
+    return {
+        "config": {
+            "fake_first_token_ms": SCALING_LATENCY_MS,
+            "max_concurrency_per_replica": SCALING_SLOTS,
+            "clients_per_slot": CLIENTS_PER_SLOT,
+            "path": "Envoy -> API",
+        },
+        "rows": rows,
+    }
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    return {"ramp": await ramp(quick), "scaling": await scaling(quick)}
