@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -208,3 +208,13 @@ async def stop_orchestrator(orchestrator: Orchestrator, worker_task: asyncio.Tas
     await orchestrator.channel.close()
     await orchestrator.api.stop(grace_s=1)
     await orchestrator.resources.close()
+
+
+HISTORIES = ROOT / "tests" / "workflow" / "histories"
+
+
+def record_history(history: WorkflowHistory, name: str) -> None:
+    """With LLMORCH_RECORD_HISTORIES=1, keep this run's history for the replay tests (then commit it)."""
+    if os.environ.get("LLMORCH_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text(history.to_json())

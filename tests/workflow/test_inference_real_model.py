@@ -18,6 +18,7 @@ from helpers import (
     eventually,
     model_process,
     orchestrator_settings,
+    record_history,
     start_orchestrator,
     stop_orchestrator,
 )
@@ -110,7 +111,9 @@ async def test_same_request_id_is_idempotent_and_different_request_conflicts(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_stream_delivers_selection_deltas_and_final_answer(stack: tuple[Orchestrator, ServiceProcess]) -> None:
+async def test_stream_delivers_selection_deltas_and_final_answer(
+    stack: tuple[Orchestrator, ServiceProcess], temporal_client: Client
+) -> None:
     orchestrator, _ = stack
     events = [
         event
@@ -124,6 +127,8 @@ async def test_stream_delivers_selection_deltas_and_final_answer(stack: tuple[Or
     streamed = "".join(event.delta for event in events if event.WhichOneof("event") == "delta")
     assert kinds.count("delta") >= 1
     assert streamed == events[-1].completed.text
+    workflow_id = events[-1].completed.provenance.workflow_id
+    record_history(await temporal_client.get_workflow_handle(workflow_id).fetch_history(), "inference_stream")
 
 
 def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -13,6 +13,7 @@ from helpers import (
     eventually,
     free_port,
     orchestrator_settings,
+    record_history,
     start_orchestrator,
     stop_orchestrator,
     worker_process,
@@ -138,6 +139,7 @@ async def test_generate_with_rag_cites_retrieved_chunks(
     assert reply.provenance.usage.prompt_tokens > len(question.split()) + 20, "the prompt carries the context"
 
     history = await temporal_client.get_workflow_handle(reply.provenance.workflow_id).fetch_history()
+    record_history(history, "inference_rag")
     scheduled = [
         e.activity_task_scheduled_event_attributes
         for e in history.events
@@ -224,6 +226,8 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
             return progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED
 
         await eventually(complete, timeout_s=180, interval_s=0.2)
+        history = await temporal_client.get_workflow_handle(started.ingestion_id).fetch_history()
+        record_history(history, "ingestion_worker_killed")
         expected_chunks = sum(len(chunk_text(k, v)) for k, v in corpus.items())
         info = await collection_info(orchestrator, "pyref")
         assert (info.document_count, info.chunk_count) == (len(corpus), expected_chunks)

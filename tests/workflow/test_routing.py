@@ -17,6 +17,7 @@ from helpers import (
     eventually,
     model_process,
     orchestrator_settings,
+    record_history,
     start_orchestrator,
     stop_orchestrator,
 )
@@ -190,6 +191,7 @@ async def test_model_killed_mid_generation_falls_back_to_another(
     assert reply.provenance.model_id == "m-backup"
     assert [f.model_id for f in reply.provenance.fallbacks] == ["m-doomed"]
     history = await temporal_client.get_workflow_handle(reply.provenance.workflow_id).fetch_history()
+    record_history(history, "inference_fallback")
     queues = [
         e.activity_task_scheduled_event_attributes.task_queue.name
         for e in history.events

@@ -1,0 +1,29 @@
+"""Replay committed workflow histories against today's workflow code, so non-determinism fails here, not in production.
+
+Refresh the histories with `LLMORCH_RECORD_HISTORIES=1 pytest tests/workflow` after an intended, versioned change.
+"""
+
+from pathlib import Path
+
+import pytest
+from helpers import HISTORIES
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from orchestrator_svc.ingestion import IngestionWorkflow
+from orchestrator_svc.workflows import InferenceWorkflow
+
+RECORDED = sorted(HISTORIES.glob("*.json"))
+
+
+def test_histories_are_committed() -> None:
+    names = {path.stem for path in RECORDED}
+    assert {"inference_fallback", "inference_rag", "inference_stream", "ingestion_worker_killed"} <= names
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.stem)
+async def test_history_replays_deterministically(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[InferenceWorkflow, IngestionWorkflow])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
