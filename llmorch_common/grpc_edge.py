@@ -1,6 +1,7 @@
 """The transport edge: rich gRPC statuses from domain errors, server plumbing (health, reflection) and channels."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -66,48 +67,42 @@ def _to_platform_error(error: Exception) -> PlatformError:
     return PlatformError(f"internal error: {type(error).__name__}: {error}", "INTERNAL")
 
 
+@contextlib.asynccontextmanager
+async def _edge(name: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Count the call by outcome and turn any failure into a precise status (never UNKNOWN)."""
+    started = time.perf_counter()
+    try:
+        yield
+    except grpc.aio.AbortError:
+        RPC_REQUESTS.labels(name, "ABORTED_BY_HANDLER").inc()
+        raise
+    except Exception as error:  # the edge: anything left becomes a status
+        platform_error = _to_platform_error(error)
+        RPC_REQUESTS.labels(name, platform_error.code).inc()
+        await context.abort_with_status(rich_status(platform_error))
+    RPC_REQUESTS.labels(name, "OK").inc()
+    RPC_LATENCY.labels(name).observe(time.perf_counter() - started)
+
+
 def unary_edge(method: Handler) -> Handler:
-    """Wrap a unary handler: every failure leaves as a precise status (never UNKNOWN), and is counted."""
+    """Wrap a unary handler so that it leaves through the edge."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        name = f"{type(self).__name__}.{method.__name__}"
-        started = time.perf_counter()
-        try:
-            response = await method(self, request, context)
-        except grpc.aio.AbortError:
-            RPC_REQUESTS.labels(name, "ABORTED_BY_HANDLER").inc()
-            raise
-        except Exception as error:  # the edge: anything left becomes a status, never UNKNOWN
-            platform_error = _to_platform_error(error)
-            RPC_REQUESTS.labels(name, platform_error.code).inc()
-            await context.abort_with_status(rich_status(platform_error))
-        RPC_REQUESTS.labels(name, "OK").inc()
-        RPC_LATENCY.labels(name).observe(time.perf_counter() - started)
-        return response
+        async with _edge(f"{type(self).__name__}.{method.__name__}", context):
+            return await method(self, request, context)
 
     return wrapper  # type: ignore[return-value]
 
 
 def stream_edge(method: Handler) -> Handler:
-    """Wrap a server-streaming handler with the same guarantees as unary_edge."""
+    """Wrap a server-streaming handler so that it leaves through the edge."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        name = f"{type(self).__name__}.{method.__name__}"
-        started = time.perf_counter()
-        try:
+        async with _edge(f"{type(self).__name__}.{method.__name__}", context):
             async for item in method(self, request, context):
                 yield item
-        except grpc.aio.AbortError:
-            RPC_REQUESTS.labels(name, "ABORTED_BY_HANDLER").inc()
-            raise
-        except Exception as error:  # the edge: anything left becomes a status, never UNKNOWN
-            platform_error = _to_platform_error(error)
-            RPC_REQUESTS.labels(name, platform_error.code).inc()
-            await context.abort_with_status(rich_status(platform_error))
-        RPC_REQUESTS.labels(name, "OK").inc()
-        RPC_LATENCY.labels(name).observe(time.perf_counter() - started)
 
     return wrapper  # type: ignore[return-value]
 
