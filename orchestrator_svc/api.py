@@ -195,8 +195,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 if error.status != RPCStatusCode.NOT_FOUND:
                     raise
                 break  # the run already closed: its result below is all there is to send
-            except Exception:  # update rejected because the run finished between polls
-                break
             if snapshot.attempt != cursor.attempt:
                 yield orchestrator_pb2.GenerateStreamResponse(
                     request_id=request_id,

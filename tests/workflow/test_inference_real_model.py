@@ -214,3 +214,17 @@ async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrat
     reply = json.loads(call.stdout)
     assert reply["provenance"]["modelId"] == DEFAULT_MODEL_ID
     assert reply["text"].strip()
+
+
+async def test_stream_of_a_finished_request_replays_its_final_answer(
+    stack: tuple[Orchestrator, ServiceProcess],
+) -> None:
+    orchestrator, _ = stack
+    request = question(f"restream-{uuid.uuid4().hex}")
+    first = await orchestrator.stub.Generate(request, timeout=120)
+    events = [
+        e async for e in orchestrator.stub.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request))
+    ]
+    assert [e.WhichOneof("event") for e in events] == ["completed"]
+    assert events[0].completed.provenance.run_id == first.provenance.run_id
+    assert events[0].completed.text == first.text
