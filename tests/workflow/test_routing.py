@@ -318,3 +318,34 @@ async def test_two_replicas_share_one_queue_and_double_capacity(
     replies = await asyncio.gather(*calls)
     assert {r.provenance.model_id for r in replies} == {"m-twin"}
     assert all(r.provenance.timings.queue_wait_ms < 1000 for r in replies), "neither waited for the other"
+
+
+async def test_stream_restarts_on_the_fallback_model(
+    orchestrator: Orchestrator, start_replica: StartReplica, temporal_address: str, tmp_path: Path
+) -> None:
+    doomed = model_process(
+        "s-doomed",
+        temporal_address,
+        orchestrator.api.port,
+        tmp_path,
+        fake_token_ms=100,
+        default_flag="true",
+        priority=9,
+    )
+    await doomed.start()
+    await start_replica("s-backup", priority=1)
+    await wait_health(orchestrator, "s-doomed", types_pb2.HEALTH_STATE_SERVING)
+    request = orchestrator_pb2.GenerateRequest(prompt="hello", sampling=types_pb2.SamplingParams(max_tokens=40))
+    events: list[orchestrator_pb2.GenerateStreamResponse] = []
+    async for event in orchestrator.stub.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request)):
+        events.append(event)
+        if event.WhichOneof("event") == "delta" and doomed.process and doomed.process.poll() is None:
+            doomed.kill()  # the first model dies after its first streamed text
+
+    selected = [e.selected for e in events if e.WhichOneof("event") == "selected"]
+    assert [(s.model_id, s.attempt) for s in selected] == [("s-doomed", 1), ("s-backup", 2)]
+    after_fallback = events[[e.WhichOneof("event") for e in events].index("selected", 1) + 1 :]
+    final = after_fallback[-1].completed
+    assert "".join(e.delta for e in after_fallback[:-1]) == final.text, "deltas of attempt 2 spell the answer"
+    assert final.provenance.model_id == "s-backup"
+    assert [f.model_id for f in final.provenance.fallbacks] == ["s-doomed"]
