@@ -26,7 +26,7 @@ from llmorch.v1 import orchestrator_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from llmorch_common.constants import DEFAULT_MODEL_ID, llm_task_queue
+from llmorch_common.constants import DEFAULT_MODEL_ID, SECOND_MODEL_ID, llm_task_queue
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +38,15 @@ async def stack(
     tmp = tmp_path_factory.mktemp("real-model")
     orchestrator, worker_task = await start_orchestrator(temporal_client, orchestrator_settings(tmp))
     model = await model_process(DEFAULT_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
+    second = await model_process(SECOND_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
 
     async def registered() -> bool:
         listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-        return any(m.health == types_pb2.HEALTH_STATE_SERVING for m in listing.models)
+        return bool(sum(m.health == types_pb2.HEALTH_STATE_SERVING for m in listing.models) == 2)
 
     await eventually(registered, timeout_s=20)
     yield orchestrator, model
+    await second.terminate()
     await model.terminate()
     await stop_orchestrator(orchestrator, worker_task)
 
@@ -228,3 +230,19 @@ async def test_stream_of_a_finished_request_replays_its_final_answer(
     assert [e.WhichOneof("event") for e in events] == ["completed"]
     assert events[0].completed.provenance.run_id == first.provenance.run_id
     assert events[0].completed.text == first.text
+
+
+async def test_both_real_models_are_listed_and_the_base_model_can_be_named(
+    stack: tuple[Orchestrator, ServiceProcess],
+) -> None:
+    orchestrator, _ = stack
+    listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
+    by_id = {m.metadata.model_id: m for m in listing.models}
+    assert by_id[DEFAULT_MODEL_ID].metadata.default_flag and not by_id[SECOND_MODEL_ID].metadata.default_flag
+    assert by_id[DEFAULT_MODEL_ID].metadata.priority > by_id[SECOND_MODEL_ID].metadata.priority
+
+    request = question(content="Write one word about the sea.")
+    request.model_id = SECOND_MODEL_ID
+    reply = await orchestrator.stub.Generate(request, timeout=120)
+    assert (reply.provenance.model_id, reply.provenance.selection_reason) == (SECOND_MODEL_ID, "user-specified")
+    assert reply.provenance.usage.completion_tokens > 0
