@@ -68,6 +68,9 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
                 ),
                 report.dispatch_table(by_variant),
                 "![dispatch](dispatch.png)",
+                "A minimal workflow (one no-op activity; client and worker in one process, no orchestrator code), "
+                "medians in ms from histories:",
+                report.micro_table(results["minimal_workflow"]["rows"]),
             ]
         )
     if name == "throughput":

@@ -232,4 +232,6 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
         variants[name] = measured
         first = measured["dispatch"].get("first_wft_dispatch", {})
         print(f"  dispatch {name}: first workflow task {first}", flush=True)
-    return {"variants": variants}
+    from tools.bench import temporal_micro
+
+    return {"variants": variants, "minimal_workflow": await temporal_micro.run(quick)}

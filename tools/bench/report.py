@@ -133,6 +133,18 @@ def plot_overhead(result: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def micro_table(rows: list[dict[str, Any]]) -> str:
+    keys = [
+        "client_latency_ms",
+        "workflow_total_ms",
+        "first_wft_dispatch_ms",
+        "activity_dispatch_ms",
+        "last_wft_dispatch_ms",
+        "workflow_tasks",
+    ]
+    return table(["variant", *keys], [[row["variant"], *[row[k] for k in keys]] for row in rows])
+
+
 def plot_dispatch(by_column: dict[str, dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(11, 0.8 + 0.7 * len(by_column)))
@@ -164,6 +176,10 @@ def throughput_tables(result: dict[str, Any]) -> str:
          sum(r["errors"].values()), r["p50_ms"], r["p99_ms"]]
         for r in result["scaling"]["rows"]
     ]  # fmt: skip
+    peak = next(lv for lv in ramp["levels"] if lv["concurrency"] == ramp["peak_concurrency"])
+    cpu = peak.get("cpu_ms_per_request", {})
+    cpu_rows = [[name, ms] for name, ms in sorted(cpu.items(), key=lambda item: -item[1])]
+    cpu_rows.append(["total", round(sum(cpu.values()), 2)])
     return "\n\n".join(
         [
             "Short requests (1 token, 1 ms fake engine) through Envoy, closed loop:",
@@ -171,6 +187,9 @@ def throughput_tables(result: dict[str, Any]) -> str:
             f"Peak **{ramp['peak_requests_per_s']} req/s** at concurrency {ramp['peak_concurrency']}; "
             f"saturation (next level adds < 5 %) at concurrency {ramp['saturation_concurrency']}; "
             f"errors in total: {ramp['errors']}.",
+            f"CPU per request at the peak (concurrency {peak['concurrency']}, {peak.get('cpu_cores_busy', '?')} "
+            "cores busy), from /proc — where a request's cost lands:",
+            table(["process", "CPU ms / request"], cpu_rows),
             "Replica scaling (fake engine 200 ms per request, max_concurrency 4 per replica, "
             f"{result['scaling']['config']['clients_per_slot']} callers per slot):",
             table(

@@ -113,6 +113,31 @@ class Stack:
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{child.name}: nothing listens on {port}")
 
+    async def start_temporal(self) -> None:
+        c = self.config
+        self.temporal_port = free_port()
+        argv = [
+            str(BIN / "temporal"),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.temporal_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--log-level",
+            "error",
+            *c.temporal_args,
+        ]
+        if c.temporal_db_file:
+            argv += ["--db-filename", str(self.work / "temporal.db")]
+        temporal = self._spawn("temporal", argv)
+        await self._wait_tcp(temporal, self.temporal_port)
+
     def orchestrator_env(self) -> dict[str, str]:
         return {
             "ORCH_HOST": "127.0.0.1",
@@ -148,28 +173,7 @@ class Stack:
 
     async def start(self) -> "Stack":
         c = self.config
-        self.temporal_port = free_port()
-        argv = [
-            str(BIN / "temporal"),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.temporal_port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--log-level",
-            "error",
-            *c.temporal_args,
-        ]
-        if c.temporal_db_file:
-            argv += ["--db-filename", str(self.work / "temporal.db")]
-        temporal = self._spawn("temporal", argv)
-        await self._wait_tcp(temporal, self.temporal_port)
+        await self.start_temporal()
 
         self.api_port = free_port()
         env = self.orchestrator_env()
@@ -211,6 +215,20 @@ class Stack:
             await self._wait_grpc(envoy, self.envoy_port)
         await self.wait_registered()
         return self
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User+system CPU each child has used so far (from /proc), to see which process a request's cost lands in."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        usage: dict[str, float] = {}
+        for child in self.children:
+            try:
+                fields = Path(f"/proc/{child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # Fields 14-17 of stat (utime, stime, cutime, cstime), counted after the ")" that ends the name.
+            name = "model" if child.name.startswith("model-") else child.name
+            usage[name] = usage.get(name, 0.0) + sum(int(v) for v in fields[11:15]) / ticks
+        return usage
 
     async def wait_registered(self, timeout_s: float = 60.0) -> None:
         """Every replica registered and SERVING, so the router sees the whole capacity."""

@@ -1,5 +1,6 @@
 """Throughput: short requests as concurrency rises until saturation, and scaling with fake-model replicas."""
 
+import time
 from dataclasses import replace
 from itertools import pairwise
 from typing import Any
@@ -27,7 +28,9 @@ def short_request() -> orchestrator_pb2.GenerateRequest:
     )
 
 
-async def drive(target: str, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+async def drive(
+    target: str, concurrency: int, duration_s: float, warmup_s: float, stack: Stack | None = None
+) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         request = short_request()
@@ -37,8 +40,17 @@ async def drive(target: str, concurrency: int, duration_s: float, warmup_s: floa
 
         if warmup_s:
             await closed_loop(call, concurrency, duration_s=warmup_s)
+        before = stack.cpu_seconds() if stack else {}
+        load_before = time.process_time()
         result = await closed_loop(call, concurrency, duration_s=duration_s)
-        return result.summary()
+        summary = result.summary()
+        if stack and result.ok:
+            after = stack.cpu_seconds()
+            cpu = {name: (after[name] - before.get(name, 0.0)) * 1000 / result.ok for name in after}
+            cpu["load generator"] = (time.process_time() - load_before) * 1000 / result.ok
+            summary["cpu_ms_per_request"] = {name: round(ms, 2) for name, ms in cpu.items()}
+            summary["cpu_cores_busy"] = round(sum(cpu.values()) * result.ok / 1000 / result.elapsed_s, 2)
+        return summary
 
 
 async def ramp(quick: bool) -> dict[str, Any]:
@@ -46,7 +58,7 @@ async def ramp(quick: bool) -> dict[str, Any]:
     async with Stack(SHORT) as stack:
         await drive(stack.envoy_target, 4, 3.0, 0)  # warm every process's caches
         for concurrency in QUICK_RAMP if quick else RAMP:
-            level = await drive(stack.envoy_target, concurrency, 4.0 if quick else 10.0, 1.0)
+            level = await drive(stack.envoy_target, concurrency, 4.0 if quick else 10.0, 1.0, stack)
             levels.append(level)
             print(f"  ramp c={concurrency}: {level['requests_per_s']} req/s, errors {level['errors']}", flush=True)
     best = max(levels, key=lambda level: level["requests_per_s"])
@@ -77,7 +89,7 @@ async def scaling(quick: bool) -> dict[str, Any]:
         )
         async with Stack(config) as stack:
             clients = replicas * SCALING_SLOTS * CLIENTS_PER_SLOT
-            level = await drive(stack.envoy_target, clients, 6.0 if quick else 15.0, 3.0)
+            level = await drive(stack.envoy_target, clients, 6.0 if quick else 15.0, 3.0, stack)
         ideal = replicas * SCALING_SLOTS * 1000 / SCALING_LATENCY_MS
         level.update(
             replicas=replicas, ideal_requests_per_s=ideal, efficiency=round(level["requests_per_s"] / ideal, 3)
