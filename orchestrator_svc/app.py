@@ -34,7 +34,7 @@ class ApiServer:
 
 
 async def start_api(settings: OrchestratorSettings, client: Client, resources: Resources) -> ApiServer:
-    registry = Registry(settings.registry_db)
+    registry = Registry(settings.registry_db, settings.registry_stale_after_s)
     await registry.open()
     registry_servicer = registry_server.RegistryServicer(registry, QueueStats(client))
     retrieval = retrieval_server.RetrievalServicer(

@@ -31,6 +31,9 @@ class OrchestratorSettings(BaseSettings):
     temporal_namespace: str = Field("default", description="Temporal namespace")
     task_queue: str = Field(ORCHESTRATOR_TASK_QUEUE, description="Queue of workflows and control-plane activities")
     registry_db: Path = Field(Path("data/registry.db"), description="SQLite file of the model registry")
+    registry_stale_after_s: float = Field(
+        300.0, gt=0, le=86400, description="A replica down and without heartbeats this long is removed"
+    )
     registry_address: str = Field(f"localhost:{ORCHESTRATOR_PORT}", description="Where the worker reaches the registry")
     request_timeout_s: float = Field(900.0, gt=0, le=86400, description="Workflow execution timeout of one request")
     generate_timeout_s: float = Field(300.0, gt=0, le=3600, description="start-to-close bound of one generation")

@@ -63,13 +63,14 @@ class ReplicaState:
 
 
 class Registry:
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, stale_after_s: float = 300.0) -> None:
         self._db_path = db_path
+        self._stale_after_s = stale_after_s
+        self._reaper: asyncio.Task[None] | None = None
         self._db: aiosqlite.Connection | None = None
         self._replicas: dict[tuple[str, str], ReplicaState] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._seq = 0
-        self.changed = asyncio.Event()  # set on every health change; tests and the console wait on it
 
     async def open(self) -> None:
         self._db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +83,13 @@ class Registry:
                 self._replicas[(metadata.model_id, metadata.endpoint)] = ReplicaState(metadata, seq)
                 self._seq = max(self._seq, seq)
                 self._watch(metadata.endpoint)
+        self._reaper = asyncio.create_task(self._reap_forever())
 
     async def close(self) -> None:
-        for task in self._watchers.values():
+        tasks = [*self._watchers.values(), *([self._reaper] if self._reaper else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._watchers.values():
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._db:
@@ -146,7 +149,6 @@ class Registry:
             watcher = self._watchers.pop(endpoint, None)
             if watcher:
                 watcher.cancel()
-        self._notify()
 
     def model_ids(self) -> list[str]:
         return sorted({model_id for model_id, _ in self._replicas})
@@ -177,9 +179,16 @@ class Registry:
         listed = [self.model(model_id) for model_id in self.model_ids()]
         return [m for m in listed if model_type in (types_pb2.MODEL_TYPE_UNSPECIFIED, m.metadata.model_type)]
 
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+    async def _reap_forever(self) -> None:
+        """A replica that crashed never deregisters: once it has been down and silent this long, forget it."""
+        while True:
+            await asyncio.sleep(min(self._stale_after_s / 4, 30.0))
+            now = time.monotonic()
+            for (model_id, endpoint), state in list(self._replicas.items()):
+                silent_s = now - state.last_heartbeat
+                if state.health != types_pb2.HEALTH_STATE_SERVING and silent_s > self._stale_after_s:
+                    log.warning("removing %s@%s: down and silent for %.0fs", model_id, endpoint, silent_s)
+                    await self.deregister(model_id, endpoint)
 
     def _set_health(self, endpoint: str, health: types_pb2.HealthState.ValueType) -> None:
         changed = False
@@ -189,7 +198,6 @@ class Registry:
                 changed = True
         if changed:
             log.info("health %s -> %s", endpoint, types_pb2.HealthState.Name(health))
-            self._notify()
 
     def _watch(self, endpoint: str) -> None:
         if endpoint not in self._watchers or self._watchers[endpoint].done():

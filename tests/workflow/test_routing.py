@@ -349,3 +349,22 @@ async def test_stream_restarts_on_the_fallback_model(
     assert "".join(e.delta for e in after_fallback[:-1]) == final.text, "deltas of attempt 2 spell the answer"
     assert final.provenance.model_id == "s-backup"
     assert [f.model_id for f in final.provenance.fallbacks] == ["s-doomed"]
+
+
+async def test_a_crashed_replica_that_stays_silent_is_forgotten(
+    temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    settings = orchestrator_settings(tmp_path, registry_stale_after_s=1.0)
+    orchestrator, worker_task = await start_orchestrator(temporal_client, settings, with_worker=False)
+    crashed = model_process("m-crashed", temporal_address, orchestrator.api.port, tmp_path)
+    try:
+        await crashed.start()
+        await wait_health(orchestrator, "m-crashed", types_pb2.HEALTH_STATE_SERVING)
+        crashed.kill()  # no drain, so no deregistration: only silence
+
+        async def forgotten() -> bool:
+            return "m-crashed" not in await listed(orchestrator)
+
+        await eventually(forgotten, timeout_s=10)
+    finally:
+        await stop_orchestrator(orchestrator, worker_task)
