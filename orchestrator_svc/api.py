@@ -1,9 +1,10 @@
 """OrchestratorService: validates a request, runs it as one InferenceWorkflow, and returns or streams the result."""
 
+import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import timedelta
 
 import grpc
@@ -22,7 +23,14 @@ from llmorch_common.contracts import (
     StreamCursor,
     StreamSnapshot,
 )
-from llmorch_common.errors import FieldViolation, PlatformError, already_exists, invalid_argument, not_found
+from llmorch_common.errors import (
+    FieldViolation,
+    PlatformError,
+    already_exists,
+    invalid_argument,
+    not_found,
+    resource_exhausted,
+)
 from llmorch_common.grpc_edge import stream_edge, unary_edge
 from llmorch_common.validation import REQUEST_ID_PATTERN, generation_violations, resolve_sampling, to_turns
 from orchestrator_svc.config import OrchestratorSettings
@@ -97,6 +105,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> None:
         self._store = store
         self._client = client
+        self._in_flight = 0
         self._settings = settings
         self._registry = registry
 
@@ -171,18 +180,38 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
             return handle
 
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Bound the requests one API replica holds open; beyond it, tell clients when to come back."""
+        if self._in_flight >= self._settings.max_in_flight:
+            raise resource_exhausted(f"{self._in_flight} requests in flight on this API replica", retry_after_s=1.0)
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
     @unary_edge
     async def Generate(
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
-        handle = await self._start(await self._inference_input(request, stream=False))
-        return result_to_proto(await self._result(handle))
+        with self._admitted():
+            handle = await self._start(await self._inference_input(request, stream=False))
+            return result_to_proto(await self._result(handle))
 
     @stream_edge
     async def GenerateStream(
         self, request: orchestrator_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orchestrator_pb2.GenerateStreamResponse]:
-        inference = await self._inference_input(request.request, stream=True)
+        with self._admitted():
+            async with contextlib.aclosing(self._stream(request.request)) as events:
+                async for event in events:
+                    yield event
+
+    async def _stream(
+        self, request: orchestrator_pb2.GenerateRequest
+    ) -> AsyncGenerator[orchestrator_pb2.GenerateStreamResponse, None]:
+        inference = await self._inference_input(request, stream=True)
         handle = await self._start(inference)
         request_id = inference.request_id
         cursor = StreamCursor(attempt=0, offset=0)

@@ -368,3 +368,41 @@ async def test_a_crashed_replica_that_stays_silent_is_forgotten(
         await eventually(forgotten, timeout_s=10)
     finally:
         await stop_orchestrator(orchestrator, worker_task)
+
+
+async def test_api_admission_limit_is_resource_exhausted_with_retry_info(
+    temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    settings = orchestrator_settings(tmp_path, max_in_flight=1)
+    orchestrator, worker_task = await start_orchestrator(temporal_client, settings)
+    replica = ModelReplica(
+        ModelSettings(
+            model_id="m-admit",
+            engine="fake",
+            port=0,
+            metrics_port=0,
+            temporal_address=temporal_address,
+            registry_address=orchestrator.address,
+            heartbeat_interval_s=0.2,
+            fake_token_ms=100,
+        )
+    )
+    await replica.start()
+    try:
+        await wait_health(orchestrator, "m-admit", types_pb2.HEALTH_STATE_SERVING)
+        first = asyncio.ensure_future(ask(orchestrator, max_tokens=20))
+        await wait_in_flight(orchestrator, "m-admit", 1)
+        with pytest.raises(grpc.aio.AioRpcError) as full:
+            await ask(orchestrator)
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(full.value)
+        assert status is not None
+        assert any(detail.Unpack(error_details_pb2.RetryInfo()) for detail in status.details)
+        assert (await first).provenance.model_id == "m-admit"
+        assert (await ask(orchestrator)).provenance.model_id == "m-admit", "admitted again once the first is done"
+    finally:
+        await replica.drain()
+        await stop_orchestrator(orchestrator, worker_task)
