@@ -1,8 +1,23 @@
-"""docs/benchmarks/README.md (index, how to run, machine) and overhead.md (the budget), from the sections' JSON."""
+"""docs/benchmarks/README.md (index, how to run, machine) and overhead.md (the budget), from the sections' JSON.
+
+Both are regenerated after every run from whatever <section>.json files exist, so each figure in them is the one
+its JSON holds, and each JSON names the command and machine that produced it.
+"""
 
 import json
 from pathlib import Path
 from typing import Any
+
+from tools.bench import machine
+from tools.bench.report import GOALS, table
+
+FILES = {
+    "overhead": ["overhead.md", "overhead.json", "overhead.png", "overhead_dispatch.png"],
+    "dispatch": ["dispatch.md", "dispatch.json", "dispatch.png"],
+    "throughput": ["throughput.md", "throughput.json", "throughput.png"],
+    "generation": ["generation.md", "generation.json", "generation.png"],
+    "rag": ["rag.md", "rag.json", "embed_bench.json", "embed_bench.png"],
+}
 
 
 def load(out: Path) -> dict[str, dict[str, Any]]:
@@ -14,7 +29,111 @@ def load(out: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def verdict(measured: float, goal: float, lower_is_better: bool) -> str:
+    met = measured <= goal if lower_is_better else measured >= goal
+    if met:
+        return "**met**"
+    if lower_is_better:
+        return f"not met: {measured - goal:+.1f} ms over ({measured / goal:.1f}x the budget)"
+    return f"not met: {measured / goal:.0%} of the goal ({goal - measured:.3g} short)"
+
+
+def goal_rows(records: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    over = records.get("overhead", {}).get("results")
+    if over:
+        c1 = over["levels"]["1"]["overhead"]
+        path = "envoy" if "envoy" in c1 else "api"
+        p50, p99 = c1[path]["p50_ms"], c1[path]["p99_ms"]
+        rows.append(
+            ["overhead p50, concurrency 1", "≤ 20 ms", f"{p50:.1f} ms", verdict(p50, GOALS["overhead_p50_ms"], True)]
+        )
+        rows.append(
+            ["overhead p99, concurrency 1", "≤ 60 ms", f"{p99:.1f} ms", verdict(p99, GOALS["overhead_p99_ms"], True)]
+        )
+    gen = records.get("generation", {}).get("results")
+    if gen:
+        ratio = gen["ratios"]["generation_tokens_per_s"]
+        rows.append(
+            [
+                "tokens/s through the stack / direct",
+                "≥ 0.97",
+                f"{ratio:.3f}",
+                verdict(ratio, GOALS["tokens_ratio"], False),
+            ]
+        )
+    thr = records.get("throughput", {}).get("results")
+    if thr:
+        ramp = thr["ramp"]
+        peak = ramp["peak_requests_per_s"]
+        errors = ramp["errors"]
+        rows.append(
+            ["short requests/s, no errors", "≥ 100 req/s", f"{peak:.1f} req/s, {errors} errors",
+             verdict(peak, GOALS["requests_per_s"], False)]
+        )  # fmt: skip
+        four = [r for r in thr["scaling"]["rows"] if r["replicas"] == 4]
+        if four:
+            eff = four[0]["efficiency"]
+            rows.append(
+                ["replica scaling at 4 replicas", "≥ 0.9", f"{eff:.2f}", verdict(eff, GOALS["scaling_4"], False)]
+            )
+    return rows
+
+
 def write_index(out: Path) -> None:
     records = load(out)
-    (out / "README.md").write_text("# Benchmarks\n\n(pending)\n")
-    del records
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every figure here was produced by the harness in `tools/bench/` and is committed with the JSON it came "
+        "from; each section's JSON and Markdown name the exact command, commit and machine.",
+        "",
+        "## How to run",
+        "",
+        "```",
+        "make bench                                   # everything, about 12 minutes on 2 cores",
+        "python -m tools.bench --only overhead,throughput  # subset of overhead,dispatch,throughput,generation,rag",
+        "python -m tools.bench --quick                # fewer samples, no RAG: for iteration, not for the record",
+        "python -m tools.bench --out /tmp/bench       # write elsewhere",
+        "```",
+        "",
+        "Each comparison runs side by side in one run: the stack is started as real processes on free ports, the way "
+        "`tools/launcher.py` starts it (Temporal dev server, orchestrator API and worker, `python -m model_svc` "
+        "replicas with `MODEL_ENGINE=fake` or the real llama.cpp engine, Envoy), and the load generator is this "
+        "separate process, so it never shares an event loop with the API. Metrics ports are 0.",
+        "",
+        "## Goals (issue 6), as measured",
+        "",
+        table(["goal", "target", "measured", "verdict"], goal_rows(records)) if records else "(no results yet)",
+        "",
+        "The budget, where the time goes and what would cut it: [overhead.md](overhead.md).",
+        "",
+        "## Sections",
+        "",
+    ]
+    rows = []
+    for name, files in FILES.items():
+        record = records.get(name)
+        if not record:
+            rows.append([name, "not run yet", "—"])
+            continue
+        links = ", ".join(f"[{f}]({f})" for f in files if (out / f).exists())
+        rows.append(
+            [
+                name,
+                links,
+                f"`{record['machine']['command']}` ({record['seconds']} s{', quick' if record['quick'] else ''})",
+            ]
+        )
+    lines += [table(["section", "files", "produced by"], rows), ""]
+    first = next(iter(records.values()), None)
+    if first:
+        lines += ["## Machine", "", machine.markdown(first["machine"]), ""]
+    (out / "README.md").write_text("\n".join(lines))
+    write_overhead_doc(out, records)
+
+
+def write_overhead_doc(out: Path, records: dict[str, dict[str, Any]]) -> None:
+    from tools.bench.budget import render
+
+    (out / "overhead.md").write_text(render(records))

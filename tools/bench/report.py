@@ -196,8 +196,37 @@ def throughput_tables(result: dict[str, Any]) -> str:
                 ["replicas", "callers", "req/s", "ideal req/s", "achieved/ideal", "errors", "p50 ms", "p99 ms"],
                 scale_rows,
             ),
+            *worker_variant_lines(result.get("worker_variants", [])),
         ]
     )
+
+
+def worker_variant_lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    body = [
+        [r["variant"], r["concurrency"], r["requests_per_s"], r["p50_ms"], sum(r["errors"].values()),
+         r.get("cpu_ms_per_request", {}).get("worker", "—"), r.get("cpu_ms_per_request", {}).get("temporal", "—"),
+         round(sum(r.get("cpu_ms_per_request", {}).values()), 2)]
+        for r in rows
+    ]  # fmt: skip
+    return [
+        "Orchestrator worker's workflow runner (short requests, fresh stack each; the unsandboxed worker is "
+        "`tools/bench/tuned_worker.py`, identical to `orchestrator_svc.app.create_worker` but for the runner):",
+        table(
+            [
+                "worker",
+                "callers",
+                "req/s",
+                "p50 ms",
+                "errors",
+                "worker CPU ms/req",
+                "temporal CPU ms/req",
+                "total CPU ms/req",
+            ],
+            body,
+        ),
+    ]
 
 
 def plot_throughput(result: dict[str, Any], path: Path) -> None:

@@ -107,5 +107,25 @@ async def scaling(quick: bool) -> dict[str, Any]:
     }
 
 
+WORKER_VARIANTS = {
+    "sandboxed (as shipped)": SHORT,
+    "unsandboxed workflow runner": replace(SHORT, worker_module=("tools.bench.tuned_worker",)),
+}
+WORKER_VARIANT_CONCURRENCY = 16
+
+
+async def worker_variants(quick: bool) -> list[dict[str, Any]]:
+    """The worker's workflow runner is a large share of its CPU per request; measure the alternative."""
+    rows = []
+    for label, config in WORKER_VARIANTS.items():
+        async with Stack(config) as stack:
+            await drive(stack.envoy_target, 4, 2.0, 0)
+            level = await drive(stack.envoy_target, WORKER_VARIANT_CONCURRENCY, 5.0 if quick else 10.0, 1.0, stack)
+        level["variant"] = label
+        rows.append(level)
+        print(f"  worker {label}: {level['requests_per_s']} req/s, cpu {level.get('cpu_ms_per_request')}", flush=True)
+    return rows
+
+
 async def run(quick: bool) -> dict[str, Any]:
-    return {"ramp": await ramp(quick), "scaling": await scaling(quick)}
+    return {"ramp": await ramp(quick), "scaling": await scaling(quick), "worker_variants": await worker_variants(quick)}
