@@ -79,8 +79,8 @@ class Targets:
             await channel.close()
 
 
-def requests_for(concurrency: int, quick: bool) -> int:
-    base = {1: 300, 8: 800, 32: 1600}[concurrency]
+def requests_for(concurrency: int, quick: bool, scale: float = 1.0) -> int:
+    base = int({1: 300, 8: 480, 32: 960}[concurrency] * scale)
     return base // 5 if quick else base
 
 
@@ -104,7 +104,7 @@ def overhead_of(stack_ms: list[float], direct_ms: list[float]) -> dict[str, floa
     return {f"p{p}_ms": round(float(a - b), 2) for p, a, b in zip(q, through, direct, strict=True)}
 
 
-async def measure(stack: Stack, concurrencies: tuple[int, ...], quick: bool) -> dict[str, Any]:
+async def measure(stack: Stack, concurrencies: tuple[int, ...], quick: bool, scale: float = 1.0) -> dict[str, Any]:
     targets = Targets(stack)
     paths = tuple(p for p in PATHS if p == "direct" or p in targets.apis)
     try:
@@ -115,7 +115,7 @@ async def measure(stack: Stack, concurrencies: tuple[int, ...], quick: bool) -> 
         levels: dict[str, Any] = {}
         workflow_ids: dict[str, list[str]] = {}
         for concurrency in concurrencies:
-            results = await interleaved(targets, paths, concurrency, requests_for(concurrency, quick))
+            results = await interleaved(targets, paths, concurrency, requests_for(concurrency, quick, scale))
             level: dict[str, Any] = {path: result.summary() for path, result in results.items()}
             level["overhead"] = {
                 path: overhead_of(results[path].latencies_ms, results["direct"].latencies_ms)
@@ -221,7 +221,7 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
         **VARIANTS,
     }.items():
         async with Stack(replace(config, envoy=False)) as stack:
-            measured = await measure(stack, (1,), quick)
+            measured = await measure(stack, (1,), quick, scale=0.5)
             ids = measured.pop("workflow_ids")
             measured["dispatch"] = await dispatch_from_histories(stack.temporal_address, ids["1"])
         measured["label"] = config.label
