@@ -91,12 +91,33 @@ TITLES = {
 }
 
 
+def write_section(out: Path, record: dict[str, Any]) -> None:
+    name = record["section"]
+    body = render_section(name, record["results"], out)
+    header = f"# {TITLES[name]}\n\n{machine.markdown(record['machine'])}\n- **Section time:** {record['seconds']} s"
+    if record["quick"]:
+        header += " (**--quick**: fewer samples; not the committed figures)"
+    (out / f"{name}.md").write_text(f"{header}\n\n{body}\n")
+
+
+def render_all(out: Path) -> None:
+    for record in docs.load(out).values():
+        write_section(out, record)
+    docs.write_index(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter levels, no RAG (iteration)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where results are written")
+    parser.add_argument(
+        "--render-only", action="store_true", help="measure nothing; rebuild Markdown and plots from the JSON in --out"
+    )
     args = parser.parse_args()
+    if args.render_only:
+        render_all(args.out)
+        return
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
@@ -117,11 +138,7 @@ def main() -> None:
         seconds = round(time.perf_counter() - started, 1)
         record = {"section": name, "machine": described, "quick": args.quick, "seconds": seconds, "results": results}
         (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-        body = render_section(name, results, out)
-        header = f"# {TITLES[name]}\n\n{machine.markdown(described)}\n- **Section time:** {seconds} s"
-        if args.quick:
-            header += " (**--quick**: fewer samples; not the committed figures)"
-        (out / f"{name}.md").write_text(f"{header}\n\n{body}\n")
+        write_section(out, record)
         print(f"   {name} done in {seconds} s", flush=True)
     docs.write_index(out)
     print(f"all done in {time.perf_counter() - began:.0f} s; see {out / 'README.md'}", flush=True)

@@ -124,6 +124,7 @@ def plot_overhead(result: dict[str, Any], path: Path) -> None:
     right.axhline(GOALS["overhead_p50_ms"], color="green", linewidth=0.8, label="goal p50 (c=1)")
     right.axhline(GOALS["overhead_p99_ms"], color="red", linewidth=0.8, label="goal p99 (c=1)")
     right.set_xscale("log", base=2)
+    right.set_yscale("log")
     right.set_xlabel("concurrency")
     right.set_ylabel("overhead vs direct ModelService (ms)")
     right.set_title("Orchestration overhead")
@@ -145,14 +146,24 @@ def micro_table(rows: list[dict[str, Any]]) -> str:
     return table(["variant", *keys], [[row["variant"], *[row[k] for k in keys]] for row in rows])
 
 
+SHORT_LABELS = {
+    "first_wft_dispatch": "1st workflow task: dispatch",
+    "first_wft_run": "1st workflow task: run (select_model, schedule generate)",
+    "activity_dispatch": "generate activity: dispatch to llm.<model>",
+    "activity_run": "generate activity: run (ModelService call)",
+    "second_wft_dispatch": "2nd workflow task: dispatch (sticky)",
+    "second_wft_run": "2nd workflow task: run (complete)",
+}
+
+
 def plot_dispatch(by_column: dict[str, dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(11, 0.8 + 0.7 * len(by_column)))
     names = list(by_column)
     lefts = [0.0] * len(names)
-    for key, label in SEGMENTS[:-1]:
+    for key, _ in SEGMENTS[:-1]:
         widths = [by_column[n].get(key, {}).get("p50_ms", 0.0) for n in names]
-        axis.barh(names, widths, left=lefts, label=label.split(":")[0] + ": " + label.split("(")[-1].rstrip(")"))
+        axis.barh(names, widths, left=lefts, label=SHORT_LABELS[key])
         lefts = [a + b for a, b in zip(lefts, widths, strict=True)]
     axis.set_xlabel("ms (median of each segment, from workflow history timestamps)")
     axis.set_title("Where a request's time goes inside Temporal")
