@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     import grpc
 
     from llmorch_common.errors import INPUT_ERROR_CODES, PlatformError
+    from llmorch_common.workflow_errors import request_failure
     from orchestrator_svc.chunking import chunk_text
     from orchestrator_svc.embedding_client import EmbeddingClient
     from orchestrator_svc.staging import Staging
@@ -68,9 +69,7 @@ class IngestionWorkflow:
                     retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=sorted(INPUT_ERROR_CODES)),
                 )
             except ActivityError as error:
-                cause = error.cause
-                code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
-                raise ApplicationError(f"document {document_id!r}: {cause}", type=code, non_retryable=True) from None
+                raise request_failure(error, f"document {document_id!r}: ") from None
             chunks += stored
             self._progress = IngestionProgress(total, done, chunks)
         await workflow.execute_activity(

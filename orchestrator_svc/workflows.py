@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from llmorch_common.embedding_contracts import EmbedInput, EmbedOutput
     from llmorch_common.errors import INPUT_ERROR_CODES
+    from llmorch_common.workflow_errors import request_failure
     from orchestrator_svc.activities import RETRIEVE_ACTIVITY, SELECT_MODEL_ACTIVITY
     from orchestrator_svc.prompting import augment, fit_citations, query_text
 
@@ -113,9 +114,7 @@ class InferenceWorkflow:
                 retry_policy=SELECT_RETRY,
             )
         except ActivityError as error:
-            cause = error.cause
-            code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
-            raise ApplicationError(f"retrieval failed: {cause}", type=code, non_retryable=True) from None
+            raise request_failure(error, "retrieval failed: ") from None
         return tuple(hits)
 
     async def _generate_with_fallback(
@@ -177,12 +176,12 @@ class InferenceWorkflow:
             )
             return choice
         except ActivityError as error:
-            cause = error.cause
-            code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            failure = request_failure(error)
             if fallbacks:
-                message = f"{message}; tried: {_tried(fallbacks)}"
-            raise ApplicationError(message, type=code, non_retryable=True) from None
+                failure = ApplicationError(
+                    f"{failure.message}; tried: {_tried(fallbacks)}", type=failure.type, non_retryable=True
+                )
+            raise failure from None
 
     @workflow.signal(name=STREAM_SIGNAL)
     def append_delta(self, delta: StreamDelta) -> None:
