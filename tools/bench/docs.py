@@ -91,10 +91,11 @@ def write_index(out: Path) -> None:
         "## How to run",
         "",
         "```",
-        "make bench                                   # everything, about 12 minutes on 2 cores",
+        "make bench                                   # everything, about 11 minutes on 2 cores",
         "python -m tools.bench --only overhead,throughput  # subset of overhead,dispatch,throughput,generation,rag",
         "python -m tools.bench --quick                # fewer samples, no RAG: for iteration, not for the record",
         "python -m tools.bench --out /tmp/bench       # write elsewhere",
+        "python -m tools.bench --render-only          # rebuild the Markdown and plots from the JSON, measure nothing",
         "```",
         "",
         "Each comparison runs side by side in one run: the stack is started as real processes on free ports, the way "
