@@ -7,6 +7,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
+from orchestrator_svc.activities import RemoteRegistry
 from orchestrator_svc.app import create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.resources import Resources
@@ -16,7 +17,7 @@ async def run_api(settings: OrchestratorSettings) -> None:
     log = setup_logging("orchestrator-api")
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     resources = await Resources.open(settings)
-    api = await start_api(settings, client, resources)
+    api = await start_api(settings, client, resources, settings.api_embedded_worker)
     start_metrics(settings.metrics_port)
     log.info("SERVING on %s", api.port)
     await wait_for_termination()
@@ -35,12 +36,13 @@ async def run_worker(settings: OrchestratorSettings) -> None:
         settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime or Runtime.default()
     )
     resources = await Resources.open(settings)
-    worker, activities = create_worker(client, settings, resources)
+    registry = RemoteRegistry(settings.registry_address)
+    worker = create_worker(client, settings, resources, registry.list_llms)
     start_metrics(settings.worker_metrics_port)
     log.info("polling %s", settings.task_queue)
     async with worker:
         await wait_for_termination()
-    await activities.close()
+    await registry.close()
     await resources.close()
 
 

@@ -1,5 +1,7 @@
 """Control-plane activities of the orchestrator worker: selection reads live registry state here, not in workflows."""
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
 from temporalio import activity
@@ -30,24 +32,40 @@ def candidate_from(model: registry_pb2.RegisteredModel) -> Candidate:
     )
 
 
-class ControlActivities:
-    def __init__(self, registry_address: str, store: VectorStore) -> None:
-        self._store = store
-        self._channel = make_channel(registry_address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"])
-        self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+ModelLister = Callable[[], Awaitable[list[registry_pb2.RegisteredModel]]]
 
-    @activity.defn(name=SELECT_MODEL_ACTIVITY)
-    async def select_model(self, request: SelectModelInput) -> ModelChoice:
+
+class RemoteRegistry:
+    """The registry over gRPC, for a worker in its own process."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = make_channel(address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"])
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+
+    async def list_llms(self) -> list[registry_pb2.RegisteredModel]:
         try:
-            listing = await self._registry.ListModels(
+            listing = await self._stub.ListModels(
                 registry_pb2.RegistryServiceListModelsRequest(model_type=types_pb2.MODEL_TYPE_LLM), timeout=5
             )
         except grpc.aio.AioRpcError as error:
             raise ApplicationError(f"registry unreachable: {error.details()}", type="UNAVAILABLE") from None
+        return list(listing.models)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class ControlActivities:
+    def __init__(self, list_models: ModelLister, store: VectorStore) -> None:
+        """`list_models` is the registry in-process (worker inside the API) or RemoteRegistry.list_llms."""
+        self._list_models = list_models
+        self._store = store
+
+    @activity.defn(name=SELECT_MODEL_ACTIVITY)
+    async def select_model(self, request: SelectModelInput) -> ModelChoice:
+        models = await self._list_models()
         try:
-            return select(
-                [candidate_from(m) for m in listing.models], request.requested_model_id, frozenset(request.excluded)
-            )
+            return select([candidate_from(m) for m in models], request.requested_model_id, frozenset(request.excluded))
         except PlatformError as error:
             # A routing verdict is final for this selection; the workflow decides what it means.
             raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
@@ -59,6 +77,3 @@ class ControlActivities:
         except PlatformError as error:
             raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
         return [CitationRecord(h.id, h.document_id, h.score, h.text) for h in hits]
-
-    async def close(self) -> None:
-        await self._channel.close()

@@ -172,6 +172,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 execution_timeout=timedelta(seconds=self._settings.request_timeout_s),
                 memo={DIGEST_MEMO: request.request_digest},
+                # With a worker in this process, the first workflow task comes back in the start response.
+                request_eager_start=True,
             )
         except WorkflowAlreadyStartedError:
             handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, wf_id)

@@ -41,6 +41,9 @@ class OrchestratorSettings(BaseSettings):
     saturation_timeout_s: float = Field(30.0, gt=0, le=3600, description="Queue wait that counts as saturated")
     generate_attempts: int = Field(2, ge=1, le=10, description="Temporal attempts per model before falling back")
     max_selections: int = Field(4, ge=1, le=20, description="Models tried per request before UNAVAILABLE")
+    api_embedded_worker: bool = Field(
+        True, description="The API also runs a worker, for eager workflow start; the worker process adds capacity"
+    )
     max_in_flight: int = Field(
         1000, ge=1, le=1_000_000, description="Requests this API replica waits on at once; more get RESOURCE_EXHAUSTED"
     )

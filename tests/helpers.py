@@ -16,10 +16,9 @@ import grpc
 from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
 from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
-from temporalio.worker import Worker
 
 from llmorch_common.grpc_edge import wait_until_serving
-from orchestrator_svc.app import ApiServer, create_worker, start_api
+from orchestrator_svc.app import ApiServer, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.resources import Resources
 
@@ -147,7 +146,6 @@ class Orchestrator:
     """API and worker of one test, on a fresh task queue so tests never collide."""
 
     api: ApiServer
-    worker: Worker | None
     settings: OrchestratorSettings
     channel: grpc.aio.Channel
     resources: Resources
@@ -186,25 +184,16 @@ def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
     return OrchestratorSettings(**values)
 
 
-async def start_orchestrator(
-    client: Client, settings: OrchestratorSettings, with_worker: bool = True
-) -> tuple[Orchestrator, asyncio.Task[None] | None]:
+async def start_orchestrator(client: Client, settings: OrchestratorSettings, with_worker: bool = True) -> Orchestrator:
     # One set of stores for API and worker, as two processes sharing files would have; memory needs it.
     resources = await Resources.open(settings)
-    api = await start_api(settings, client, resources)
+    api = await start_api(settings, client, resources, embedded_worker=with_worker)
     settings = settings.model_copy(update={"registry_address": f"localhost:{api.port}"})
-    worker_task = None
-    worker = None
-    if with_worker:
-        worker, _ = create_worker(client, settings, resources)
-        worker_task = asyncio.create_task(worker.run())
     channel = grpc.aio.insecure_channel(f"localhost:{api.port}")
-    return Orchestrator(api, worker, settings, channel, resources), worker_task
+    return Orchestrator(api, settings, channel, resources)
 
 
-async def stop_orchestrator(orchestrator: Orchestrator, worker_task: asyncio.Task[None] | None) -> None:
-    if orchestrator.worker and worker_task:
-        await orchestrator.worker.shutdown()
+async def stop_orchestrator(orchestrator: Orchestrator) -> None:
     await orchestrator.channel.close()
     await orchestrator.api.stop(grace_s=1)
     await orchestrator.resources.close()

@@ -28,9 +28,9 @@ SLOW_MODEL = "slow-fake"
 
 @pytest.fixture
 async def orchestrator_without_worker(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Orchestrator]:
-    orchestrator, _ = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path), with_worker=False)
+    orchestrator = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path), with_worker=False)
     yield orchestrator
-    await stop_orchestrator(orchestrator, None)
+    await stop_orchestrator(orchestrator)
 
 
 async def wait_generation_running(client: Client, workflow_id: str) -> None:
@@ -90,7 +90,7 @@ async def test_workflow_worker_killed_and_restarted_mid_request(
 async def test_model_process_killed_and_restarted_mid_generation(
     temporal_client: Client, temporal_address: str, tmp_path: Path
 ) -> None:
-    orchestrator, worker_task = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
+    orchestrator = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
     model = model_process(SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=100)
     await model.start()
     try:
@@ -109,7 +109,7 @@ async def test_model_process_killed_and_restarted_mid_generation(
         assert started[-1].activity_task_started_event_attributes.attempt == 2, "Temporal retried the generation"
     finally:
         await model.terminate()
-        await stop_orchestrator(orchestrator, worker_task)
+        await stop_orchestrator(orchestrator)
 
 
 async def test_sigterm_drains_in_flight_work_and_ends_not_serving(

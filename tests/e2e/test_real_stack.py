@@ -70,7 +70,7 @@ async def stack(
     settings = orchestrator_settings(
         tmp, port=api_port, vector_store="lancedb", embedding_address=f"localhost:{embed.port}"
     )
-    orchestrator, worker_task = await start_orchestrator(temporal_client, settings)
+    orchestrator = await start_orchestrator(temporal_client, settings)
     model = model_process(DEFAULT_MODEL_ID, temporal_address, api_port, tmp, engine="llama")
     services: list[ServiceProcess] = [await embed.start(timeout_s=120), await model.start(timeout_s=120)]
 
@@ -87,7 +87,7 @@ async def stack(
         yield Stack(orchestrator, envoy)
     for service in services:
         await service.terminate()
-    await stop_orchestrator(orchestrator, worker_task)
+    await stop_orchestrator(orchestrator)
 
 
 async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack) -> None:

@@ -36,7 +36,7 @@ async def stack(
     temporal_client: Client, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Orchestrator, ServiceProcess]]:
     tmp = tmp_path_factory.mktemp("real-model")
-    orchestrator, worker_task = await start_orchestrator(temporal_client, orchestrator_settings(tmp))
+    orchestrator = await start_orchestrator(temporal_client, orchestrator_settings(tmp))
     model = await model_process(DEFAULT_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
     second = await model_process(SECOND_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
 
@@ -48,7 +48,7 @@ async def stack(
     yield orchestrator, model
     await second.terminate()
     await model.terminate()
-    await stop_orchestrator(orchestrator, worker_task)
+    await stop_orchestrator(orchestrator)
 
 
 def question(request_id: str = "", content: str = "What is the capital of France?") -> orchestrator_pb2.GenerateRequest:

@@ -49,7 +49,7 @@ async def rag_stack(
     settings = orchestrator_settings(
         tmp, port=api_port, vector_store="lancedb", embedding_address=f"localhost:{embed.port}"
     )
-    orchestrator, worker_task = await start_orchestrator(temporal_client, settings)
+    orchestrator = await start_orchestrator(temporal_client, settings)
     await embed.start(timeout_s=120)
     replica = ModelReplica(
         ModelSettings(
@@ -67,7 +67,7 @@ async def rag_stack(
     yield orchestrator, embed
     await replica.drain()
     await embed.terminate()
-    await stop_orchestrator(orchestrator, worker_task)
+    await stop_orchestrator(orchestrator)
 
 
 async def ingest_and_wait(
@@ -198,7 +198,7 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
 ) -> None:
     _, embed = rag_stack
     settings = orchestrator_settings(tmp_path, vector_store="lancedb", embedding_address=f"localhost:{embed.port}")
-    orchestrator, _ = await start_orchestrator(temporal_client, settings, with_worker=False)
+    orchestrator = await start_orchestrator(temporal_client, settings, with_worker=False)
     worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
     corpus = dict(sorted(pydoc_data.topics.topics.items())[:24])
     try:
@@ -233,7 +233,7 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
         assert (info.document_count, info.chunk_count) == (len(corpus), expected_chunks)
     finally:
         await worker.terminate()
-        await stop_orchestrator(orchestrator, None)
+        await stop_orchestrator(orchestrator)
 
 
 async def test_recall_at_5_on_the_demo_corpus_through_the_public_api(

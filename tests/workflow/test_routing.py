@@ -35,9 +35,9 @@ StartReplica = Callable[..., Awaitable[ModelReplica]]
 
 @pytest.fixture
 async def orchestrator(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Orchestrator]:
-    started, worker_task = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
+    started = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
     yield started
-    await stop_orchestrator(started, worker_task)
+    await stop_orchestrator(started)
 
 
 @pytest.fixture
@@ -270,7 +270,7 @@ async def test_second_default_wins_and_registry_survives_restart(
     models = await listed(orchestrator)
     assert (models["old"].metadata.default_flag, models["new"].metadata.default_flag) == (False, True)
 
-    restarted, worker_task = await start_orchestrator(
+    restarted = await start_orchestrator(
         temporal_client, orchestrator.settings.model_copy(update={"port": 0}), with_worker=False
     )
     try:
@@ -278,7 +278,7 @@ async def test_second_default_wins_and_registry_survives_restart(
         assert set(models) == {"old", "new"}
         assert models["new"].metadata.default_flag and not models["old"].metadata.default_flag
     finally:
-        await stop_orchestrator(restarted, worker_task)
+        await stop_orchestrator(restarted)
 
 
 async def test_metrics_cover_workflows_models_queues_and_errors(
@@ -355,7 +355,7 @@ async def test_a_crashed_replica_that_stays_silent_is_forgotten(
     temporal_client: Client, temporal_address: str, tmp_path: Path
 ) -> None:
     settings = orchestrator_settings(tmp_path, registry_stale_after_s=1.0)
-    orchestrator, worker_task = await start_orchestrator(temporal_client, settings, with_worker=False)
+    orchestrator = await start_orchestrator(temporal_client, settings, with_worker=False)
     crashed = model_process("m-crashed", temporal_address, orchestrator.api.port, tmp_path)
     try:
         await crashed.start()
@@ -367,7 +367,7 @@ async def test_a_crashed_replica_that_stays_silent_is_forgotten(
 
         await eventually(forgotten, timeout_s=10)
     finally:
-        await stop_orchestrator(orchestrator, worker_task)
+        await stop_orchestrator(orchestrator)
 
 
 async def test_api_admission_limit_is_resource_exhausted_with_retry_info(
@@ -377,7 +377,7 @@ async def test_api_admission_limit_is_resource_exhausted_with_retry_info(
     from grpc_status import rpc_status
 
     settings = orchestrator_settings(tmp_path, max_in_flight=1)
-    orchestrator, worker_task = await start_orchestrator(temporal_client, settings)
+    orchestrator = await start_orchestrator(temporal_client, settings)
     replica = ModelReplica(
         ModelSettings(
             model_id="m-admit",
@@ -405,4 +405,4 @@ async def test_api_admission_limit_is_resource_exhausted_with_retry_info(
         assert (await ask(orchestrator)).provenance.model_id == "m-admit", "admitted again once the first is done"
     finally:
         await replica.drain()
-        await stop_orchestrator(orchestrator, worker_task)
+        await stop_orchestrator(orchestrator)
