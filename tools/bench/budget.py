@@ -1,5 +1,6 @@
 """docs/benchmarks/overhead.md: the overhead budget, with every figure taken from the sections' JSON."""
 
+from pathlib import Path
 from typing import Any
 
 from tools.bench import machine
@@ -42,7 +43,8 @@ def budget_section(over: dict[str, Any]) -> list[str]:
          "API latency minus the workflow's own duration (history)"],
         ["first workflow task: dispatch", "matching → worker poll", f"{seg(d, 'first_wft_dispatch'):.1f}",
          "WorkflowTaskScheduled → Started"],
-        ["first workflow task: run", "select_model local activity (ListModels gRPC to the registry, "
+        ["first workflow task: run", "select_model local activity (registry read in-process on the API's worker, "
+         "over gRPC on the worker process; "
          "DescribeTaskQueue when its 250 ms cache expired) + RespondWorkflowTaskCompleted",
          f"{seg(d, 'first_wft_run'):.1f}", "WorkflowTaskStarted → Completed"],
         ["generate activity: dispatch", "matching → model worker poll (llm.<model>)",
@@ -233,54 +235,8 @@ def throughput_section(thr: dict[str, Any] | None) -> list[str]:
     ]
 
 
-PROPOSALS = """## Proposed changes
-
-Not applied here (`tools/bench/` does not own these files); each names its file, function and expected effect.
-
-1. **Eager workflow start with a co-located workflow worker.** `orchestrator_svc/__main__.py` `run_api`: also run
-   `create_worker(client, settings, resources)` on the API's own `Client` (the separate worker process stays for
-   scale-out and for workflows started elsewhere); `orchestrator_svc/api.py` `OrchestratorServicer._start`: pass
-   `request_eager_start=True` to `self._client.start_workflow(...)`. Expected: the first workflow task's dispatch
-   ({first} ms p50 at concurrency 1 here) disappears; the minimal-workflow experiment above measures the same
-   effect on client latency. The server falls back to a normal dispatch when the local worker has no free slot,
-   so behaviour under load is unchanged; the price is workflow-task CPU on the API's event loop (run the
-   worker with a small `max_concurrent_workflow_tasks` so the API stays responsive).
-2. **Dispatch the generation without a second queue hop when the model has free capacity.** The generate
-   activity's dispatch to `llm.<model>` ({act} ms) and the workflow task that follows it ({second} ms dispatch)
-   are two of the three dispatches. `orchestrator_svc/workflows.py` `InferenceWorkflow._generate_with_fallback`:
-   when `select_model` reports spare capacity (`in_flight < capacity`), run generation as a *local activity* in
-   the orchestrator worker that calls `ModelService.Generate` on the chosen replica's endpoint over a cached
-   channel (one `grpc.aio` channel per endpoint, kept in `ControlActivities`), and keep today's queued activity
-   on `llm.<model>` for the saturated case and for fallbacks. A local activity completes inside the same
-   workflow task, so the whole unary request becomes one workflow task: with change 1, **zero** dispatches.
-   Expected overhead at concurrency 1: roughly the worker's workflow-task time plus the start and result RPCs
-   ({worker} + {outside} ms here), and near the 20 ms goal once change 3 trims the first task. Local
-   activities longer than the workflow-task timeout (10 s) keep the task alive with heartbeats, so long real
-   generations work but cost extra workflow tasks; streaming keeps its signal/update path.
-   Trade-off: the durable per-model queue
-   (backpressure, `max_concurrency` via worker slots) then applies only when the model is full; the replica's
-   own admission control (`EnginePool`, RESOURCE_EXHAUSTED) still bounds it, and Temporal still retries.
-3. **Cheaper `select_model`.** `orchestrator_svc/activities.py` `ControlActivities.select_model` calls
-   `RegistryService.ListModels` over gRPC for every request, and the registry calls `DescribeTaskQueue` when
-   its 250 ms cache (`orchestrator_svc/queue_stats.py` `CACHE_TTL_S`) has expired, so roughly every other request
-   at concurrency 1 pays a Temporal round trip inside the first workflow task ({first_run} ms p50). Keep a
-   listing in the worker refreshed in the background (or a `Watch`-style stream from the registry) and select
-   from memory; expected to cut most of the first task's run time and some API CPU.
-4. **Streaming cadence.** `model_svc/worker.py` `STREAM_FLUSH_INTERVAL_S = 0.1`: each flush is a signal, a
-   workflow task and an update reply. Flushing the first delta immediately (then every 100 ms) would take up to
-   100 ms off TTFT through the stack at no extra cost per token.
-5. **A cheaper workflow runner.** `orchestrator_svc/app.py` `create_worker`: pass
-   `workflow_runner=UnsandboxedWorkflowRunner()` (measured above with `tools/bench/tuned_worker.py`: {sandbox}),
-   or, keeping the sandbox, `SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default
-   .with_passthrough_modules("llmorch_common", "orchestrator_svc", "llmorch"))` so that fewer modules are
-   re-imported per run (not measured). The sandbox only guards determinism; without it the workflow tests and a
-   replay test over recorded histories have to carry that guarantee.
-6. **Worker tuning only after 1 and 2.** Under load the first workflow task's dispatch grows because the worker is
-   CPU-bound, not because it lacks pollers (the pollers wait idle at concurrency 1, and dispatch did not change
-   with partitions). Raising `max_concurrent_workflow_task_polls` would not help on 2 cores; removing dispatches
-   and workflow tasks (1, 2) cuts CPU per request in the worker and the dev server, which is what limits
-   req/s and replica scaling here.
-"""
+# The steps taken and left, with their measured effects: prose kept as Markdown, numbers filled in per run.
+PROPOSALS = (Path(__file__).parent / "overhead_steps.md").read_text()
 
 
 def sandbox_effect(thr: dict[str, Any] | None) -> str:

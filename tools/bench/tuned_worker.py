@@ -1,20 +1,18 @@
-"""The orchestrator worker as `python -m orchestrator_svc worker` builds it, with the workflow runner swapped.
+"""The orchestrator worker as `python -m orchestrator_svc worker` builds it, but without the workflow sandbox.
 
-`python -m tools.bench.tuned_worker` measures a proposed change (no sandbox for InferenceWorkflow) without
-editing orchestrator_svc: the Worker below mirrors orchestrator_svc.app.create_worker argument for argument.
+`python -m tools.bench.tuned_worker` measures what the sandbox costs per request (bench: throughput section).
 """
 
 import asyncio
 
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from llmorch_common.lifecycle import setup_logging, wait_for_termination
-from orchestrator_svc.activities import ControlActivities
+from orchestrator_svc.activities import RemoteRegistry
+from orchestrator_svc.app import create_worker
 from orchestrator_svc.config import OrchestratorSettings
-from orchestrator_svc.ingestion import IngestionActivities, IngestionWorkflow
 from orchestrator_svc.resources import Resources
-from orchestrator_svc.workflows import InferenceWorkflow
 
 
 async def main() -> None:
@@ -22,19 +20,12 @@ async def main() -> None:
     log = setup_logging("orchestrator-worker (bench: unsandboxed)")
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     resources = await Resources.open(settings)
-    control = ControlActivities(settings.registry_address, resources.store)
-    ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
-    worker = Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[InferenceWorkflow, IngestionWorkflow],
-        activities=[control.select_model, control.retrieve, ingestion.ingest_document, ingestion.release_staging],
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
+    registry = RemoteRegistry(settings.registry_address)
+    worker = create_worker(client, settings, resources, registry.list_llms, UnsandboxedWorkflowRunner())
     log.info("polling %s", settings.task_queue)
     async with worker:
         await wait_for_termination()
-    await control.close()
+    await registry.close()
     await resources.close()
 
 
