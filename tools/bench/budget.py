@@ -198,7 +198,7 @@ def generation_section(gen: dict[str, Any] | None) -> list[str]:
         f"{s['ttft_ms']:.0f} ms ({r['ttft']:.1f}x), {s['generation_tokens_per_s']:.1f} tokens/s after the first "
         f"delta ({r['generation_tokens_per_s']:.3f}x), {s['end_to_end_tokens_per_s']:.1f} tokens/s counting TTFT "
         f"({r['end_to_end_tokens_per_s']:.3f}x). Tokens/s is counted after the first delivery on both sides, "
-        f"because the stack's first delta carries a batch (~{s.get('first_delta_tokens', 0):.0f} tokens).",
+        "because the stack's later deltas arrive in 100 ms batches.",
         "",
         f"Why it falls short of 0.97: inside the stack llama.cpp itself decoded at {s['engine_tokens_per_s']:.1f} "
         f"tokens/s ({r['engine_tokens_per_s']:.3f}x of direct, from the replica's provenance timings), so almost "
@@ -206,9 +206,10 @@ def generation_section(gen: dict[str, Any] | None) -> list[str]:
         "the dev server, the worker, the API and Envoy, which work throughout the generation because the "
         "activity sends one signal per 100 ms (`STREAM_FLUSH_INTERVAL_S`), each costing a workflow task and an "
         f"update reply to the API's long-poll ({s['stream_messages']:.0f} delta messages for {s['tokens']:.0f} "
-        "tokens), plus heartbeats. TTFT through the stack is the unary overhead (three dispatches) plus the first "
-        "100 ms batch. On a machine with cores to spare for the control plane the engine ratio would approach 1; "
-        "here, fewer workflow tasks per stream (a longer flush interval, or changes 1-2 below) are what free CPU.",
+        "tokens), plus heartbeats. TTFT through the stack is the unary overhead plus one signal and one update "
+        "round trip (the first delta is sent at once). On a machine with cores to spare for the control plane the "
+        "engine ratio would approach 1; here, fewer workflow tasks per stream (a longer flush interval, or step 2 "
+        "below) are what free CPU.",
         "",
     ]
 
