@@ -35,7 +35,7 @@ from llmorch_common.grpc_edge import stream_edge, unary_edge
 from llmorch_common.validation import REQUEST_ID_PATTERN, generation_violations, resolve_sampling, to_turns
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.registry_server import RegistryServicer
-from orchestrator_svc.retrieval_server import DEFAULT_TOP_K
+from orchestrator_svc.retrieval_server import DEFAULT_TOP_K, MAX_TOP_K
 from orchestrator_svc.vectorstore.base import VectorStore
 from orchestrator_svc.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
 
@@ -120,13 +120,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         violations = generation_violations(list(request.messages), request.prompt, request.sampling)
         if request.request_id and not REQUEST_ID_PATTERN.match(request.request_id):
             violations.append(FieldViolation("request_id", "1 to 128 characters of [A-Za-z0-9._:-]"))
-        if request.HasField("rag") and request.rag.collection and not 0 <= request.rag.top_k <= 50:
-            violations.append(FieldViolation("rag.top_k", "must be in [1, 50]; 0 means 5"))
+        if request.HasField("rag") and request.rag.collection and not 0 <= request.rag.top_k <= MAX_TOP_K:
+            violations.append(FieldViolation("rag.top_k", f"must be in [1, {MAX_TOP_K}]; 0 means {DEFAULT_TOP_K}"))
         if violations:
             raise invalid_argument(violations)
-        known = self._registry.known_model_ids()
+        known = self._registry.llm_ids()
         if request.model_id and request.model_id not in known:
-            raise not_found(f"model {request.model_id!r} is not registered; known: {', '.join(sorted(known))}")
+            raise not_found(f"no LLM {request.model_id!r} is registered; known: {', '.join(sorted(known))}")
         s = self._settings
         return InferenceInput(
             request_id=request.request_id or uuid.uuid4().hex,

@@ -15,8 +15,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self._registry = registry
         self._queue_stats = queue_stats
 
-    def known_model_ids(self) -> set[str]:
-        return set(self._registry.model_ids())
+    def llm_ids(self) -> set[str]:
+        return {m.metadata.model_id for m in self._registry.models(types_pb2.MODEL_TYPE_LLM)}
 
     async def list_models(self, model_type: types_pb2.ModelType.ValueType) -> list[registry_pb2.RegisteredModel]:
         """Registered models with live health and, where Temporal answers, their queue backlog."""

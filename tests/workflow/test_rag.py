@@ -64,6 +64,12 @@ async def rag_stack(
         )
     )
     await replica.start()
+
+    async def both_registered() -> bool:
+        listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
+        return {m.metadata.model_id for m in listing.models} == {"rag-fake", "minilm-l6-v2"}
+
+    await eventually(both_registered, timeout_s=20)
     yield orchestrator, embed
     await replica.drain()
     await embed.terminate()
@@ -191,6 +197,8 @@ async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestra
     await expect_code(retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name="nope")), bad.NOT_FOUND)
     unknown = orchestrator_pb2.GenerateRequest(prompt="hi", rag=types_pb2.RagOptions(collection="nope"))
     await expect_code(orchestrator.stub.Generate(unknown), bad.NOT_FOUND)
+    not_an_llm = orchestrator_pb2.GenerateRequest(prompt="hi", model_id="minilm-l6-v2")
+    await expect_code(orchestrator.stub.Generate(not_an_llm), bad.NOT_FOUND)
 
 
 async def test_ingestion_survives_a_worker_kill_without_duplicates(
