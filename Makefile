@@ -41,6 +41,7 @@ test: setup browser lint
 
 bench: setup
 	$(PY) -m tools.bench
+	$(PY) -m tools.bench.profile
 
 gen: setup
 	buf generate

@@ -5,7 +5,6 @@ python -m tools.bench [--only overhead,dispatch,throughput,generation,rag] [--qu
 
 import argparse
 import asyncio
-import datetime
 import json
 import sys
 import time
@@ -125,7 +124,6 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     described = machine.describe(sys.argv[1:])
-    described["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     began = time.perf_counter()
     for name in SECTIONS:
         if name not in chosen:

@@ -107,7 +107,8 @@ def write_index(out: Path) -> None:
         "",
         table(["goal", "target", "measured", "verdict"], goal_rows(records)) if records else "(no results yet)",
         "",
-        "The budget, where the time goes and what would cut it: [overhead.md](overhead.md).",
+        "The budget, where the time goes and what would cut it: [overhead.md](overhead.md). Where the API and "
+        "the worker spend their CPU under load (py-spy, `python -m tools.bench.profile`): [profile.md](profile.md).",
         "",
         "## Sections",
         "",

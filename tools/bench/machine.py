@@ -1,5 +1,6 @@
 """What the numbers were measured on: CPU, cores, memory, Python and package versions, and the command."""
 
+import datetime
 import os
 import platform
 import shlex
@@ -51,7 +52,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def describe(argv: list[str]) -> dict[str, Any]:
+def describe(argv: list[str], module: str = "tools.bench") -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
         try:
@@ -68,7 +69,8 @@ def describe(argv: list[str]) -> dict[str, Any]:
         "packages": versions,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": git_commit(),
-        "command": shlex.join(["python", "-m", "tools.bench", *argv]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "-m", module, *argv]),
         "interpreter": sys.executable,
     }
 

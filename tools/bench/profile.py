@@ -70,7 +70,7 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
     lines = [
         "# Where the API and the worker spend their CPU under load",
         "",
-        machine.markdown(machine.describe(["python", "-m", "tools.bench.profile", *sys.argv[1:]])),
+        machine.markdown(machine.describe(sys.argv[1:], module="tools.bench.profile")),
         "",
         f"py-spy at 200 Hz for {seconds} s while {concurrency} callers sent short requests through Envoy "
         f"({load['requests_per_s']} req/s, errors {load['errors']}). Collapsed stacks: "
