@@ -8,7 +8,7 @@ import grpc
 from grpc_health.v1 import health
 from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
 from temporalio.client import Client
-from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from llmorch_common.grpc_edge import create_server, set_serving
@@ -82,13 +82,8 @@ async def start_api(
 
 
 def create_worker(
-    client: Client,
-    settings: OrchestratorSettings,
-    resources: Resources,
-    list_models: ModelLister,
-    workflow_runner: WorkflowRunner | None = None,
+    client: Client, settings: OrchestratorSettings, resources: Resources, list_models: ModelLister
 ) -> Worker:
-    """`workflow_runner` defaults to Temporal's sandbox; the benchmark swaps it to measure what the sandbox costs."""
     control = ControlActivities(list_models, resources.store)
     ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
     return Worker(
@@ -96,5 +91,5 @@ def create_worker(
         task_queue=settings.task_queue,
         workflows=[InferenceWorkflow, IngestionWorkflow],
         activities=[control.select_model, control.retrieve, ingestion.ingest_document, ingestion.release_staging],
-        workflow_runner=workflow_runner or SandboxedWorkflowRunner(),
+        workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
     )

@@ -41,6 +41,11 @@ class OrchestratorSettings(BaseSettings):
     saturation_timeout_s: float = Field(30.0, gt=0, le=3600, description="Queue wait that counts as saturated")
     generate_attempts: int = Field(2, ge=1, le=10, description="Temporal attempts per model before falling back")
     max_selections: int = Field(4, ge=1, le=20, description="Models tried per request before UNAVAILABLE")
+    workflow_sandbox: bool = Field(
+        False,
+        description="Run workflows in Temporal's sandbox; off saves its per-run re-import (docs/benchmarks), and the "
+        "replay tests still replay every committed history in the sandbox",
+    )
     api_embedded_worker: bool = Field(
         True, description="The API also runs a worker, for eager workflow start; the worker process adds capacity"
     )

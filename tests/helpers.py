@@ -57,9 +57,11 @@ class ServiceProcess:
     port: int | None = None
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    sigterm_sent: bool = field(default=False, init=False)
 
     async def start(self, timeout_s: float = 60.0) -> "ServiceProcess":
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.sigterm_sent = False
         self.process = subprocess.Popen(
             [sys.executable, "-m", *self.module],
             cwd=ROOT,
@@ -83,9 +85,11 @@ class ServiceProcess:
             self.process.wait(10)
 
     async def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM once (a second one could land after the drain, once Python's handler is gone), then wait."""
         assert self.process is not None
-        if self.process.poll() is None:
+        if self.process.poll() is None and not self.sigterm_sent:
             self.process.send_signal(signal.SIGTERM)
+            self.sigterm_sent = True
         deadline = time.monotonic() + timeout_s
         while self.process.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

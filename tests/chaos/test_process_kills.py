@@ -134,6 +134,7 @@ async def test_sigterm_drains_in_flight_work_and_ends_not_serving(
         await eventually(generating, timeout_s=5)
         assert model.process is not None
         model.process.send_signal(signal.SIGTERM)
+        model.sigterm_sent = True
 
         async def not_serving() -> bool:
             reply = await health.Check(health_pb2.HealthCheckRequest())

@@ -9,6 +9,7 @@ import pytest
 from helpers import HISTORIES
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from orchestrator_svc.ingestion import IngestionWorkflow
 from orchestrator_svc.workflows import InferenceWorkflow
@@ -24,6 +25,7 @@ def test_histories_are_committed() -> None:
 @pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.stem)
 async def test_history_replays_deterministically(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[InferenceWorkflow, IngestionWorkflow])
+    # Always in the sandbox, even though the workers run without it: this is where non-determinism is caught.
+    replayer = Replayer(workflows=[InferenceWorkflow, IngestionWorkflow], workflow_runner=SandboxedWorkflowRunner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

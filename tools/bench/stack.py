@@ -47,7 +47,7 @@ class StackConfig:
     temporal_db_file: bool = False  # the launcher's SQLite file instead of the dev server's in-memory store
     model_env: tuple[tuple[str, str], ...] = ()
     label: str = "default"
-    worker_module: tuple[str, ...] = ("orchestrator_svc", "worker")  # what `python -m` runs as the worker
+    orchestrator_env: tuple[tuple[str, str], ...] = ()  # extra ORCH_* settings for the API and the worker
 
 
 @dataclass
@@ -177,9 +177,9 @@ class Stack:
         await self.start_temporal()
 
         self.api_port = free_port()
-        env = self.orchestrator_env()
+        env = {**self.orchestrator_env(), **dict(c.orchestrator_env)}
         api = self._spawn("api", [sys.executable, "-m", "orchestrator_svc", "api"], env)
-        self._spawn("worker", [sys.executable, "-m", *c.worker_module], env)
+        self._spawn("worker", [sys.executable, "-m", "orchestrator_svc", "worker"], env)
         await self._wait_grpc(api, self.api_port)
 
         models = []

@@ -108,14 +108,14 @@ async def scaling(quick: bool) -> dict[str, Any]:
 
 
 WORKER_VARIANTS = {
-    "sandboxed (as shipped)": SHORT,
-    "unsandboxed workflow runner": replace(SHORT, worker_module=("tools.bench.tuned_worker",)),
+    "workflow sandbox on": replace(SHORT, orchestrator_env=(("ORCH_WORKFLOW_SANDBOX", "true"),)),
+    "workflow sandbox off (as shipped)": replace(SHORT, orchestrator_env=(("ORCH_WORKFLOW_SANDBOX", "false"),)),
 }
 WORKER_VARIANT_CONCURRENCY = 16
 
 
 async def worker_variants(quick: bool) -> list[dict[str, Any]]:
-    """The worker's workflow runner is a large share of its CPU per request; measure the alternative."""
+    """The workflow sandbox is a large share of the workflow runner's CPU per request; measure it on and off."""
     rows = []
     for label, config in WORKER_VARIANTS.items():
         async with Stack(config) as stack:
