@@ -18,6 +18,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 
 from llmorch_common.grpc_edge import wait_until_serving
+from model_svc.config import ModelSettings
+from model_svc.replica import ModelReplica
 from orchestrator_svc.app import ApiServer, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.resources import Resources
@@ -211,3 +213,21 @@ def record_history(history: WorkflowHistory, name: str) -> None:
     if os.environ.get("LLMORCH_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(parents=True, exist_ok=True)
         (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+def fake_replica(model_id: str, temporal_address: str, registry_address: str, **overrides: Any) -> ModelReplica:
+    """An in-process replica: the real ModelService, worker and registration, with the deterministic fake engine."""
+    values: dict[str, Any] = {
+        "model_id": model_id,
+        "engine": "fake",
+        "port": 0,
+        "metrics_port": 0,
+        "temporal_address": temporal_address,
+        "registry_address": registry_address,
+        "heartbeat_interval_s": 0.2,
+        "priority": 0,
+        "default_flag": False,
+        "fake_token_ms": 1,
+    }
+    values.update(overrides)
+    return ModelReplica(ModelSettings(**values))

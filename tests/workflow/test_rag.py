@@ -11,6 +11,7 @@ from helpers import (
     ServiceProcess,
     embed_process,
     eventually,
+    fake_replica,
     free_port,
     orchestrator_settings,
     record_history,
@@ -22,8 +23,6 @@ from llmorch.v1 import orchestrator_pb2, retrieval_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from model_svc.config import ModelSettings
-from model_svc.replica import ModelReplica
 from orchestrator_svc.chunking import chunk_text
 from orchestrator_svc.client import OrchestratorClient
 from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
@@ -51,18 +50,7 @@ async def rag_stack(
     )
     orchestrator = await start_orchestrator(temporal_client, settings)
     await embed.start(timeout_s=120)
-    replica = ModelReplica(
-        ModelSettings(
-            model_id="rag-fake",
-            engine="fake",
-            port=0,
-            metrics_port=0,
-            temporal_address=temporal_address,
-            registry_address=orchestrator.address,
-            default_flag=True,
-            fake_token_ms=1,
-        )
-    )
+    replica = fake_replica("rag-fake", temporal_address, orchestrator.address, default_flag=True)
     await replica.start()
 
     async def both_registered() -> bool:

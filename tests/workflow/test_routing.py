@@ -14,7 +14,9 @@ import grpc
 import pytest
 from helpers import (
     Orchestrator,
+    ServiceProcess,
     eventually,
+    fake_replica,
     model_process,
     orchestrator_settings,
     record_history,
@@ -26,7 +28,6 @@ from prometheus_client import REGISTRY
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
 
 pytestmark = pytest.mark.slow
@@ -45,20 +46,7 @@ async def start_replica(orchestrator: Orchestrator, temporal_address: str) -> As
     replicas: list[ModelReplica] = []
 
     async def start(model_id: str, **settings: Any) -> ModelReplica:
-        values: dict[str, Any] = {
-            "model_id": model_id,
-            "engine": "fake",
-            "port": 0,
-            "metrics_port": 0,
-            "temporal_address": temporal_address,
-            "registry_address": orchestrator.address,
-            "heartbeat_interval_s": 0.2,
-            "priority": 0,
-            "default_flag": False,
-            "fake_token_ms": 1,
-        }
-        values.update(settings)
-        replica = ModelReplica(ModelSettings(**values))
+        replica = fake_replica(model_id, temporal_address, orchestrator.address, **settings)
         await replica.start()
         replicas.append(replica)
         await wait_health(orchestrator, model_id, types_pb2.HEALTH_STATE_SERVING)
@@ -67,6 +55,25 @@ async def start_replica(orchestrator: Orchestrator, temporal_address: str) -> As
     yield start
     for replica in replicas:
         await replica.drain()
+
+
+async def start_doomed_default(
+    orchestrator: Orchestrator, start_replica: StartReplica, temporal_address: str, tmp: Path, prefix: str
+) -> ServiceProcess:
+    """A slow default model in its own process (so a test can kill it) and an in-process backup, `<prefix>-backup`."""
+    doomed = model_process(
+        f"{prefix}-doomed",
+        temporal_address,
+        orchestrator.api.port,
+        tmp,
+        fake_token_ms=100,
+        default_flag="true",
+        priority=9,
+    )
+    await doomed.start()
+    await start_replica(f"{prefix}-backup", priority=1)
+    await wait_health(orchestrator, f"{prefix}-doomed", types_pb2.HEALTH_STATE_SERVING)
+    return doomed
 
 
 async def listed(orchestrator: Orchestrator) -> dict[str, registry_pb2.RegisteredModel]:
@@ -170,18 +177,7 @@ async def test_model_killed_mid_generation_falls_back_to_another(
     temporal_address: str,
     tmp_path: Path,
 ) -> None:
-    doomed = model_process(
-        "m-doomed",
-        temporal_address,
-        orchestrator.api.port,
-        tmp_path,
-        fake_token_ms=100,
-        default_flag="true",
-        priority=9,
-    )
-    await doomed.start()
-    await start_replica("m-backup", priority=1)
-    await wait_health(orchestrator, "m-doomed", types_pb2.HEALTH_STATE_SERVING)
+    doomed = await start_doomed_default(orchestrator, start_replica, temporal_address, tmp_path, "m")
 
     call = asyncio.ensure_future(ask(orchestrator, max_tokens=30))
     await wait_in_flight(orchestrator, "m-doomed", 1)
@@ -323,18 +319,7 @@ async def test_two_replicas_share_one_queue_and_double_capacity(
 async def test_stream_restarts_on_the_fallback_model(
     orchestrator: Orchestrator, start_replica: StartReplica, temporal_address: str, tmp_path: Path
 ) -> None:
-    doomed = model_process(
-        "s-doomed",
-        temporal_address,
-        orchestrator.api.port,
-        tmp_path,
-        fake_token_ms=100,
-        default_flag="true",
-        priority=9,
-    )
-    await doomed.start()
-    await start_replica("s-backup", priority=1)
-    await wait_health(orchestrator, "s-doomed", types_pb2.HEALTH_STATE_SERVING)
+    doomed = await start_doomed_default(orchestrator, start_replica, temporal_address, tmp_path, "s")
     request = orchestrator_pb2.GenerateRequest(prompt="hello", sampling=types_pb2.SamplingParams(max_tokens=40))
     events: list[orchestrator_pb2.GenerateStreamResponse] = []
     async for event in orchestrator.stub.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request)):
@@ -378,18 +363,7 @@ async def test_api_admission_limit_is_resource_exhausted_with_retry_info(
 
     settings = orchestrator_settings(tmp_path, max_in_flight=1)
     orchestrator = await start_orchestrator(temporal_client, settings)
-    replica = ModelReplica(
-        ModelSettings(
-            model_id="m-admit",
-            engine="fake",
-            port=0,
-            metrics_port=0,
-            temporal_address=temporal_address,
-            registry_address=orchestrator.address,
-            heartbeat_interval_s=0.2,
-            fake_token_ms=100,
-        )
-    )
+    replica = fake_replica("m-admit", temporal_address, orchestrator.address, fake_token_ms=100)
     await replica.start()
     try:
         await wait_health(orchestrator, "m-admit", types_pb2.HEALTH_STATE_SERVING)
