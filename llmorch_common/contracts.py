@@ -22,6 +22,8 @@ class Sampling:
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Small models loop without it; 1.1 is llama.cpp's own command-line default.
+    repeat_penalty: float = 1.1
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ def _sampling_violations(sampling: types_pb2.SamplingParams, prefix: str) -> lis
         violations.append(FieldViolation(prefix + "temperature", "must be in [0, 2]"))
     if sampling.HasField("top_p") and not 0.0 < sampling.top_p <= 1.0:
         violations.append(FieldViolation(prefix + "top_p", "must be in (0, 1]"))
+    if sampling.HasField("repeat_penalty") and not 1.0 <= sampling.repeat_penalty <= 2.0:
+        violations.append(FieldViolation(prefix + "repeat_penalty", "must be in [1, 2]"))
     if len(sampling.stop) > MAX_STOP_STRINGS:
         violations.append(FieldViolation(prefix + "stop", f"at most {MAX_STOP_STRINGS} stop strings"))
     for index, stop in enumerate(sampling.stop):
@@ -77,6 +79,9 @@ def resolve_sampling(sampling: types_pb2.SamplingParams) -> Sampling:
         top_p=sampling.top_p if sampling.HasField("top_p") else DEFAULT_SAMPLING.top_p,
         stop=tuple(sampling.stop),
         seed=sampling.seed if sampling.HasField("seed") else None,
+        repeat_penalty=(
+            sampling.repeat_penalty if sampling.HasField("repeat_penalty") else DEFAULT_SAMPLING.repeat_penalty
+        ),
     )
 
 
@@ -91,6 +96,7 @@ def sampling_to_proto(sampling: Sampling) -> types_pb2.SamplingParams:
         top_p=sampling.top_p,
         stop=list(sampling.stop),
         seed=sampling.seed,
+        repeat_penalty=sampling.repeat_penalty,
     )
 
 

@@ -106,6 +106,7 @@ class LlamaEngine:
             top_p=sampling.top_p,
             stop=[*template_stops, *sampling.stop] or None,
             seed=sampling.seed,
+            repeat_penalty=sampling.repeat_penalty,
             stream=True,
         )
         try:

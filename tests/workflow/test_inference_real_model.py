@@ -154,6 +154,7 @@ def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
         ({"prompt": "hi", "sampling": types_pb2.SamplingParams(max_tokens=-5)}, "sampling.max_tokens"),
         ({"prompt": "hi", "sampling": types_pb2.SamplingParams(temperature=2.5)}, "sampling.temperature"),
         ({"prompt": "hi", "sampling": types_pb2.SamplingParams(top_p=0.0)}, "sampling.top_p"),
+        ({"prompt": "hi", "sampling": types_pb2.SamplingParams(repeat_penalty=3.0)}, "sampling.repeat_penalty"),
         ({"messages": [types_pb2.ChatMessage(role="robot", content="x")]}, "messages[0].role"),
         ({"prompt": "hi", "request_id": "bad id with spaces"}, "request_id"),
     ],
