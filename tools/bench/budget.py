@@ -166,21 +166,22 @@ def dev_server_section(dispatch: dict[str, Any] | None) -> list[str]:
         "",
         "What this shows:",
         "",
-        "- Every hand-off through matching to a waiting poller costs roughly 15-45 ms on this machine, for workflow "
-        "tasks and activity tasks alike, with or without our code. The SDK is not the cause: the pollers are already "
-        "waiting (concurrency 1), and the paths that skip matching (eager workflow start, eager activity dispatch "
-        "on the workflow's own queue) measure ~0 ms.",
+        "- **What sets the ~30 ms:** the history service reads new transfer tasks (each workflow-task and "
+        "activity-task dispatch goes through one) at most `history.transferProcessorMaxPollRPS` times a second, "
+        "20 by default, so a dispatch waits for the next read: up to 50 ms, about 25-30 ms on average. With the "
+        "launcher's `--dynamic-config-value history.transferProcessorMaxPollRPS=1000` "
+        "(`llmorch_common.constants.TEMPORAL_DEV_SERVER_ARGS`, also used by the tests and every stack here) a "
+        "dispatch takes about 2 ms. The paths that skip the transfer queue (eager workflow start, eager activity "
+        "dispatch on the workflow's own queue) were already at ~0 ms, which is what pointed at it.",
         "- Task-queue partitions (4 by default; 1 via `matching.numTaskqueue{Read,Write}Partitions`) and the "
-        "persistence mode (in-memory vs the launcher's SQLite file) do not move it beyond run-to-run noise. "
-        "The remaining suspects are inside the dev server's single process (history's transfer-queue processing "
-        "before matching's AddTask, SQLite writes serialised behind one lock); none of the settings tried changed it.",
-        "- **Eager workflow start** removes the first dispatch entirely (see the minimal workflow: client latency "
-        "drops by about the first dispatch). It is on by default in this dev server (setting "
-        "`system.enableEagerWorkflowStart=true` changed nothing) but only applies when the starting client's own "
-        "worker polls the workflow's task queue, which is not the case today: the API and the worker are separate "
-        "processes.",
-        "- **Postgres-backed Temporal** was not measured: no Postgres server runs on this machine (the Compose "
-        "stack in `deploy/` uses one, but no Docker engine runs here). This stays open.",
+        "persistence mode (in-memory vs the launcher's SQLite file) do not move dispatch beyond run-to-run noise.",
+        "- **Eager workflow start** still removes the first dispatch and its workflow-task round trip; the API runs a "
+        "worker on its own client for it (ADR 0006).",
+        "- **Postgres-backed Temporal** was not measured: the dev server only persists to SQLite, and no Temporal "
+        "server build with Postgres persistence is available from this machine's registries (PyPI, Debian, npm). "
+        "The same setting governs the full server's transfer queue there, where each read is a database query: "
+        "raising it trades database load for dispatch latency, so production should size it against the "
+        "database rather than copy the dev-server value.",
         "",
     ]
     return lines

@@ -24,6 +24,9 @@ BASE = StackConfig(max_concurrency=32, fake_first_token_ms=FIRST_TOKEN_MS, fake_
 
 # Dev-server variants measured at concurrency 1 (each on a fresh stack).
 VARIANTS: dict[str, StackConfig] = {
+    "server-default-poll-rate": replace(
+        BASE, temporal_tuned=False, label="transfer queue read at the dev server's default 20/s (no tuning)"
+    ),
     "sqlite-file": replace(BASE, temporal_db_file=True, label="dev server on a SQLite file (as the launcher)"),
     "one-partition": replace(
         BASE,

@@ -18,7 +18,7 @@ from types import TracebackType
 import grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
-from llmorch_common.constants import DEFAULT_MODEL_ID
+from llmorch_common.constants import DEFAULT_MODEL_ID, TEMPORAL_DEV_SERVER_ARGS
 from llmorch_common.grpc_edge import wait_until_serving
 from tools.envoy_config import write_config
 
@@ -44,6 +44,8 @@ class StackConfig:
     envoy: bool = True
     # Extra `temporal server start-dev` flags, e.g. ["--dynamic-config-value", "KEY=VALUE"].
     temporal_args: tuple[str, ...] = ()
+    # The launcher's dev-server tuning (TEMPORAL_DEV_SERVER_ARGS); off measures the server's defaults.
+    temporal_tuned: bool = True
     temporal_db_file: bool = False  # the launcher's SQLite file instead of the dev server's in-memory store
     model_env: tuple[tuple[str, str], ...] = ()
     label: str = "default"
@@ -132,6 +134,7 @@ class Stack:
             str(free_port()),
             "--log-level",
             "error",
+            *(TEMPORAL_DEV_SERVER_ARGS if c.temporal_tuned else ()),
             *c.temporal_args,
         ]
         if c.temporal_db_file:

@@ -61,9 +61,21 @@ def segments(events: list[Any]) -> dict[str, float]:
     }
 
 
+SERVERS = (
+    ("server defaults", StackConfig(temporal_tuned=False)),
+    ("tuned as shipped", StackConfig()),
+)
+
+
 async def run(quick: bool) -> dict[str, Any]:
-    runs = 15 if quick else 40
-    stack = Stack(StackConfig())
+    rows = []
+    for server_label, config in SERVERS:
+        rows += await run_server(server_label, config, 15 if quick else 40)
+    return {"rows": rows}
+
+
+async def run_server(server_label: str, config: StackConfig, runs: int) -> list[dict[str, Any]]:
+    stack = Stack(config)
     rows = []
     try:
         await stack.start_temporal()
@@ -91,12 +103,12 @@ async def run(quick: bool) -> dict[str, Any]:
                     latencies.append((time.perf_counter() - started) * 1000)
                     ids.append(workflow_id)
                 histories = [segments(list((await client.get_workflow_handle(i).fetch_history()).events)) for i in ids]
-                row: dict[str, Any] = {"variant": label, "eager_start": eager, "runs": runs}
+                row: dict[str, Any] = {"variant": f"{server_label}: {label}", "eager_start": eager, "runs": runs}
                 row["client_latency_ms"] = round(statistics.median(latencies), 2)
                 for key in histories[0]:
                     row[key] = round(statistics.median(h[key] for h in histories), 2)
                 rows.append(row)
-                print(f"  micro {label}: {row}", flush=True)
+                print(f"  micro {row['variant']}: {row}", flush=True)
     finally:
         await stack.stop()
-    return {"rows": rows}
+    return rows
