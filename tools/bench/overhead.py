@@ -11,6 +11,7 @@ from llmorch.v1 import model_pb2, model_pb2_grpc, orchestrator_pb2, orchestrator
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from llmorch_common.constants import TEMPORAL_DEV_SERVER_ARGS
 from tools.bench.load import LoadResult, closed_loop, percentiles
 from tools.bench.stack import Stack, StackConfig
 
@@ -220,7 +221,7 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
     """Workflow-task and activity dispatch latency of the dev server, and what its settings change (concurrency 1)."""
     variants: dict[str, Any] = {}
     for name, config in {
-        "default": replace(BASE, label="in-memory dev server (start-dev default)"),
+        "default": replace(BASE, label="in-memory dev server, tuned as the launcher runs it"),
         **VARIANTS,
     }.items():
         async with Stack(replace(config, envoy=False)) as stack:
@@ -229,6 +230,7 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
             measured["dispatch"] = await dispatch_from_histories(stack.temporal_address, ids["1"])
         measured["label"] = config.label
         measured["temporal_args"] = [
+            *(TEMPORAL_DEV_SERVER_ARGS if config.temporal_tuned else ()),
             *config.temporal_args,
             *(["--db-filename", "<file>"] if config.temporal_db_file else []),
         ]
