@@ -170,13 +170,21 @@ def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=options)
 
 
-async def wait_until_serving(target: str, timeout_s: float, service: str = "") -> None:
-    """Poll grpc.health.v1 until SERVING or the timeout passes; used by launchers and tests."""
+async def wait_until_serving(
+    target: str, timeout_s: float, service: str = "", exited: Callable[[], str | None] | None = None
+) -> None:
+    """Poll grpc.health.v1 until SERVING or the timeout passes; used by launchers, tests and benchmarks.
+
+    `exited` returns why the process behind `target` is gone, or None while it runs, so a crash fails fast.
+    """
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
+            reason = exited() if exited else None
+            if reason:
+                raise RuntimeError(reason)
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:

@@ -72,14 +72,13 @@ class ServiceProcess:
             stderr=log,
         )
         if self.port:
-            waiter = asyncio.create_task(wait_until_serving(f"localhost:{self.port}", timeout_s))
-            while not waiter.done():
-                if self.process.poll() is not None:
-                    waiter.cancel()
-                    raise RuntimeError(f"{self.module} exited with {self.process.returncode}; log {self.log_path}")
-                await asyncio.sleep(0.05)
-            await waiter
+            await wait_until_serving(f"localhost:{self.port}", timeout_s, exited=self._exit_reason)
         return self
+
+    def _exit_reason(self) -> str | None:
+        if self.process is None or self.process.poll() is None:
+            return None
+        return f"{self.module} exited with {self.process.returncode}; log {self.log_path}"
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -97,13 +97,12 @@ class Stack:
         return child
 
     async def _wait_grpc(self, child: Child, port: int) -> None:
-        waiter = asyncio.create_task(wait_until_serving(f"127.0.0.1:{port}", STARTUP_TIMEOUT_S))
-        while not waiter.done():
-            if child.process.poll() is not None:
-                waiter.cancel()
-                raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{tail(child.log)}")
-            await asyncio.sleep(0.05)
-        await waiter
+        def exit_reason() -> str | None:
+            if child.process.poll() is None:
+                return None
+            return f"{child.name} exited ({child.process.returncode}):\n{tail(child.log)}"
+
+        await wait_until_serving(f"127.0.0.1:{port}", STARTUP_TIMEOUT_S, exited=exit_reason)
 
     async def _wait_tcp(self, child: Child, port: int) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
