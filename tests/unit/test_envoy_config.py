@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +11,12 @@ from llmorch.v1 import orchestrator_pb2, retrieval_pb2
 
 from llmorch_common.grpc_edge import idempotent_methods
 from tools.envoy_config import DEFAULT_WEB_DIR, REPO_ROOT, TEMPLATE_PATH, render, write_config
+from tools.stack import validate_envoy
 
-ENVOY = REPO_ROOT / ".venv" / "bin" / "envoy"
 PUBLIC_SERVICES = (
     orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
     retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
 )
-
-
-def _validate(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ENVOY), "--mode", "validate", "-c", str(config), "--disable-hot-restart", "--log-level", "warn"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _routes(config_text: str) -> list[dict[str, Any]]:
@@ -49,14 +37,14 @@ def _route_for(routes: list[dict[str, Any]], path: str) -> dict[str, Any] | None
 
 
 def test_committed_config_validates() -> None:
-    result = _validate(TEMPLATE_PATH.relative_to(REPO_ROOT))
+    result = validate_envoy(TEMPLATE_PATH.relative_to(REPO_ROOT))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
 
 
 def test_rendered_config_validates(tmp_path: Path) -> None:
     path = write_config(tmp_path / "envoy.yaml", orchestrator_port=41001, listen_port=41002, admin_port=41003)
-    result = _validate(path)
+    result = validate_envoy(path)
     assert result.returncode == 0, result.stdout + result.stderr
     text = path.read_text()
     assert "port_value: 41001" in text and "port_value: 41002" in text and "port_value: 41003" in text
@@ -66,7 +54,7 @@ def test_rendered_config_validates(tmp_path: Path) -> None:
 
 def test_rendered_config_with_missing_console_fails_validation(tmp_path: Path) -> None:
     path = write_config(tmp_path / "envoy.yaml", web_dir=tmp_path / "nowhere")
-    assert _validate(path).returncode != 0
+    assert validate_envoy(path).returncode != 0
 
 
 def test_render_keeps_policy_identical() -> None:

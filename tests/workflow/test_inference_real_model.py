@@ -14,7 +14,6 @@ import pytest
 from grpc_status import rpc_status
 from helpers import (
     Orchestrator,
-    ServiceProcess,
     eventually,
     model_process,
     orchestrator_settings,
@@ -27,6 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from llmorch_common.constants import DEFAULT_MODEL_ID, SECOND_MODEL_ID, llm_task_queue
+from tools.stack import Child
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 async def stack(
     temporal_client: Client, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[Orchestrator, ServiceProcess]]:
+) -> AsyncIterator[tuple[Orchestrator, Child]]:
     tmp = tmp_path_factory.mktemp("real-model")
     orchestrator = await start_orchestrator(temporal_client, orchestrator_settings(tmp))
     model = await model_process(DEFAULT_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
@@ -60,7 +60,7 @@ def question(request_id: str = "", content: str = "What is the capital of France
 
 
 async def test_generate_returns_real_answer_with_provenance_and_history(
-    stack: tuple[Orchestrator, ServiceProcess], temporal_client: Client
+    stack: tuple[Orchestrator, Child], temporal_client: Client
 ) -> None:
     orchestrator, _ = stack
     reply = await orchestrator.stub.Generate(question(f"e2e-{uuid.uuid4().hex}"), timeout=120)
@@ -88,7 +88,7 @@ async def test_generate_returns_real_answer_with_provenance_and_history(
 
 
 async def test_same_request_id_is_idempotent_and_different_request_conflicts(
-    stack: tuple[Orchestrator, ServiceProcess],
+    stack: tuple[Orchestrator, Child],
 ) -> None:
     orchestrator, _ = stack
     request_id = f"idem-{uuid.uuid4().hex}"
@@ -114,7 +114,7 @@ async def test_same_request_id_is_idempotent_and_different_request_conflicts(
 
 
 async def test_stream_delivers_selection_deltas_and_final_answer(
-    stack: tuple[Orchestrator, ServiceProcess], temporal_client: Client
+    stack: tuple[Orchestrator, Child], temporal_client: Client
 ) -> None:
     orchestrator, _ = stack
     events = [
@@ -160,7 +160,7 @@ def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     ],
 )
 async def test_bad_input_gets_invalid_argument_with_field_violations(
-    stack: tuple[Orchestrator, ServiceProcess], request_fields: dict[str, object], field: str
+    stack: tuple[Orchestrator, Child], request_fields: dict[str, object], field: str
 ) -> None:
     orchestrator, _ = stack
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -169,14 +169,14 @@ async def test_bad_input_gets_invalid_argument_with_field_violations(
     assert field in violations(error.value)
 
 
-async def test_unknown_model_is_not_found(stack: tuple[Orchestrator, ServiceProcess]) -> None:
+async def test_unknown_model_is_not_found(stack: tuple[Orchestrator, Child]) -> None:
     orchestrator, _ = stack
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await orchestrator.stub.Generate(orchestrator_pb2.GenerateRequest(prompt="hi", model_id="no-such-model"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_prompt_over_context_limit_is_out_of_range(stack: tuple[Orchestrator, ServiceProcess]) -> None:
+async def test_prompt_over_context_limit_is_out_of_range(stack: tuple[Orchestrator, Child]) -> None:
     orchestrator, _ = stack
     long_prompt = "word " * 5000  # about 5000 tokens, over the 2048-token context
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -191,7 +191,7 @@ def grpcurl() -> str:
     return found
 
 
-async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrator, ServiceProcess]) -> None:
+async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrator, Child]) -> None:
     orchestrator, _ = stack
     # In a thread: the API under test runs on this event loop and must keep serving while grpcurl waits.
     listing = await asyncio.to_thread(
@@ -220,7 +220,7 @@ async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrat
 
 
 async def test_stream_of_a_finished_request_replays_its_final_answer(
-    stack: tuple[Orchestrator, ServiceProcess],
+    stack: tuple[Orchestrator, Child],
 ) -> None:
     orchestrator, _ = stack
     request = question(f"restream-{uuid.uuid4().hex}")
@@ -234,7 +234,7 @@ async def test_stream_of_a_finished_request_replays_its_final_answer(
 
 
 async def test_both_real_models_are_listed_and_the_base_model_can_be_named(
-    stack: tuple[Orchestrator, ServiceProcess],
+    stack: tuple[Orchestrator, Child],
 ) -> None:
     orchestrator, _ = stack
     listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())

@@ -8,11 +8,9 @@ import grpc
 import pytest
 from helpers import (
     Orchestrator,
-    ServiceProcess,
     embed_process,
     eventually,
     fake_replica,
-    free_port,
     orchestrator_settings,
     record_history,
     start_orchestrator,
@@ -27,6 +25,7 @@ from orchestrator_svc.chunking import chunk_text
 from orchestrator_svc.client import OrchestratorClient
 from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
 from tools.rag_eval import evaluate, load_questions
+from tools.stack import Child, free_port
 from tools.testdata import reference_data_dir
 
 pytestmark = pytest.mark.slow
@@ -41,7 +40,7 @@ DOCUMENTS = {
 @pytest.fixture(scope="module")
 async def rag_stack(
     temporal_client: Client, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[Orchestrator, ServiceProcess]]:
+) -> AsyncIterator[tuple[Orchestrator, Child]]:
     tmp = tmp_path_factory.mktemp("rag")
     api_port = free_port()
     embed = embed_process(temporal_address, api_port, tmp)
@@ -92,7 +91,7 @@ async def collection_info(orchestrator: Orchestrator, name: str) -> retrieval_pb
     return next(c for c in listing.collections if c.name == name)
 
 
-async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator, ServiceProcess]) -> None:
+async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator, Child]) -> None:
     orchestrator, _ = rag_stack
     await orchestrator.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="facts"))
     progress = await ingest_and_wait(orchestrator, "facts", DOCUMENTS)
@@ -113,7 +112,7 @@ async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator,
 
 
 async def test_generate_with_rag_cites_retrieved_chunks(
-    rag_stack: tuple[Orchestrator, ServiceProcess], temporal_client: Client
+    rag_stack: tuple[Orchestrator, Child], temporal_client: Client
 ) -> None:
     orchestrator, _ = rag_stack
     await orchestrator.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="kitchen"))
@@ -151,7 +150,7 @@ async def expect_code(call: object, code: grpc.StatusCode) -> None:
     assert error.value.code() == code, error.value.details()
 
 
-async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestrator, ServiceProcess]) -> None:
+async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestrator, Child]) -> None:
     orchestrator, _ = rag_stack
     retrieval = orchestrator.retrieval
     await retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="strict"))
@@ -190,7 +189,7 @@ async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestra
 
 
 async def test_ingestion_survives_a_worker_kill_without_duplicates(
-    temporal_client: Client, temporal_address: str, rag_stack: tuple[Orchestrator, ServiceProcess], tmp_path: Path
+    temporal_client: Client, temporal_address: str, rag_stack: tuple[Orchestrator, Child], tmp_path: Path
 ) -> None:
     _, embed = rag_stack
     settings = orchestrator_settings(tmp_path, vector_store="lancedb", embedding_address=f"localhost:{embed.port}")
@@ -233,7 +232,7 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
 
 
 async def test_recall_at_5_on_the_demo_corpus_through_the_public_api(
-    rag_stack: tuple[Orchestrator, ServiceProcess],
+    rag_stack: tuple[Orchestrator, Child],
 ) -> None:
     orchestrator, _ = rag_stack
     async with OrchestratorClient(orchestrator.address) as client:

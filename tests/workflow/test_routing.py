@@ -14,7 +14,6 @@ import grpc
 import pytest
 from helpers import (
     Orchestrator,
-    ServiceProcess,
     eventually,
     fake_replica,
     model_process,
@@ -29,6 +28,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from model_svc.replica import ModelReplica
+from tools.stack import Child
 
 pytestmark = pytest.mark.slow
 StartReplica = Callable[..., Awaitable[ModelReplica]]
@@ -59,7 +59,7 @@ async def start_replica(orchestrator: Orchestrator, temporal_address: str) -> As
 
 async def start_doomed_default(
     orchestrator: Orchestrator, start_replica: StartReplica, temporal_address: str, tmp: Path, prefix: str
-) -> ServiceProcess:
+) -> Child:
     """A slow default model in its own process (so a test can kill it) and an in-process backup, `<prefix>-backup`."""
     doomed = model_process(
         f"{prefix}-doomed",

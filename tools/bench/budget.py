@@ -133,6 +133,20 @@ def load_section(over: dict[str, Any], thr: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def variant_comparisons(variants: dict[str, Any]) -> list[str]:
+    """One line per A/B variant against the stack as shipped, from the measured overhead p50."""
+    shipped = variants.get("default")
+    if not shipped:
+        return []
+    base = shipped["levels"]["1"]["overhead"]["api"]["p50_ms"]
+    return [
+        f"- {variant['label']}: overhead p50 {variant['levels']['1']['overhead']['api']['p50_ms']:.1f} ms against "
+        f"{base:.1f} ms as shipped."
+        for name, variant in variants.items()
+        if name != "default"
+    ]
+
+
 def dev_server_section(dispatch: dict[str, Any] | None) -> list[str]:
     lines = ["## The dev server's dispatch latency", ""]
     if not dispatch:
@@ -169,12 +183,12 @@ def dev_server_section(dispatch: dict[str, Any] | None) -> list[str]:
         "- **What sets the ~30 ms:** the history service reads new transfer tasks (each workflow-task and "
         "activity-task dispatch goes through one) at most `history.transferProcessorMaxPollRPS` times a second, "
         "20 by default, so a dispatch waits for the next read: up to 50 ms, about 25-30 ms on average. With the "
-        "launcher's `--dynamic-config-value history.transferProcessorMaxPollRPS=1000` "
-        "(`llmorch_common.constants.TEMPORAL_DEV_SERVER_ARGS`, also used by the tests and every stack here) a "
-        "dispatch takes about 2 ms. The paths that skip the transfer queue (eager workflow start, eager activity "
-        "dispatch on the workflow's own queue) were already at ~0 ms, which is what pointed at it.",
-        "- Task-queue partitions (4 by default; 1 via `matching.numTaskqueue{Read,Write}Partitions`) and the "
-        "persistence mode (in-memory vs the launcher's SQLite file) do not move dispatch beyond run-to-run noise.",
+        "stack's `--dynamic-config-value history.transferProcessorMaxPollRPS=1000` "
+        "(`tools.stack.TEMPORAL_DEV_SERVER_ARGS`: `make up`, the tests and every stack here start the dev server "
+        "from that one definition) a dispatch takes about 2 ms. The paths that skip the transfer queue (eager "
+        "workflow start, eager activity dispatch on the workflow's own queue) were already at ~0 ms, which is what "
+        "pointed at it.",
+        *variant_comparisons(variants),
         "- **Eager workflow start** still removes the first dispatch and its workflow-task round trip; the API runs a "
         "worker on its own client for it (ADR 0006).",
         "- **Postgres-backed Temporal** was not measured: the dev server only persists to SQLite, and no Temporal "

@@ -11,9 +11,8 @@ from llmorch.v1 import model_pb2, model_pb2_grpc, orchestrator_pb2, orchestrator
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from llmorch_common.constants import TEMPORAL_DEV_SERVER_ARGS
 from tools.bench.load import LoadResult, closed_loop, percentiles
-from tools.bench.stack import Stack, StackConfig
+from tools.stack import TEMPORAL_DEV_SERVER_ARGS, Stack, StackConfig, fake_stack
 
 PROMPT = "Say hello."
 MAX_TOKENS = 4
@@ -21,14 +20,17 @@ FIRST_TOKEN_MS = 20.0
 TOKEN_MS = 2.0
 CONCURRENCIES = (1, 8, 32)
 PATHS = ("direct", "api", "envoy")
-BASE = StackConfig(max_concurrency=32, fake_first_token_ms=FIRST_TOKEN_MS, fake_token_ms=TOKEN_MS)
+MAX_CONCURRENCY = 32
+BASE = fake_stack(max_concurrency=MAX_CONCURRENCY, first_token_ms=FIRST_TOKEN_MS, token_ms=TOKEN_MS)
 
 # Dev-server variants measured at concurrency 1 (each on a fresh stack).
 VARIANTS: dict[str, StackConfig] = {
     "server-default-poll-rate": replace(
         BASE, temporal_tuned=False, label="transfer queue read at the dev server's default 20/s (no tuning)"
     ),
-    "sqlite-file": replace(BASE, temporal_db_file=True, label="dev server on a SQLite file (as the launcher)"),
+    "in-memory": replace(
+        BASE, temporal_in_memory=True, label="dev server's in-memory store instead of its SQLite file"
+    ),
     "one-partition": replace(
         BASE,
         temporal_args=(
@@ -37,7 +39,7 @@ VARIANTS: dict[str, StackConfig] = {
             "--dynamic-config-value",
             "matching.numTaskqueueWritePartitions=1",
         ),
-        label="in-memory, task queues with 1 partition instead of 4",
+        label="task queues with 1 partition instead of 4",
     ),
 }
 
@@ -208,8 +210,8 @@ async def run(quick: bool) -> dict[str, Any]:
             "fake_first_token_ms": FIRST_TOKEN_MS,
             "fake_token_ms": TOKEN_MS,
             "max_tokens": MAX_TOKENS,
-            "max_concurrency": BASE.max_concurrency,
-            "temporal": "dev server, in-memory SQLite (start-dev default)",
+            "max_concurrency": MAX_CONCURRENCY,
+            "temporal": "dev server on its SQLite file, as `make up` runs it",
             "overhead": "quantile of the stack path's latency minus the same quantile of the direct call's",
         },
         **main,
@@ -221,7 +223,7 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
     """Workflow-task and activity dispatch latency of the dev server, and what its settings change (concurrency 1)."""
     variants: dict[str, Any] = {}
     for name, config in {
-        "default": replace(BASE, label="in-memory dev server, tuned as the launcher runs it"),
+        "default": replace(BASE, label="the dev server as `make up` runs it"),
         **VARIANTS,
     }.items():
         async with Stack(replace(config, envoy=False)) as stack:
@@ -232,7 +234,7 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
         measured["temporal_args"] = [
             *(TEMPORAL_DEV_SERVER_ARGS if config.temporal_tuned else ()),
             *config.temporal_args,
-            *(["--db-filename", "<file>"] if config.temporal_db_file else []),
+            *([] if config.temporal_in_memory else ["--db-filename", "<file>"]),
         ]
         variants[name] = measured
         first = measured["dispatch"].get("first_wft_dispatch", {})

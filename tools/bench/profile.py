@@ -6,14 +6,13 @@ any flame-graph viewer) and profile.md (the functions that hold the most samples
 
 import argparse
 import asyncio
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 from tools.bench import machine
-from tools.bench.stack import Stack
 from tools.bench.throughput import SHORT, drive
+from tools.stack import Child, Stack, script_spec
 
 PROFILED = ("api", "worker")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
@@ -41,32 +40,33 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     async with Stack(SHORT) as stack:
         await drive(stack.envoy_target, 4, 3.0, 0)  # warm caches before sampling
-        pids = {child.name: child.process.pid for child in stack.children if child.name in PROFILED}
+        pids = {child.name: child.pid for child in stack.children if child.name in PROFILED}
         recorders = [
-            subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(pid),
-                    "--duration",
-                    str(seconds),
-                    "--rate",
-                    "200",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out / f"{name}.txt"),
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            Child(
+                script_spec(
+                    f"py-spy-{name}",
+                    (
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(out / f"{name}.txt"),
+                        "--nonblocking",
+                    ),
+                )
+            ).spawn()
             for name, pid in pids.items()
         ]
         load = await drive(stack.envoy_target, concurrency, seconds + 2, 0, stack)
         for recorder in recorders:
-            await asyncio.to_thread(recorder.wait, 60)
+            await recorder.wait_exit(60)
     lines = [
         "# Where the API and the worker spend their CPU under load",
         "",

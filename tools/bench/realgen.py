@@ -3,7 +3,6 @@ called directly in this process on the same weights, prompt and greedy sampling.
 
 import statistics
 import time
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -12,7 +11,7 @@ from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from llmorch_common.contracts import ChatTurn, Sampling
 from model_svc.catalog import locate_weights
 from model_svc.engine import GenerationRequest, LlamaEngine
-from tools.bench.stack import Stack, StackConfig
+from tools.stack import ModelGroup, Stack, StackConfig
 
 MODEL_ID = "smollm2-135m-instruct"
 PROMPT = "Explain in a few sentences why the sky is blue."
@@ -20,10 +19,8 @@ MAX_TOKENS = 64
 N_THREADS = 2
 CONTEXT = 2048
 REAL = StackConfig(
-    engine="llama",
-    model_id=MODEL_ID,
-    max_concurrency=1,
-    model_env=(("MODEL_N_THREADS", str(N_THREADS)), ("MODEL_CONTEXT_LIMIT", str(CONTEXT))),
+    models=(ModelGroup(MODEL_ID, settings=(("n_threads", str(N_THREADS)), ("context_limit", str(CONTEXT)))),),
+    embed=False,
 )
 
 
@@ -112,7 +109,7 @@ async def run(quick: bool) -> dict[str, Any]:
     direct_once(engine)  # warm-up: page the weights in
     direct: list[dict[str, Any]] = []
     through: list[dict[str, Any]] = []
-    async with Stack(replace(REAL)) as stack, grpc.aio.insecure_channel(stack.envoy_target) as channel:
+    async with Stack(REAL) as stack, grpc.aio.insecure_channel(stack.envoy_target) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         await stack_once(stub)  # warm-up
         # Alternate, so any drift of the machine's load hits both alike; the stack idles while direct runs.

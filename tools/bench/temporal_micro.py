@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tools.bench.stack import Stack, StackConfig
+from tools.stack import Stack, StackConfig
 
 QUEUE = "micro"
 OTHER_QUEUE = "micro-activities"

@@ -9,10 +9,11 @@ import grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 from tools.bench.load import closed_loop
-from tools.bench.stack import Stack, StackConfig
+from tools.stack import Stack, fake_stack
 
 # Short requests: one token after 1 ms, so the orchestrator, not the model, is what is measured.
-SHORT = StackConfig(max_concurrency=64, fake_first_token_ms=1.0, fake_token_ms=0.0)
+SHORT_FIRST_TOKEN_MS = 1.0
+SHORT = fake_stack(max_concurrency=64, first_token_ms=SHORT_FIRST_TOKEN_MS, token_ms=0.0)
 RAMP = (1, 4, 8, 16, 32, 64)
 QUICK_RAMP = (1, 8, 32)
 # Replica scaling: fixed 200 ms per request and 4 slots per replica; ideal = replicas * 4 / 0.2 s.
@@ -69,7 +70,7 @@ async def ramp(quick: bool) -> dict[str, Any]:
             saturation = previous
             break
     return {
-        "config": {"fake_first_token_ms": SHORT.fake_first_token_ms, "max_tokens": 1, "path": "Envoy -> API"},
+        "config": {"fake_first_token_ms": SHORT_FIRST_TOKEN_MS, "max_tokens": 1, "path": "Envoy -> API"},
         "levels": levels,
         "peak_requests_per_s": best["requests_per_s"],
         "peak_concurrency": best["concurrency"],
@@ -81,11 +82,8 @@ async def ramp(quick: bool) -> dict[str, Any]:
 async def scaling(quick: bool) -> dict[str, Any]:
     rows = []
     for replicas in REPLICAS:
-        config = replace(
-            SHORT,
-            replicas=replicas,
-            max_concurrency=SCALING_SLOTS,
-            fake_first_token_ms=SCALING_LATENCY_MS,
+        config = fake_stack(
+            replicas=replicas, max_concurrency=SCALING_SLOTS, first_token_ms=SCALING_LATENCY_MS, token_ms=0.0
         )
         async with Stack(config) as stack:
             clients = replicas * SCALING_SLOTS * CLIENTS_PER_SLOT

@@ -1,0 +1,707 @@
+"""The one definition of the local stack: its processes, ports, environment, dev-server flags, readiness, logs and
+restart policy. `make up`, the tests and `make bench` all start their processes here, and nowhere else.
+
+Variants are parameters of `StackConfig` (the engine, replicas, an untuned dev server for an A/B, free ports), never
+copies. `python -m tools.stack supervise` is the long-lived supervisor that `make up` leaves running: it starts the
+stack, restarts a process that dies (with backoff, as Kubernetes would) and stops everything on SIGTERM.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmorch_common import constants as c
+from llmorch_common.grpc_edge import wait_until_serving
+from tools.envoy_config import write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODELS_DIR = ROOT / "data" / "models"  # converted weights are shared by every stack, whatever its home
+STARTUP_TIMEOUT_S = 180.0
+
+# The dev server's history service reads new transfer tasks (every workflow and activity task dispatch) at most
+# history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
+# on average (docs/benchmarks/overhead.md). At 1000/s a dispatch takes about 2 ms.
+TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
+
+# A supervised process that dies is restarted after this backoff, doubled per quick death up to the cap; a process
+# that stayed up for RESTART_RESET_AFTER_S starts again from the first step.
+RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+RESTART_RESET_AFTER_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a process is
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the stack: how to start it and how to know it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    grpc_port: int | None = None  # ready once grpc.health.v1 answers SERVING here
+    tcp_port: int | None = None  # ready once something accepts connections here (no gRPC health)
+    restart: bool = True  # a supervised stack restarts it when it dies
+    info: str = ""
+
+
+def temporal_spec(
+    home: Path,
+    port: int,
+    ui_port: int,
+    http_port: int,
+    metrics_port: int,
+    tuned: bool = True,
+    extra: tuple[str, ...] = (),
+    in_memory: bool = False,
+) -> ProcessSpec:
+    """The Temporal dev server on a SQLite file in `home`, so a restart keeps every workflow."""
+    argv = (
+        str(BIN / "temporal"),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--http-port",
+        str(http_port),
+        "--metrics-port",
+        str(metrics_port),
+        *(() if in_memory else ("--db-filename", str(home / "temporal.db"))),
+        "--log-level",
+        "error",
+        *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *extra,
+    )
+    return ProcessSpec(
+        "temporal", argv, tcp_port=port, info=f"Temporal gRPC 127.0.0.1:{port}, UI http://127.0.0.1:{ui_port}"
+    )
+
+
+def orchestrator_spec(
+    role: Literal["api", "worker"], env: Mapping[str, str], grpc_port: int | None = None
+) -> ProcessSpec:
+    """`python -m orchestrator_svc api|worker` with ORCH_* settings."""
+    return ProcessSpec(role, (sys.executable, "-m", "orchestrator_svc", role), env, grpc_port=grpc_port)
+
+
+def model_env(
+    model_id: str,
+    engine: str,
+    port: int,
+    temporal_address: str,
+    registry_address: str,
+    metrics_port: int = 0,
+    **settings: object,
+) -> dict[str, str]:
+    """MODEL_* settings of one replica; `settings` are further ModelSettings fields by name."""
+    return {
+        "MODEL_MODEL_ID": model_id,
+        "MODEL_ENGINE": engine,
+        "MODEL_HOST": "127.0.0.1",
+        "MODEL_ADVERTISE_HOST": "127.0.0.1",
+        "MODEL_PORT": str(port),
+        "MODEL_METRICS_PORT": str(metrics_port),
+        "MODEL_TEMPORAL_ADDRESS": temporal_address,
+        "MODEL_REGISTRY_ADDRESS": registry_address,
+        **{f"MODEL_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+
+
+def model_spec(name: str, env: Mapping[str, str]) -> ProcessSpec:
+    port = int(env["MODEL_PORT"])
+    queue = c.llm_task_queue(env["MODEL_MODEL_ID"])
+    info = f"ModelService 127.0.0.1:{port}, queue {queue}"
+    return ProcessSpec(name, (sys.executable, "-m", "model_svc"), env, grpc_port=port, info=info)
+
+
+def embed_spec(port: int, temporal_address: str, registry_address: str, metrics_port: int = 0) -> ProcessSpec:
+    """The real embedding service; its GGUF is converted once into data/models and reused by every stack."""
+    env = {
+        "EMBED_HOST": "127.0.0.1",
+        "EMBED_ADVERTISE_HOST": "127.0.0.1",
+        "EMBED_PORT": str(port),
+        "EMBED_METRICS_PORT": str(metrics_port),
+        "EMBED_TEMPORAL_ADDRESS": temporal_address,
+        "EMBED_REGISTRY_ADDRESS": registry_address,
+        "EMBED_MODEL_PATH": str(MODELS_DIR / "minilm-l6-v2.gguf"),
+    }
+    info = f"EmbeddingService 127.0.0.1:{port}, queue {c.embedding_task_queue(c.EMBEDDING_MODEL_ID)}"
+    return ProcessSpec("embed", (sys.executable, "-m", "embed_svc"), env, grpc_port=port, info=info)
+
+
+def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int = 2) -> ProcessSpec:
+    # --disable-hot-restart: several Envoys (tests, the local stack) may run at once without base-id clashes.
+    argv = (
+        str(BIN / "envoy"),
+        "-c",
+        str(config),
+        "--disable-hot-restart",
+        "--concurrency",
+        str(concurrency),
+        "--log-level",
+        "warn",
+    )
+    info = f"Envoy gRPC, gRPC-Web, console http://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
+    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info)
+
+
+def validate_envoy(config: Path) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate`: checks a config without serving, as `make lint` does for envoy/envoy.yaml."""
+    return subprocess.run(
+        [str(BIN / "envoy"), "--mode", "validate", "-c", str(config), "--disable-hot-restart", "--log-level", "warn"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def script_spec(name: str, argv: tuple[str, ...], restart: bool = False) -> ProcessSpec:
+    """A helper process beside a stack (a test's fake upstream, a profiler): started and stopped like the rest."""
+    return ProcessSpec(name, argv, restart=restart)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A running process
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@dataclass
+class Child:
+    """One running process of a spec, logging to `log`, in its own session so its whole group can be signalled."""
+
+    spec: ProcessSpec
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    sigterm_sent: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def port(self) -> int | None:
+        return self.spec.grpc_port or self.spec.tcp_port
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def spawn(self) -> "Child":
+        output: Any = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            list(self.spec.argv),
+            cwd=ROOT,
+            env={**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"},
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+        if self.log:
+            output.close()  # the child holds its own descriptor
+        self.started_at = time.monotonic()
+        self.sigterm_sent = False
+        return self
+
+    def exit_reason(self) -> str | None:
+        if self.process is None or self.process.poll() is None:
+            return None
+        return f"{self.name} exited ({self.process.returncode}); log {self.log}:\n{tail(self.log) if self.log else ''}"
+
+    async def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        if self.spec.tcp_port:
+            await wait_tcp(self.spec.tcp_port, timeout_s, self.exit_reason)
+        if self.spec.grpc_port:
+            await wait_until_serving(f"127.0.0.1:{self.spec.grpc_port}", timeout_s, exited=self.exit_reason)
+        reason = self.exit_reason()
+        if reason:
+            raise RuntimeError(reason)
+
+    async def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> "Child":
+        self.spawn()
+        await self.wait_ready(timeout_s)
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            assert self.process is not None
+            os.killpg(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, the way production loses a process."""
+        if self.process and self.alive():
+            self.signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM once (a second one could land after the drain, once Python's handler is gone), wait, then SIGKILL."""
+        if self.process is None:
+            return None
+        if self.alive() and not self.sigterm_sent:
+            self.signal(signal.SIGTERM)
+            self.sigterm_sent = True
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        return self.process.returncode
+
+    async def wait_exit(self, timeout_s: float) -> int:
+        """Wait for a process that ends by itself (a profiler with a duration)."""
+        assert self.process is not None
+        return await asyncio.to_thread(self.process.wait, timeout_s)
+
+    async def terminate(self, timeout_s: float = 30.0) -> int | None:
+        """`stop` without blocking the event loop, which may be serving the API this process talks to."""
+        return await asyncio.to_thread(self.stop, timeout_s)
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU used so far, children included (from /proc)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            return 0.0
+        # Fields 14-17 of stat (utime, stime, cutime, cstime), counted after the ")" that ends the name.
+        return sum(int(v) for v in fields[11:15]) / ticks
+
+
+async def wait_tcp(port: int, timeout_s: float, exited: Any = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reason = exited() if exited else None
+        if reason:
+            raise RuntimeError(reason)
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout_s}s")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stack
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    """The replicas of one model in the stack."""
+
+    model_id: str
+    engine: Literal["llama", "fake"] = "llama"
+    replicas: int = 1
+    max_concurrency: int = 1
+    settings: tuple[tuple[str, str], ...] = ()  # further ModelSettings fields, e.g. (("fake_token_ms", "2"),)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What differs between stacks. The defaults are what `make up` runs."""
+
+    models: tuple[ModelGroup, ...] = (ModelGroup(c.DEFAULT_MODEL_ID), ModelGroup(c.SECOND_MODEL_ID))
+    embed: bool = True
+    envoy: bool = True
+    worker: bool = True
+    temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
+    temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
+    temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
+    orchestrator_env: tuple[tuple[str, str], ...] = ()  # further ORCH_* settings for the API and the worker
+    fixed_ports: bool = False  # the documented ports (make up) instead of free ones
+    home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
+    supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
+    stop_grace_s: float = 40.0  # per process, on stop: models drain in-flight generations first
+    label: str = "default"
+
+
+def fake_stack(
+    replicas: int = 1, max_concurrency: int = 32, first_token_ms: float = 20.0, token_ms: float = 2.0, **config: Any
+) -> StackConfig:
+    """The stack with the deterministic fake engine behind the real ModelService, for timing: one model, no
+    embedding service (nothing to embed). Everything else is the stack `make up` runs."""
+    settings = (
+        ("fake_first_token_ms", str(first_token_ms)),
+        ("fake_token_ms", str(token_ms)),
+        ("drain_timeout_s", "2"),
+    )
+    model = ModelGroup(c.DEFAULT_MODEL_ID, "fake", replicas, max_concurrency, settings)
+    return StackConfig(models=(model,), embed=False, **config)
+
+
+@dataclass(frozen=True)
+class Ports:
+    temporal: int
+    temporal_ui: int
+    temporal_http: int
+    temporal_metrics: int
+    api: int
+    api_metrics: int
+    worker_metrics: int
+    worker_sdk_metrics: int
+    embed: int
+    embed_metrics: int
+    envoy: int
+    envoy_admin: int
+    models: tuple[int, ...]
+    model_metrics: tuple[int, ...]
+
+    @classmethod
+    def fixed(cls, replicas: int) -> "Ports":
+        return cls(
+            temporal=c.TEMPORAL_PORT,
+            temporal_ui=c.TEMPORAL_UI_PORT,
+            temporal_http=c.TEMPORAL_HTTP_PORT,
+            temporal_metrics=c.TEMPORAL_METRICS_PORT,
+            api=c.ORCHESTRATOR_PORT,
+            api_metrics=c.ORCHESTRATOR_METRICS_PORT,
+            worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
+            worker_sdk_metrics=c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
+            embed=c.EMBED_PORT,
+            embed_metrics=c.EMBED_METRICS_PORT,
+            envoy=c.ENVOY_PORT,
+            envoy_admin=c.ENVOY_ADMIN_PORT,
+            models=tuple(c.MODEL_BASE_PORT + i for i in range(replicas)),
+            model_metrics=tuple(c.MODEL_BASE_METRICS_PORT + i for i in range(replicas)),
+        )
+
+    @classmethod
+    def free(cls, replicas: int) -> "Ports":
+        singles = {name: free_port() for name in cls.__dataclass_fields__ if name not in ("models", "model_metrics")}
+        models = tuple(free_port() for _ in range(replicas))
+        return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
+
+
+def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
+    """Every process of the stack, in start order: each one's dependencies come before it."""
+    temporal_address = f"127.0.0.1:{ports.temporal}"
+    api_target = f"127.0.0.1:{ports.api}"
+    orchestrator_env = {
+        "ORCH_HOST": "127.0.0.1",
+        "ORCH_PORT": str(ports.api),
+        "ORCH_METRICS_PORT": str(ports.api_metrics),
+        "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
+        "ORCH_TEMPORAL_METRICS_PORT": str(ports.worker_sdk_metrics),
+        "ORCH_TEMPORAL_ADDRESS": temporal_address,
+        "ORCH_REGISTRY_DB": str(home / "registry.db"),
+        "ORCH_REGISTRY_ADDRESS": api_target,
+        "ORCH_VECTOR_STORE": "lancedb",
+        "ORCH_VECTOR_PATH": str(home / "vectors"),
+        "ORCH_STAGING_DB": str(home / "ingestion.db"),
+        "ORCH_EMBEDDING_ADDRESS": f"127.0.0.1:{ports.embed}",
+        **dict(config.orchestrator_env),
+    }
+    api = orchestrator_spec("api", orchestrator_env, grpc_port=ports.api)
+    specs = [
+        temporal_spec(
+            home,
+            ports.temporal,
+            ports.temporal_ui,
+            ports.temporal_http,
+            ports.temporal_metrics,
+            config.temporal_tuned,
+            config.temporal_args,
+            config.temporal_in_memory,
+        ),
+        replace(api, info=f"API grpc {api_target}, metrics :{ports.api_metrics}"),
+    ]
+    if config.worker:
+        worker = orchestrator_spec("worker", orchestrator_env)
+        specs.append(replace(worker, info=f"worker on {c.ORCHESTRATOR_TASK_QUEUE}, metrics :{ports.worker_metrics}"))
+    slot = 0
+    for group in config.models:
+        for replica in range(group.replicas):
+            env = model_env(
+                group.model_id,
+                group.engine,
+                ports.models[slot],
+                temporal_address,
+                api_target,
+                ports.model_metrics[slot],
+                max_concurrency=group.max_concurrency,
+                **dict(group.settings),
+            )
+            specs.append(model_spec(f"model-{group.model_id}-{replica}", env))
+            slot += 1
+    if config.embed:
+        specs.append(embed_spec(ports.embed, temporal_address, api_target, ports.embed_metrics))
+    if config.envoy:
+        envoy_config = write_config(home / "envoy.yaml", ports.api, ports.envoy, ports.envoy_admin)
+        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
+    return specs
+
+
+@dataclass
+class Stack:
+    """The processes of one `StackConfig`, started in order and stopped in reverse."""
+
+    config: StackConfig = field(default_factory=StackConfig)
+    children: list[Child] = field(default_factory=list)
+    home: Path = field(init=False)
+    ports: Ports = field(init=False)
+    logs: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.home = self.config.home or Path(tempfile.mkdtemp(prefix="llmorch-stack-"))
+        replicas = sum(group.replicas for group in self.config.models)
+        self.ports = Ports.fixed(replicas) if self.config.fixed_ports else Ports.free(replicas)
+        self.logs = self.home / "logs"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.ports.temporal}"
+
+    @property
+    def api_target(self) -> str:
+        return f"127.0.0.1:{self.ports.api}"
+
+    @property
+    def envoy_target(self) -> str:
+        return f"127.0.0.1:{self.ports.envoy}"
+
+    @property
+    def model_ports(self) -> tuple[int, ...]:
+        return self.ports.models
+
+    def child(self, name: str) -> Child:
+        return next(child for child in self.children if child.name == name)
+
+    def launch(self, spec: ProcessSpec) -> Child:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        child = Child(spec, self.logs / f"{spec.name}.log").spawn()
+        self.children.append(child)
+        return child
+
+    async def start_temporal(self) -> Child:
+        """Only the dev server, as the stack runs it: for tests and measurements that bring their own workers."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        child = self.launch(plan(replace(self.config, envoy=False), self.home, self.ports)[0])
+        await child.wait_ready()
+        return child
+
+    async def start(self, progress: Any = None) -> "Stack":
+        """Start every process and wait for each to be ready, then for every model to register."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        for spec in plan(self.config, self.home, self.ports):
+            child = self.launch(spec)
+            await child.wait_ready()
+            if progress:
+                progress(child)
+        await self.wait_registered()
+        return self
+
+    def expected_capacity(self) -> dict[str, int]:
+        capacity = {group.model_id: 0 for group in self.config.models}
+        for group in self.config.models:
+            capacity[group.model_id] += group.replicas * group.max_concurrency
+        return capacity
+
+    async def wait_registered(self, timeout_s: float = 60.0) -> None:
+        """Every replica registered and SERVING, so the router sees the whole capacity."""
+        import grpc
+        from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+
+        expected = self.expected_capacity()
+        if self.config.embed:
+            expected[c.EMBEDDING_MODEL_ID] = 1
+        deadline = time.monotonic() + timeout_s
+        seen: dict[str, int] = {}
+        async with grpc.aio.insecure_channel(self.api_target) as channel:
+            api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+            while time.monotonic() < deadline:
+                listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
+                seen = {
+                    m.metadata.model_id: m.capacity or 1
+                    for m in listing.models
+                    if m.health == types_pb2.HEALTH_STATE_SERVING
+                }
+                if all(seen.get(model, 0) >= capacity for model, capacity in expected.items()):
+                    return
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"models not all registered and SERVING: expected {expected}, saw {seen}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU each kind of process has used so far, to see which process a request's cost lands in."""
+        usage: dict[str, float] = {}
+        for child in self.children:
+            name = "model" if child.name.startswith("model-") else child.name
+            usage[name] = usage.get(name, 0.0) + child.cpu_seconds()
+        return usage
+
+    async def supervise(self, stop: asyncio.Event, on_restart: Any = None) -> None:
+        """Restart any process that dies until `stop` is set; the backoff doubles while it keeps dying quickly."""
+        backoff = {child.name: RESTART_BACKOFF_S for child in self.children}
+        due: dict[str, float] = {}
+        while not stop.is_set():
+            now = time.monotonic()
+            for child in self.children:
+                if child.alive() or not child.spec.restart:
+                    continue
+                if child.name not in due:
+                    if now - child.started_at > RESTART_RESET_AFTER_S:
+                        backoff[child.name] = RESTART_BACKOFF_S
+                    due[child.name] = now + backoff[child.name]
+                    backoff[child.name] = min(backoff[child.name] * 2, RESTART_BACKOFF_MAX_S)
+                elif now >= due[child.name]:
+                    del due[child.name]
+                    code = child.process.returncode if child.process else None
+                    child.spawn()
+                    child.restarts += 1
+                    if on_restart:
+                        on_restart(child, code)
+            with_timeout = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([with_timeout], timeout=0.2)
+            with_timeout.cancel()
+
+    async def stop(self) -> None:
+        # Reverse order, as `make down`: models drain while the API and Temporal are still there.
+        for child in reversed(self.children):
+            await child.terminate(self.config.stop_grace_s)
+        self.children.clear()
+        if self.config.home is None:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    async def stop_keep_logs(self) -> None:
+        logs = {child.name: tail(child.log) for child in self.children if child.log}
+        await self.stop()
+        for name, text in logs.items():
+            if text:
+                print(f"--- {name} log tail ---\n{text}", file=sys.stderr)
+
+    async def __aenter__(self) -> "Stack":
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop_keep_logs()
+            raise
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await (self.stop_keep_logs() if error else self.stop())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The supervised stack that `make up` leaves running
+
+
+class LocalStackSettings(BaseSettings):
+    """How `make up` shapes its stack; the defaults are the documented local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMORCH_STACK_")
+
+    home: Path = Field(ROOT / "data", description="Data, logs (home/logs) and run state (home/run)")
+    free_ports: bool = Field(False, description="Pick free ports instead of the documented ones (tests)")
+    engine: Literal["llama", "fake"] = Field("llama", description="fake serves the deterministic timing engine")
+
+    def config(self) -> StackConfig:
+        models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
+        return StackConfig(
+            models=models, fixed_ports=not self.free_ports, home=self.home.resolve(), supervised=True, label="make up"
+        )
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "run" / "stack.json"
+
+
+def write_state(path: Path, stack: Stack | None, state: str, error: str = "") -> None:
+    """What `make up`, `make down` and the tests read: the supervisor's pid, the ports and each process."""
+    processes = {
+        child.name: {"pid": child.pid, "restarts": child.restarts, "info": child.spec.info, "log": str(child.log)}
+        for child in (stack.children if stack else [])
+    }
+    document = {
+        "supervisor_pid": os.getpid(),
+        "state": state,
+        "error": error,
+        "ports": asdict(stack.ports) if stack else {},
+        "processes": processes,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=1))
+    temporary.replace(path)  # atomic, so a reader never sees half a file
+
+
+async def supervise_local(settings: LocalStackSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stack = Stack(settings.config())
+    path = settings.state_file
+
+    def progress(child: Child) -> None:
+        print(f"  ready  {child.name:32} {child.spec.info}", flush=True)
+        write_state(path, stack, "starting")
+
+    def restarted(child: Child, code: int | None) -> None:
+        print(f"  restarted {child.name} (exit {code}), restart #{child.restarts}", flush=True)
+        write_state(path, stack, "ready")
+
+    write_state(path, stack, "starting")
+    try:
+        await stack.start(progress)
+    except Exception as error:
+        write_state(path, stack, "failed", f"{type(error).__name__}: {error}")
+        await stack.stop()
+        return
+    write_state(path, stack, "ready")
+    await stack.supervise(stop, restarted)
+    write_state(path, stack, "stopping")
+    await stack.stop()
+    write_state(path, None, "stopped")
+
+
+def launch_supervisor(settings: LocalStackSettings) -> Child:
+    """Start `python -m tools.stack supervise` in its own session, so the stack outlives `make up`."""
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    spec = ProcessSpec("supervisor", (sys.executable, "-m", "tools.stack", "supervise"))
+    return Child(spec, log_dir / "supervisor.log").spawn()
+
+
+def main() -> None:
+    if sys.argv[1:] != ["supervise"]:
+        sys.exit("usage: python -m tools.stack supervise   (make up runs it)")
+    asyncio.run(supervise_local(LocalStackSettings()))
+
+
+if __name__ == "__main__":
+    main()
