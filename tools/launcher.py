@@ -124,7 +124,7 @@ async def wait_registered(target: str, timeout_s: float = 60) -> None:
         api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         while time.monotonic() < deadline:
             listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
-            serving = {m.metadata.model_id for m in listing.models if m.health == types_pb2.HEALTH_STATE_SERVING}
+            serving = {m.model_id for m in listing.models if m.health == types_pb2.HEALTH_STATE_SERVING}
             if serving >= set(EXPECTED_MODELS):
                 return
             await asyncio.sleep(0.2)

@@ -55,7 +55,7 @@ async def rag_stack(
 
     async def both_registered() -> bool:
         listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-        return {m.metadata.model_id for m in listing.models} == {"rag-fake", "minilm-l6-v2"}
+        return {m.model_id for m in listing.models} == {"rag-fake", "minilm-l6-v2"}
 
     await eventually(both_registered, timeout_s=20)
     yield orchestrator, embed

@@ -243,7 +243,7 @@ class Stack:
                 listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
                 for model in listing.models:
                     if (
-                        model.metadata.model_id == c.model_id
+                        model.model_id == c.model_id
                         and model.health == types_pb2.HEALTH_STATE_SERVING
                         and model.capacity >= c.max_concurrency * c.replicas
                     ):
