@@ -172,6 +172,16 @@ async def test_embed_through_envoy(stack: Stack) -> None:
     assert "InvalidArgument" in empty.stderr and "texts" in empty.stderr, empty.stderr
 
 
+async def test_cli_lists_models_and_embeds_through_envoy(stack: Stack) -> None:
+    cli = (sys.executable, "-m", "orchestrator_svc.cli", "--target", stack.envoy.target)
+    models = await run(*cli, "models")
+    assert models.returncode == 0, models.stderr
+    assert f"{DEFAULT_MODEL_ID} " in models.stdout and "serving" in models.stdout
+    embedded = await run(*cli, "embed", "What does yield do?")
+    assert embedded.returncode == 0, embedded.stderr
+    assert embedded.stdout.startswith("384-d") and "minilm-l6-v2" in embedded.stderr
+
+
 async def test_health_through_envoy_and_directly_as_a_probe_would(stack: Stack) -> None:
     grpcurl = tool("grpcurl")
     for target in (stack.envoy.target, stack.orchestrator.address):
