@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench gen lint check-gen browser
+.PHONY: setup demo up down status test bench gen lint check-gen browser api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -63,10 +63,13 @@ check-gen: setup
 	diff -r web/src/gen build/gen-check/web/src/gen
 	@echo "gen/ and web/src/gen/ are fresh"
 
+# The public API (llmorch.v1) against its committed baseline; refresh the baseline only with an ADR for the break.
+api-baseline: setup
+	tools/check_breaking.sh --refresh
+
 lint: setup check-gen
 	buf lint
-	if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
-		buf breaking --against '.git#branch=main'; fi
+	tools/check_breaking.sh
 	envoy --mode validate -c envoy/envoy.yaml --disable-hot-restart --log-level warn
 	cd web && node_modules/.bin/tsc --noEmit -p .
 	ruff check .

@@ -10,6 +10,7 @@ from llmorch_common.constants import (
     ORCHESTRATOR_PORT,
     TEMPORAL_PORT,
 )
+from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS
 
 
 class EmbedSettings(BaseSettings):
@@ -32,10 +33,13 @@ class EmbedSettings(BaseSettings):
         default=f"localhost:{ORCHESTRATOR_PORT}", description="RegistryService host:port; empty: none"
     )
     max_batch: int = Field(
-        default=256, ge=1, le=4096, description="Most texts per Embed call; more is INVALID_ARGUMENT"
+        default=MAX_EMBED_TEXTS, ge=1, le=4096, description="Most texts per Embed call; more is INVALID_ARGUMENT"
     )
     max_text_chars: int = Field(
-        default=20000, ge=1, le=1_000_000, description="Longest text, in characters; more is INVALID_ARGUMENT"
+        default=MAX_EMBED_TEXT_CHARS,
+        ge=1,
+        le=1_000_000,
+        description="Longest text, in characters; more is INVALID_ARGUMENT",
     )
     max_tokens: int = Field(
         default=256, ge=2, le=512, description="Tokens per text incl. [CLS]/[SEP]; longer texts are truncated"

@@ -1,40 +1,27 @@
 """EmbeddingService transport: protobuf in and out, validation to BadRequest, the engine does the work."""
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
-from llmorch.v1 import embedding_pb2, embedding_pb2_grpc, types_pb2
+from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc, metadata_pb2
+from llmorch.v1 import types_pb2
 
 from embed_svc.config import EmbedSettings
 from embed_svc.engine import EmbeddingEngine
 from llmorch_common.constants import embedding_task_queue
-from llmorch_common.errors import FieldViolation, invalid_argument, unavailable
+from llmorch_common.errors import invalid_argument, unavailable
 from llmorch_common.grpc_edge import create_server, set_serving, unary_edge
+from llmorch_common.validation import embed_violations
 from tools.convert_minilm import ensure_minilm_gguf
 
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 
 
-def validate_texts(texts: Sequence[str], max_batch: int, max_chars: int) -> None:
-    """Name every bad field, so a client can fix the whole request at once."""
-    violations = []
-    if not texts:
-        violations.append(FieldViolation("texts", "must hold at least one text"))
-    elif len(texts) > max_batch:
-        violations.append(FieldViolation("texts", f"holds {len(texts)} texts; at most {max_batch} are allowed"))
-    for index, text in enumerate(texts):
-        if len(text) > max_chars:
-            violations.append(FieldViolation(f"texts[{index}]", f"is {len(text)} characters; at most {max_chars}"))
-    if violations:
-        raise invalid_argument(violations)
-
-
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
-    def __init__(self, metadata: types_pb2.ModelMetadata, max_batch: int, max_chars: int) -> None:
+    def __init__(self, metadata: metadata_pb2.ModelMetadata, max_batch: int, max_chars: int) -> None:
         self.metadata = metadata
         # Set once the weights are loaded; until then health says NOT_SERVING and calls get UNAVAILABLE.
         self.engine: EmbeddingEngine | None = None
@@ -46,7 +33,9 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
         texts = list(request.texts)
-        validate_texts(texts, self._max_batch, self._max_chars)
+        violations = embed_violations(texts, self._max_batch, self._max_chars)
+        if violations:
+            raise invalid_argument(violations)
         engine = self._ready_engine()
         batch = await engine.embed(texts)
         embeddings = [
@@ -81,8 +70,8 @@ def register(server: grpc.aio.Server, servicer: EmbeddingServicer) -> list[str]:
     return [SERVICE_NAME]
 
 
-def build_metadata(settings: EmbedSettings, port: int) -> types_pb2.ModelMetadata:
-    return types_pb2.ModelMetadata(
+def build_metadata(settings: EmbedSettings, port: int) -> metadata_pb2.ModelMetadata:
+    return metadata_pb2.ModelMetadata(
         model_id=settings.model_id,
         model_name=settings.model_name,
         model_type=types_pb2.MODEL_TYPE_EMBEDDING,
@@ -99,7 +88,7 @@ def build_metadata(settings: EmbedSettings, port: int) -> types_pb2.ModelMetadat
 
 async def start_server(settings: EmbedSettings) -> EmbeddingServer:
     """Bind and start at once, NOT_SERVING: probes can reach the process while the weights load."""
-    servicer = EmbeddingServicer(types_pb2.ModelMetadata(), settings.max_batch, settings.max_text_chars)
+    servicer = EmbeddingServicer(metadata_pb2.ModelMetadata(), settings.max_batch, settings.max_text_chars)
     server, port, health = await create_server(lambda s: register(s, servicer), settings.port, settings.host)
     servicer.metadata = build_metadata(settings, port)
     await server.start()

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import grpc
-from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
+from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker

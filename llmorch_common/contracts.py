@@ -5,6 +5,10 @@ from dataclasses import dataclass, field
 GENERATE_ACTIVITY = "generate"
 EMBED_ACTIVITY = "embed"
 STREAM_SIGNAL = "append_delta"
+# finish_reason words in results (strings, so recorded histories stay as they are); the wire enum is FinishReason.
+STOP = "stop"
+LENGTH = "length"
+CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -108,11 +108,16 @@ def stream_edge(method: Handler) -> Handler:
 
 
 async def create_server(
-    register: Callable[[grpc.aio.Server], Iterable[str]], port: int, host: str = "0.0.0.0"
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    port: int,
+    host: str = "0.0.0.0",
+    unlisted: Collection[str] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build a server with health (NOT_SERVING until the caller says otherwise) and reflection.
 
     `register` adds the servicers and returns their full service names, taken from descriptors.
+    Names in `unlisted` are served and health-checked but left out of reflection: on a public port, reflection
+    reaches users (Envoy proxies it), so it lists only the public API.
     Port 0 binds a free port; the real one is returned.
     """
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
@@ -121,8 +126,9 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in [*service_names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    listed = [name for name in service_names if name not in unlisted]
     reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        [*listed, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     bound_port = server.add_insecure_port(f"{host}:{port}")
     return server, bound_port, health_servicer

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+from llmorch.internal.v1 import metadata_pb2, registry_pb2, registry_pb2_grpc
 
 from llmorch_common.grpc_edge import make_channel
 
@@ -15,7 +15,7 @@ REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"]
 
 
 class Registration:
-    def __init__(self, registry_address: str, metadata: types_pb2.ModelMetadata, interval_s: float) -> None:
+    def __init__(self, registry_address: str, metadata: metadata_pb2.ModelMetadata, interval_s: float) -> None:
         self._channel = make_channel(registry_address, REGISTRY_SERVICE)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._metadata = metadata

@@ -1,6 +1,7 @@
-"""Input rules for generation requests, shared by the public API and every ModelService so both say the same."""
+"""Input rules for generation and embedding requests, shared by the public API and the internal services alike."""
 
 import re
+from collections.abc import Sequence
 
 from llmorch.v1 import types_pb2
 
@@ -15,6 +16,9 @@ MAX_STOP_CHARS = 64
 ROLES = ("system", "user", "assistant")
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DEFAULT_SAMPLING = Sampling()
+# The public Embed's documented limits; EmbeddingService defaults to the same and may be configured lower.
+MAX_EMBED_TEXTS = 256
+MAX_EMBED_TEXT_CHARS = 20_000
 
 
 def generation_violations(
@@ -60,6 +64,21 @@ def _sampling_violations(sampling: types_pb2.SamplingParams, prefix: str) -> lis
     for index, stop in enumerate(sampling.stop):
         if not stop or len(stop) > MAX_STOP_CHARS:
             violations.append(FieldViolation(f"{prefix}stop[{index}]", f"must be 1 to {MAX_STOP_CHARS} characters"))
+    return violations
+
+
+def embed_violations(
+    texts: Sequence[str], max_texts: int = MAX_EMBED_TEXTS, max_chars: int = MAX_EMBED_TEXT_CHARS
+) -> list[FieldViolation]:
+    """Name every bad text, so a client can fix the whole batch at once; empty strings are allowed."""
+    violations = []
+    if not texts:
+        violations.append(FieldViolation("texts", "must hold at least one text"))
+    elif len(texts) > max_texts:
+        violations.append(FieldViolation("texts", f"holds {len(texts)} texts; at most {max_texts} are allowed"))
+    for index, text in enumerate(texts):
+        if len(text) > max_chars:
+            violations.append(FieldViolation(f"texts[{index}]", f"is {len(text)} characters; at most {max_chars}"))
     return violations
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from llmorch_common.contracts import ChatTurn, Sampling
+from llmorch_common.contracts import CANCELLED, LENGTH, ChatTurn, Sampling
 from llmorch_common.errors import PlatformError, out_of_range, resource_exhausted
 
 
@@ -98,7 +98,7 @@ class LlamaEngine:
         started = time.perf_counter()
         first_token_at: float | None = None
         pieces: list[str] = []
-        finish_reason = "length"
+        finish_reason = LENGTH
         stream: Any = self._llama.create_completion(
             tokens,
             max_tokens=sampling.max_tokens,
@@ -119,7 +119,7 @@ class LlamaEngine:
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
                 if cancelled.is_set():
-                    finish_reason = "cancelled"
+                    finish_reason = CANCELLED
                     break
         finally:
             stream.close()  # frees the context at once when cancelled mid-generation
@@ -149,12 +149,12 @@ class FakeEngine:
         first_token_at: float | None = None
         for index, word in enumerate(words):
             if cancelled.wait(self._first_token_s if index == 0 else self._token_s):
-                return _result("".join(pieces), "cancelled", prompt_tokens, index, started, first_token_at)
+                return _result("".join(pieces), CANCELLED, prompt_tokens, index, started, first_token_at)
             first_token_at = first_token_at or time.perf_counter()
             piece = word if index == 0 else " " + word
             pieces.append(piece)
             on_delta(piece)
-        return _result("".join(pieces), "length", prompt_tokens, len(words), started, first_token_at)
+        return _result("".join(pieces), LENGTH, prompt_tokens, len(words), started, first_token_at)
 
 
 def _result(

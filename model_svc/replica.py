@@ -5,6 +5,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from llmorch.internal.v1 import metadata_pb2
 from llmorch.v1 import types_pb2
 from temporalio.client import Client
 
@@ -21,9 +22,9 @@ from model_svc.worker import ModelActivities, create_worker
 log = logging.getLogger(__name__)
 
 
-def build_metadata(settings: ModelSettings, port: int) -> types_pb2.ModelMetadata:
+def build_metadata(settings: ModelSettings, port: int) -> metadata_pb2.ModelMetadata:
     entry = CATALOG.get(settings.model_id) or fallback_entry(settings.model_id)
-    return types_pb2.ModelMetadata(
+    return metadata_pb2.ModelMetadata(
         model_id=settings.model_id,
         model_name=settings.model_name or entry.model_name,
         model_type=types_pb2.MODEL_TYPE_LLM,
@@ -56,7 +57,7 @@ def load_engines(settings: ModelSettings) -> list[Engine]:
 class ModelReplica:
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
-        self.servicer = ModelServicer(types_pb2.ModelMetadata())
+        self.servicer = ModelServicer(metadata_pb2.ModelMetadata())
         self._tasks: list[asyncio.Task[None]] = []
         self._drained = False
 
@@ -85,7 +86,7 @@ class ModelReplica:
         log.info("SERVING %s on %s, polling %s", settings.model_id, self.port, self.metadata.task_queue)
 
     @property
-    def metadata(self) -> types_pb2.ModelMetadata:
+    def metadata(self) -> metadata_pb2.ModelMetadata:
         return self.servicer.metadata
 
     async def set_serving(self, serving: bool) -> None:

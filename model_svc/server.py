@@ -4,10 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import grpc
-from llmorch.v1 import model_pb2, model_pb2_grpc, types_pb2
+from llmorch.internal.v1 import metadata_pb2, model_pb2, model_pb2_grpc
+from llmorch.v1 import types_pb2
 from prometheus_client import Gauge, Histogram
 
 from llmorch_common.errors import unavailable
+from llmorch_common.finish_reason import finish_reason_to_proto
 from llmorch_common.grpc_edge import stream_edge, unary_edge
 from llmorch_common.validation import check_generation, resolve_sampling, to_turns
 from model_svc.engine import EnginePool, GenerationRequest, GenerationResult
@@ -26,7 +28,7 @@ SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    def __init__(self, metadata: types_pb2.ModelMetadata) -> None:
+    def __init__(self, metadata: metadata_pb2.ModelMetadata) -> None:
         self.metadata = metadata
         self.pool: EnginePool | None = None  # set once the weights are loaded
         self.draining = False
@@ -35,7 +37,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     def in_flight(self) -> int:
         return self.pool.in_flight if self.pool else 0
 
-    def _request(self, request: model_pb2.ModelServiceGenerateRequest) -> tuple[EnginePool, GenerationRequest]:
+    def _request(self, request: model_pb2.GenerateRequest) -> tuple[EnginePool, GenerationRequest]:
         check_generation(list(request.messages), request.prompt, request.sampling)
         if self.pool is None or self.draining:
             raise unavailable(f"model {self.metadata.model_id} is {'draining' if self.draining else 'loading'}")
@@ -44,12 +46,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         )
         return self.pool, generation
 
-    def _response(self, result: GenerationResult) -> model_pb2.ModelServiceGenerateResponse:
+    def _response(self, result: GenerationResult) -> model_pb2.GenerateResponse:
         TIME_TO_FIRST_TOKEN.labels(self.metadata.model_id).observe(result.time_to_first_token_ms / 1000)
         GENERATION_TIME.labels(self.metadata.model_id).observe(result.generation_ms / 1000)
-        return model_pb2.ModelServiceGenerateResponse(
+        return model_pb2.GenerateResponse(
             text=result.text,
-            finish_reason=result.finish_reason,
+            finish_reason=finish_reason_to_proto(result.finish_reason),
             usage=types_pb2.Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
             time_to_first_token_ms=result.time_to_first_token_ms,
             generation_ms=result.generation_ms,
@@ -58,23 +60,23 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     @unary_edge
     async def Generate(
-        self, request: model_pb2.ModelServiceGenerateRequest, context: grpc.aio.ServicerContext
-    ) -> model_pb2.ModelServiceGenerateResponse:
+        self, request: model_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.GenerateResponse:
         pool, generation = self._request(request)
         return self._response(await pool.generate(generation))
 
     @stream_edge
     async def GenerateStream(
-        self, request: model_pb2.ModelServiceGenerateStreamRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[model_pb2.ModelServiceGenerateStreamResponse]:
+        self, request: model_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[model_pb2.GenerateStreamResponse]:
         pool, generation = self._request(request.generation)
         # aclosing: when the client goes away, the generation stops and its context is freed at once.
         async with aclosing(pool.stream(generation)) as items:
             async for item in items:
                 if isinstance(item, GenerationResult):
-                    yield model_pb2.ModelServiceGenerateStreamResponse(final=self._response(item))
+                    yield model_pb2.GenerateStreamResponse(final=self._response(item))
                 else:
-                    yield model_pb2.ModelServiceGenerateStreamResponse(delta=item)
+                    yield model_pb2.GenerateStreamResponse(delta=item)
 
     @unary_edge
     async def GetModelInfo(

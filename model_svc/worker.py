@@ -6,7 +6,7 @@ from contextlib import suppress
 from datetime import timedelta
 
 import grpc
-from llmorch.v1 import model_pb2, model_pb2_grpc
+from llmorch.internal.v1 import model_pb2, model_pb2_grpc
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from llmorch_common.activity_support import activity_error, remaining_s
 from llmorch_common.contracts import GENERATE_ACTIVITY, STREAM_SIGNAL, GenerateInput, GenerateOutput, StreamDelta
+from llmorch_common.finish_reason import finish_reason_from_proto
 from llmorch_common.grpc_edge import make_channel
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
 
@@ -29,7 +30,7 @@ class ModelActivities:
 
     @activity.defn(name=GENERATE_ACTIVITY)
     async def generate(self, request: GenerateInput) -> GenerateOutput:
-        proto = model_pb2.ModelServiceGenerateRequest(
+        proto = model_pb2.GenerateRequest(
             request_id=request.request_id,
             messages=turns_to_proto(request.messages),
             prompt=request.prompt,
@@ -49,7 +50,7 @@ class ModelActivities:
             heartbeats.cancel()
         return GenerateOutput(
             text=response.text,
-            finish_reason=response.finish_reason,
+            finish_reason=finish_reason_from_proto(response.finish_reason),
             prompt_tokens=response.usage.prompt_tokens,
             completion_tokens=response.usage.completion_tokens,
             time_to_first_token_ms=response.time_to_first_token_ms,
@@ -59,8 +60,8 @@ class ModelActivities:
         )
 
     async def _generate_streaming(
-        self, proto: model_pb2.ModelServiceGenerateRequest, request: GenerateInput
-    ) -> model_pb2.ModelServiceGenerateResponse:
+        self, proto: model_pb2.GenerateRequest, request: GenerateInput
+    ) -> model_pb2.GenerateResponse:
         workflow = self._client.get_workflow_handle(request.stream_to_workflow_id)
         pending: list[str] = []
         last_flush = 0.0  # the first delta goes out at once: time to first token is what users feel
@@ -72,13 +73,11 @@ class ModelActivities:
                 pending.clear()
             last_flush = time.monotonic()
 
-        stream = self._stub.GenerateStream(
-            model_pb2.ModelServiceGenerateStreamRequest(generation=proto), timeout=remaining_s()
-        )
+        stream = self._stub.GenerateStream(model_pb2.GenerateStreamRequest(generation=proto), timeout=remaining_s())
         async for chunk in stream:
             if chunk.HasField("final"):
                 await flush()
-                final: model_pb2.ModelServiceGenerateResponse = chunk.final
+                final: model_pb2.GenerateResponse = chunk.final
                 return final
             pending.append(chunk.delta)
             if time.monotonic() - last_flush >= STREAM_FLUSH_INTERVAL_S:

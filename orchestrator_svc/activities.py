@@ -3,7 +3,8 @@
 from collections.abc import Awaitable, Callable
 
 import grpc
-from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+from llmorch.v1 import types_pb2
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -45,7 +46,7 @@ class RemoteRegistry:
     async def list_llms(self) -> list[registry_pb2.RegisteredModel]:
         try:
             listing = await self._stub.ListModels(
-                registry_pb2.RegistryServiceListModelsRequest(model_type=types_pb2.MODEL_TYPE_LLM), timeout=5
+                registry_pb2.ListModelsRequest(model_type=types_pb2.MODEL_TYPE_LLM), timeout=5
             )
         except grpc.aio.AioRpcError as error:
             raise ApplicationError(f"registry unreachable: {error.details()}", type="UNAVAILABLE") from None

@@ -1,4 +1,4 @@
-"""OrchestratorService: validates a request, runs it as one InferenceWorkflow, and returns or streams the result."""
+"""OrchestratorService: each Generate runs as one InferenceWorkflow; ListModels and Embed read the internal services."""
 
 import contextlib
 import hashlib
@@ -31,9 +31,18 @@ from llmorch_common.errors import (
     not_found,
     resource_exhausted,
 )
+from llmorch_common.finish_reason import finish_reason_to_proto
 from llmorch_common.grpc_edge import stream_edge, unary_edge
-from llmorch_common.validation import REQUEST_ID_PATTERN, generation_violations, resolve_sampling, to_turns
+from llmorch_common.validation import (
+    REQUEST_ID_PATTERN,
+    embed_violations,
+    generation_violations,
+    resolve_sampling,
+    to_turns,
+)
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.embedding_client import EmbeddingClient
+from orchestrator_svc.public_model import public_model
 from orchestrator_svc.registry_server import RegistryServicer
 from orchestrator_svc.retrieval_server import DEFAULT_TOP_K, MAX_TOP_K
 from orchestrator_svc.vectorstore.base import VectorStore
@@ -66,7 +75,7 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
     return orchestrator_pb2.GenerateResponse(
         request_id=result.request_id,
         text=result.text,
-        finish_reason=result.finish_reason,
+        finish_reason=finish_reason_to_proto(result.finish_reason),
         provenance=types_pb2.Provenance(
             model_id=result.model_id,
             selection_reason=result.selection_reason,
@@ -101,9 +110,15 @@ def workflow_error(error: WorkflowFailureError) -> PlatformError:
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(
-        self, client: Client, settings: OrchestratorSettings, registry: RegistryServicer, store: VectorStore
+        self,
+        client: Client,
+        settings: OrchestratorSettings,
+        registry: RegistryServicer,
+        store: VectorStore,
+        embeddings: EmbeddingClient,
     ) -> None:
         self._store = store
+        self._embeddings = embeddings
         self._client = client
         self._in_flight = 0
         self._settings = settings
@@ -276,7 +291,25 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def ListModels(
         self, request: orchestrator_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.ListModelsResponse:
-        return orchestrator_pb2.ListModelsResponse(models=await self._registry.list_models(request.model_type))
+        models = await self._registry.list_models(request.model_type)
+        return orchestrator_pb2.ListModelsResponse(models=[public_model(m) for m in models])
+
+    @unary_edge
+    async def Embed(
+        self, request: orchestrator_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.EmbedResponse:
+        texts = list(request.texts)
+        violations = embed_violations(texts)
+        if violations:
+            raise invalid_argument(violations)
+        embedded = await self._embeddings.embed_with_counts(texts)
+        return orchestrator_pb2.EmbedResponse(
+            model_id=embedded.model_id,
+            embeddings=[
+                orchestrator_pb2.Embedding(values=vector, token_count=count)
+                for vector, count in zip(embedded.vectors, embedded.token_counts, strict=True)
+            ],
+        )
 
 
 def register(server: grpc.aio.Server, servicer: OrchestratorServicer) -> list[str]:

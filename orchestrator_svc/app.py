@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health
-from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+from llmorch.v1 import types_pb2
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -56,7 +57,7 @@ async def start_api(
     retrieval = retrieval_server.RetrievalServicer(
         client, settings.task_queue, resources.store, resources.staging, resources.embeddings
     )
-    servicer = api.OrchestratorServicer(client, settings, registry_servicer, resources.store)
+    servicer = api.OrchestratorServicer(client, settings, registry_servicer, resources.store, resources.embeddings)
 
     def register(server: grpc.aio.Server) -> list[str]:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry_servicer, server)
@@ -66,7 +67,10 @@ async def start_api(
             registry_server.SERVICE_NAME,
         ]
 
-    server, port, health_servicer = await create_server(register, settings.port, settings.host)
+    # RegistryService still shares this port (an internal listener is planned), but reflection here is public.
+    server, port, health_servicer = await create_server(
+        register, settings.port, settings.host, unlisted=[registry_server.SERVICE_NAME]
+    )
     names = [api.SERVICE_NAME, retrieval_server.SERVICE_NAME, registry_server.SERVICE_NAME]
     started = ApiServer(server, port, health_servicer, registry, names)
     if embedded_worker:

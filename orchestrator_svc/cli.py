@@ -1,11 +1,11 @@
-"""Command line for the public API: `python -m orchestrator_svc.cli ingest|query|ask` (see --help)."""
+"""Command line for the public API: `python -m orchestrator_svc.cli models|ingest|query|ask|embed` (see --help)."""
 
 import argparse
 import asyncio
 import sys
 from pathlib import Path
 
-from llmorch.v1 import retrieval_pb2
+from llmorch.v1 import retrieval_pb2, types_pb2
 
 from llmorch_common.constants import ORCHESTRATOR_PORT
 from orchestrator_svc.client import OrchestratorClient, question_request
@@ -40,6 +40,25 @@ async def query(client: OrchestratorClient, args: argparse.Namespace) -> None:
         print(f"{hit.score:.3f}  {hit.chunk_id:28}  {preview}")
 
 
+async def models(client: OrchestratorClient, args: argparse.Namespace) -> None:
+    for model in await client.list_models():
+        kind = types_pb2.ModelType.Name(model.model_type).removeprefix("MODEL_TYPE_").lower()
+        health = types_pb2.HealthState.Name(model.health).removeprefix("HEALTH_STATE_").lower()
+        default = " default" if model.is_default else ""
+        print(
+            f"{model.model_id:24} {kind:9} {health:11} load {model.in_flight}/{model.capacity}, "
+            f"queued {model.queue_depth}, priority {model.priority}{default}"
+        )
+
+
+async def embed(client: OrchestratorClient, args: argparse.Namespace) -> None:
+    reply = await client.embed(args.texts)
+    for text, embedding in zip(args.texts, reply.embeddings, strict=True):
+        head = ", ".join(f"{v:+.3f}" for v in embedding.values[:4])
+        print(f"{len(embedding.values)}-d, {embedding.token_count} tokens  [{head}, ...]  {text[:60]!r}")
+    print(f"model: {reply.model_id}", file=sys.stderr)
+
+
 async def ask(client: OrchestratorClient, args: argparse.Namespace) -> None:
     request = question_request(args.question, args.model, args.collection or "", args.top_k, args.max_tokens)
     async for event in client.stream(request):
@@ -59,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m orchestrator_svc.cli", description=__doc__)
     root.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}", help="API host:port (or Envoy :8080)")
     commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("models", help="list the models with their health and load")
+    embed_cmd = commands.add_parser("embed", help="embed texts with the platform's embedding model")
+    embed_cmd.add_argument("texts", nargs="+")
     ingest_cmd = commands.add_parser("ingest", help="ingest files, or the Python reference with --pydoc")
     ingest_cmd.add_argument("files", nargs="*")
     ingest_cmd.add_argument("--pydoc", action="store_true", help="ingest the Python Language Reference")
@@ -78,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    commands = {"ingest": ingest, "query": query, "ask": ask}
+    commands = {"models": models, "ingest": ingest, "query": query, "ask": ask, "embed": embed}
     async with OrchestratorClient(args.target) as client:
         await commands[args.command](client, args)
 

@@ -1,16 +1,10 @@
 """Python client helpers for the public API: one channel, typed calls, ingestion with progress."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 
-from llmorch.v1 import (
-    orchestrator_pb2,
-    orchestrator_pb2_grpc,
-    retrieval_pb2,
-    retrieval_pb2_grpc,
-    types_pb2,
-)
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc, types_pb2
 
 from llmorch_common.grpc_edge import make_channel
 
@@ -62,6 +56,18 @@ class OrchestratorClient:
         call = self.api.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request), timeout=timeout_s)
         async for event in call:
             yield event
+
+    async def list_models(
+        self, model_type: types_pb2.ModelType.ValueType = types_pb2.MODEL_TYPE_UNSPECIFIED, timeout_s: float = 10
+    ) -> list[orchestrator_pb2.Model]:
+        reply = await self.api.ListModels(orchestrator_pb2.ListModelsRequest(model_type=model_type), timeout=timeout_s)
+        return list(reply.models)
+
+    async def embed(self, texts: Sequence[str], timeout_s: float = 120) -> orchestrator_pb2.EmbedResponse:
+        reply: orchestrator_pb2.EmbedResponse = await self.api.Embed(
+            orchestrator_pb2.EmbedRequest(texts=list(texts)), timeout=timeout_s
+        )
+        return reply
 
     async def ensure_collection(self, name: str) -> retrieval_pb2.Collection:
         listing = await self.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())

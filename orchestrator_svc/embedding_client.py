@@ -1,8 +1,9 @@
-"""EmbeddingService client for the API's Query and the ingestion activity: batches, and keeps one channel."""
+"""EmbeddingService client for Query, the ingestion activity and the public Embed: batches, and keeps one channel."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
+from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from llmorch_common.grpc_edge import make_channel
 
@@ -10,19 +11,35 @@ from llmorch_common.grpc_edge import make_channel
 BATCH = 32
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """One unit-norm vector and one token count (after truncation) per text, in order, and the model that made them."""
+
+    model_id: str
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+
 class EmbeddingClient:
     def __init__(self, address: str) -> None:
         self._channel = make_channel(address, embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"])
         self._stub = embedding_pb2_grpc.EmbeddingServiceStub(self._channel)
 
-    async def embed(self, texts: Sequence[str], timeout_s: float = 60.0) -> list[list[float]]:
+    async def embed_with_counts(self, texts: Sequence[str], timeout_s: float = 60.0) -> Embedded:
+        model_id = ""
         vectors: list[list[float]] = []
+        token_counts: list[int] = []
         for start in range(0, len(texts), BATCH):
             reply = await self._stub.Embed(
                 embedding_pb2.EmbedRequest(texts=list(texts[start : start + BATCH])), timeout=timeout_s
             )
+            model_id = reply.model_id
             vectors.extend(list(embedding.values) for embedding in reply.embeddings)
-        return vectors
+            token_counts.extend(embedding.token_count for embedding in reply.embeddings)
+        return Embedded(model_id, vectors, token_counts)
+
+    async def embed(self, texts: Sequence[str], timeout_s: float = 60.0) -> list[list[float]]:
+        return (await self.embed_with_counts(texts, timeout_s)).vectors
 
     async def close(self) -> None:
         await self._channel.close()

@@ -10,7 +10,8 @@ from pathlib import Path
 import aiosqlite
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from llmorch.v1 import registry_pb2, types_pb2
+from llmorch.internal.v1 import metadata_pb2, registry_pb2
+from llmorch.v1 import types_pb2
 
 from llmorch_common.errors import FieldViolation, invalid_argument, not_found
 
@@ -34,7 +35,7 @@ WATCH_CHANNEL_OPTIONS = [
 WATCH_RETRY_S = 0.2
 
 
-def metadata_violations(metadata: types_pb2.ModelMetadata) -> list[FieldViolation]:
+def metadata_violations(metadata: metadata_pb2.ModelMetadata) -> list[FieldViolation]:
     violations = []
 
     def bad(name: str, description: str) -> None:
@@ -55,7 +56,7 @@ def metadata_violations(metadata: types_pb2.ModelMetadata) -> list[FieldViolatio
 
 @dataclass
 class ReplicaState:
-    metadata: types_pb2.ModelMetadata
+    metadata: metadata_pb2.ModelMetadata
     registered_seq: int
     health: types_pb2.HealthState.ValueType = types_pb2.HEALTH_STATE_UNSPECIFIED
     in_flight: int = 0
@@ -79,7 +80,7 @@ class Registry:
         await self._db.commit()
         async with self._db.execute("SELECT metadata, registered_seq FROM replicas ORDER BY registered_seq") as rows:
             async for blob, seq in rows:
-                metadata = types_pb2.ModelMetadata.FromString(blob)
+                metadata = metadata_pb2.ModelMetadata.FromString(blob)
                 self._replicas[(metadata.model_id, metadata.endpoint)] = ReplicaState(metadata, seq)
                 self._seq = max(self._seq, seq)
                 self._watch(metadata.endpoint)
@@ -100,7 +101,7 @@ class Registry:
         assert self._db is not None, "Registry.open() first"
         return self._db
 
-    async def register(self, metadata: types_pb2.ModelMetadata) -> registry_pb2.RegisteredModel:
+    async def register(self, metadata: metadata_pb2.ModelMetadata) -> registry_pb2.RegisteredModel:
         violations = metadata_violations(metadata)
         if violations:
             raise invalid_argument(violations)
@@ -122,7 +123,7 @@ class Registry:
         self._watch(metadata.endpoint)
         return self.model(metadata.model_id)
 
-    async def _demote_other_defaults(self, metadata: types_pb2.ModelMetadata) -> None:
+    async def _demote_other_defaults(self, metadata: metadata_pb2.ModelMetadata) -> None:
         """Two defaults of one type conflict; the newest registration wins and the older loses its flag."""
         for state in self._replicas.values():
             other = state.metadata

@@ -1,7 +1,8 @@
 """RegistryService transport over the Registry."""
 
 import grpc
-from llmorch.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+from llmorch.v1 import types_pb2
 
 from llmorch_common.grpc_edge import unary_edge
 from orchestrator_svc.queue_stats import QueueStats
@@ -48,9 +49,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     @unary_edge
     async def ListModels(
-        self, request: registry_pb2.RegistryServiceListModelsRequest, context: grpc.aio.ServicerContext
-    ) -> registry_pb2.RegistryServiceListModelsResponse:
-        return registry_pb2.RegistryServiceListModelsResponse(models=await self.list_models(request.model_type))
+        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelsResponse:
+        return registry_pb2.ListModelsResponse(models=await self.list_models(request.model_type))
 
     @unary_edge
     async def GetModel(

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from llmorch.v1 import orchestrator_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
+from llmorch.internal.v1 import registry_pb2_grpc
+from llmorch.v1 import orchestrator_pb2_grpc, retrieval_pb2_grpc
 from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 

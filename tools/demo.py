@@ -2,7 +2,7 @@
 
 import sys
 
-from llmorch.v1 import orchestrator_pb2, types_pb2
+from llmorch.v1 import types_pb2
 
 from orchestrator_svc.cli import progress_bar
 from orchestrator_svc.client import OrchestratorClient, question_request
@@ -13,13 +13,11 @@ QUESTION = "What does the assert statement do when optimization is requested?"
 
 async def run_demo(target: str) -> None:
     async with OrchestratorClient(target) as client:
-        listing = await client.api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=10)
         print("\nRegistered models:")
-        for model in listing.models:
-            meta = model.metadata
+        for model in await client.list_models():
             print(
-                f"  {meta.model_id:24} {types_pb2.ModelType.Name(meta.model_type):22} priority={meta.priority:<4} "
-                f"default={meta.default_flag!s:5} health={types_pb2.HealthState.Name(model.health)}"
+                f"  {model.model_id:24} {types_pb2.ModelType.Name(model.model_type):22} priority={model.priority:<4} "
+                f"default={model.is_default!s:5} health={types_pb2.HealthState.Name(model.health)}"
             )
         collection = await client.ensure_collection(DEMO_COLLECTION)
         if collection.chunk_count == 0:

@@ -546,9 +546,7 @@ class Stack:
             while time.monotonic() < deadline:
                 listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
                 seen = {
-                    m.metadata.model_id: m.capacity or 1
-                    for m in listing.models
-                    if m.health == types_pb2.HEALTH_STATE_SERVING
+                    m.model_id: m.capacity or 1 for m in listing.models if m.health == types_pb2.HEALTH_STATE_SERVING
                 }
                 if all(seen.get(model, 0) >= capacity for model, capacity in expected.items()):
                     return

@@ -18,7 +18,8 @@ from helpers import (
     stop_orchestrator,
     worker_process,
 )
-from llmorch.v1 import model_pb2, model_pb2_grpc, orchestrator_pb2, types_pb2
+from llmorch.internal.v1 import model_pb2, model_pb2_grpc
+from llmorch.v1 import orchestrator_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -44,9 +45,7 @@ async def wait_generation_running(client: Client, workflow_id: str) -> None:
 async def wait_serving(orchestrator: Orchestrator, model_id: str) -> None:
     async def serving() -> bool:
         listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-        return any(
-            m.metadata.model_id == model_id and m.health == types_pb2.HEALTH_STATE_SERVING for m in listing.models
-        )
+        return any(m.model_id == model_id and m.health == types_pb2.HEALTH_STATE_SERVING for m in listing.models)
 
     await eventually(serving, timeout_s=20)
 
@@ -123,7 +122,7 @@ async def test_sigterm_drains_in_flight_work_and_ends_not_serving(
         health = health_pb2_grpc.HealthStub(channel)
         in_flight = asyncio.ensure_future(
             stub.Generate(
-                model_pb2.ModelServiceGenerateRequest(prompt="x", sampling=types_pb2.SamplingParams(max_tokens=40)),
+                model_pb2.GenerateRequest(prompt="x", sampling=types_pb2.SamplingParams(max_tokens=40)),
                 timeout=30,
             )
         )
@@ -148,6 +147,6 @@ async def test_sigterm_drains_in_flight_work_and_ends_not_serving(
 
     async def deregistered() -> bool:
         listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-        return all(m.metadata.model_id != SLOW_MODEL for m in listing.models)
+        return all(m.model_id != SLOW_MODEL for m in listing.models)
 
     await eventually(deregistered, timeout_s=5)

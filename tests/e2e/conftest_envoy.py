@@ -57,7 +57,8 @@ def fake_answer(prompt: str) -> list[str]:
 
 
 def _build_servicers() -> tuple[Any, Any]:
-    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, registry_pb2, registry_pb2_grpc, types_pb2
+    from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
     def prompt_of(request: Any) -> str:
         return request.prompt or " ".join(m.content for m in request.messages)
@@ -77,7 +78,7 @@ def _build_servicers() -> tuple[Any, Any]:
         return orchestrator_pb2.GenerateResponse(
             request_id=request_id,
             text="".join(deltas),
-            finish_reason="stop",
+            finish_reason=types_pb2.FINISH_REASON_STOP,
             provenance=types_pb2.Provenance(
                 model_id=model_id,
                 selection_reason="user-specified" if request.model_id else "default",
@@ -112,14 +113,11 @@ def _build_servicers() -> tuple[Any, Any]:
             models = []
             for i, model_id in enumerate(FAKE_MODELS):
                 models.append(
-                    registry_pb2.RegisteredModel(
-                        metadata=types_pb2.ModelMetadata(
-                            model_id=model_id,
-                            model_type=types_pb2.MODEL_TYPE_LLM,
-                            default_flag=i == 0,
-                            max_concurrency=2,
-                            context_limit=2048,
-                        ),
+                    orchestrator_pb2.Model(
+                        model_id=model_id,
+                        model_type=types_pb2.MODEL_TYPE_LLM,
+                        is_default=i == 0,
+                        context_limit=2048,
                         health=types_pb2.HEALTH_STATE_SERVING if i == 0 else types_pb2.HEALTH_STATE_NOT_SERVING,
                         capacity=2 if i == 0 else 0,
                     )
@@ -130,14 +128,15 @@ def _build_servicers() -> tuple[Any, Any]:
         """Present on the upstream so a test can prove Envoy, not the upstream, keeps it private."""
 
         async def ListModels(self, request: Any, context: Any) -> Any:
-            return registry_pb2.RegistryServiceListModelsResponse()
+            return registry_pb2.ListModelsResponse()
 
     # Only the RPCs the front-door tests call are implemented; the rest answer UNIMPLEMENTED.
     return FakeOrchestrator(), FakeRegistry()  # type: ignore[abstract]
 
 
 async def serve_fake(port: int) -> None:
-    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, registry_pb2, registry_pb2_grpc
+    from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+    from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
     from llmorch_common.grpc_edge import create_server, set_serving
 
@@ -151,7 +150,12 @@ async def serve_fake(port: int) -> None:
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
         ]
 
-    server, bound, health_servicer = await create_server(register, port, host="127.0.0.1")
+    server, bound, health_servicer = await create_server(
+        register,
+        port,
+        host="127.0.0.1",
+        unlisted=[registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name],
+    )
     await server.start()
     await set_serving(health_servicer, ["llmorch.v1.OrchestratorService"], True)
     print(f"fake orchestrator serving on {bound}", flush=True)

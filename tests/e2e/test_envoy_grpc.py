@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from e2e.conftest_envoy import (
+    REPO_ROOT,
     WEB_DIST,
     EnvoyProcess,
     FakeUpstream,
@@ -26,6 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 ORCH = "llmorch.v1.OrchestratorService"
+# What reflection through the front door may show: public services (the fake serves only one), health, reflection.
+PUBLIC_LISTING = {ORCH, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +69,8 @@ def test_console_is_served_by_envoy(envoy: EnvoyProcess) -> None:
 def test_grpcurl_list_and_describe_through_envoy(envoy: EnvoyProcess) -> None:
     listed = grpcurl("-plaintext", envoy.target, "list")
     assert listed.returncode == 0, listed.stderr
-    services = listed.stdout.split()
-    assert ORCH in services
-    assert "grpc.health.v1.Health" in services
+    # The upstream also serves RegistryService, but reflection leaves it out, so users never see it.
+    assert set(listed.stdout.split()) == PUBLIC_LISTING
     described = grpcurl("-plaintext", envoy.target, "describe", ORCH)
     assert described.returncode == 0, described.stderr
     for rpc in ("rpc Generate", "rpc GenerateStream", "rpc ListModels", "stream .llmorch.v1.GenerateStreamResponse"):
@@ -115,10 +117,12 @@ def test_health_through_envoy_and_directly(stack: tuple[FakeUpstream, EnvoyProce
 
 def test_internal_services_are_not_exposed(stack: tuple[FakeUpstream, EnvoyProcess]) -> None:
     upstream, envoy = stack
-    method = "llmorch.v1.RegistryService/ListModels"
-    direct = grpcurl("-plaintext", "-d", "{}", f"127.0.0.1:{upstream.port}", method)
+    method = "llmorch.internal.v1.RegistryService/ListModels"
+    # Reflection does not describe it, so give grpcurl the protos, as a caller who has them would.
+    protos = ("-import-path", str(REPO_ROOT / "proto"), "-proto", "llmorch/internal/v1/registry.proto")
+    direct = grpcurl("-plaintext", *protos, "-d", "{}", f"127.0.0.1:{upstream.port}", method)
     assert direct.returncode == 0, direct.stderr  # the upstream serves it...
-    via_envoy = grpcurl("-plaintext", "-d", "{}", envoy.target, method)
+    via_envoy = grpcurl("-plaintext", *protos, "-d", "{}", envoy.target, method)
     assert via_envoy.returncode != 0  # ...but the front door does not route it
     assert "Unimplemented" in via_envoy.stderr, via_envoy.stderr
 
@@ -155,7 +159,7 @@ def test_grpc_web_unary_over_http1(envoy: EnvoyProcess) -> None:
     frames = _grpc_web_frames(body)
     assert [flag for flag, _ in frames] == [0x00, 0x80]
     models = orchestrator_pb2.ListModelsResponse.FromString(frames[0][1]).models
-    assert [m.metadata.model_id for m in models] == ["fake-small", "fake-large"]
+    assert [m.model_id for m in models] == ["fake-small", "fake-large"]
     assert b"grpc-status:0" in frames[1][1].replace(b" ", b"")
 
 

@@ -25,6 +25,13 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+# Everything `grpcurl list` may show through the front door: the public API, health and reflection.
+PUBLIC_LISTING = {
+    "llmorch.v1.OrchestratorService",
+    "llmorch.v1.RetrievalService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
 DOCS = {
     "with-statement": "The with statement wraps a block with methods of a context manager: __enter__ runs before "
     "the block and __exit__ runs after it, even when the block raises an exception.",
@@ -125,7 +132,7 @@ async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack)
     grpcurl, target = tool("grpcurl"), stack.envoy_target
     listing = await run(grpcurl, "-plaintext", target, "list")
     assert listing.returncode == 0, listing.stderr
-    assert {"llmorch.v1.OrchestratorService", "llmorch.v1.RetrievalService"} <= set(listing.stdout.split())
+    assert set(listing.stdout.split()) == PUBLIC_LISTING
 
     described = await run(grpcurl, "-plaintext", target, "describe", "llmorch.v1.OrchestratorService")
     assert "rpc GenerateStream" in described.stdout
@@ -155,6 +162,55 @@ async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack)
     completed = events[-1]["completed"]
     assert deltas == completed["text"] and deltas.strip()
     assert completed["provenance"]["citations"][0]["source"] == "with-statement"
+
+
+def _keys(value: object) -> set[str]:
+    """Every key anywhere in a JSON document."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+async def test_public_listing_hides_endpoints_and_task_queues(stack: Stack) -> None:
+    grpcurl, target = tool("grpcurl"), stack.envoy_target
+    # Proto field names, and every field even at its default, so a leaked one cannot hide behind an empty value.
+    flags = ("-plaintext", "-format-error", "-emit-defaults")
+    listed = await run(grpcurl, *flags, "-d", "{}", target, "llmorch.v1.OrchestratorService/ListModels")
+    assert listed.returncode == 0, listed.stderr
+    models = json.loads(listed.stdout)["models"]
+    assert {m["modelId"] for m in models} == {DEFAULT_MODEL_ID, "minilm-l6-v2"}
+    keys = _keys(models)
+    assert not {k for k in keys if "endpoint" in k.lower() or ("queue" in k.lower() and k != "queueDepth")}, keys
+    assert all(m["health"] == "HEALTH_STATE_SERVING" and m["servingReplicas"] == 1 for m in models)
+
+
+async def test_embed_through_envoy(stack: Stack) -> None:
+    grpcurl, target = tool("grpcurl"), stack.envoy_target
+    method = "llmorch.v1.OrchestratorService/Embed"
+    body = json.dumps({"texts": ["The with statement wraps a block.", ""]})
+    embedded = await run(grpcurl, "-plaintext", "-d", body, target, method)
+    assert embedded.returncode == 0, embedded.stderr
+    reply = json.loads(embedded.stdout)
+    assert reply["modelId"] == "minilm-l6-v2"
+    first, second = reply["embeddings"]
+    assert len(first["values"]) == len(second["values"]) == 384 and first["tokenCount"] > 2
+    assert abs(sum(v * v for v in first["values"]) - 1) < 1e-3
+
+    empty = await run(grpcurl, "-plaintext", "-d", '{"texts": []}', target, method)
+    assert empty.returncode != 0
+    assert "InvalidArgument" in empty.stderr and "texts" in empty.stderr, empty.stderr
+
+
+async def test_cli_lists_models_and_embeds_through_envoy(stack: Stack) -> None:
+    cli = (sys.executable, "-m", "orchestrator_svc.cli", "--target", stack.envoy_target)
+    models = await run(*cli, "models")
+    assert models.returncode == 0, models.stderr
+    assert f"{DEFAULT_MODEL_ID} " in models.stdout and "serving" in models.stdout
+    embedded = await run(*cli, "embed", "What does yield do?")
+    assert embedded.returncode == 0, embedded.stderr
+    assert embedded.stdout.startswith("384-d") and "minilm-l6-v2" in embedded.stderr
 
 
 async def test_health_through_envoy_and_directly_as_a_probe_would(stack: Stack) -> None:

@@ -9,7 +9,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
+from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from embed_svc.config import EmbedSettings
 from embed_svc.server import EmbeddingServer, load_and_serve, start_server, stop_server

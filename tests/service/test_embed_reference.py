@@ -11,7 +11,8 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from llmorch.v1 import embedding_pb2, embedding_pb2_grpc, types_pb2
+from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
+from llmorch.v1 import types_pb2
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -96,7 +97,7 @@ async def test_health_goes_from_not_serving_to_serving(embedding_service: Any, e
     assert embedding_service.status_before_load == health_pb2.HealthCheckResponse.NOT_SERVING
     assert embedding_service.embed_code_before_load == grpc.StatusCode.UNAVAILABLE
     health = health_pb2_grpc.HealthStub(embed_channel)
-    for service in ["", "llmorch.v1.EmbeddingService"]:
+    for service in ["", "llmorch.internal.v1.EmbeddingService"]:
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -114,7 +115,7 @@ async def test_reflection_lists_the_service(embed_channel: grpc.aio.Channel) -> 
     reflection = reflection_pb2_grpc.ServerReflectionStub(embed_channel)
     call = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
     names = [service.name async for reply in call for service in reply.list_services_response.service]
-    assert "llmorch.v1.EmbeddingService" in names
+    assert "llmorch.internal.v1.EmbeddingService" in names
     assert "grpc.health.v1.Health" in names
 
 

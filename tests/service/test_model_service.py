@@ -7,7 +7,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import eventually
-from llmorch.v1 import model_pb2, model_pb2_grpc, types_pb2
+from llmorch.internal.v1 import metadata_pb2, model_pb2, model_pb2_grpc
+from llmorch.v1 import types_pb2
 
 from llmorch_common.grpc_edge import create_server, set_serving
 from model_svc.engine import EnginePool, FakeEngine
@@ -27,7 +28,7 @@ class RunningModel:
 
 @pytest.fixture
 async def model() -> AsyncIterator[RunningModel]:
-    servicer = ModelServicer(types_pb2.ModelMetadata(model_id="svc-fake", context_limit=256))
+    servicer = ModelServicer(metadata_pb2.ModelMetadata(model_id="svc-fake", context_limit=256))
     server, port, health = await create_server(lambda s: register(s, servicer), 0, "127.0.0.1")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -36,7 +37,7 @@ async def model() -> AsyncIterator[RunningModel]:
         reply = await running.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.aio.AioRpcError) as loading:
-            await running.stub.Generate(model_pb2.ModelServiceGenerateRequest(prompt="hi"))
+            await running.stub.Generate(model_pb2.GenerateRequest(prompt="hi"))
         assert loading.value.code() == grpc.StatusCode.UNAVAILABLE
         servicer.pool = EnginePool(
             [FakeEngine("svc-fake", 256, first_token_ms=5, token_ms=50)], admission_timeout_s=0.3
@@ -46,23 +47,19 @@ async def model() -> AsyncIterator[RunningModel]:
     await server.stop(0)
 
 
-def request(max_tokens: int, prompt: str = "hello there") -> model_pb2.ModelServiceGenerateRequest:
-    return model_pb2.ModelServiceGenerateRequest(
-        prompt=prompt, sampling=types_pb2.SamplingParams(max_tokens=max_tokens)
-    )
+def request(max_tokens: int, prompt: str = "hello there") -> model_pb2.GenerateRequest:
+    return model_pb2.GenerateRequest(prompt=prompt, sampling=types_pb2.SamplingParams(max_tokens=max_tokens))
 
 
 async def test_generate_and_stream_agree(model: RunningModel) -> None:
     reply = await model.stub.Generate(request(3))
-    assert reply.usage.completion_tokens == 3 and reply.finish_reason == "length"
-    chunks = [
-        c async for c in model.stub.GenerateStream(model_pb2.ModelServiceGenerateStreamRequest(generation=request(3)))
-    ]
+    assert reply.usage.completion_tokens == 3 and reply.finish_reason == types_pb2.FINISH_REASON_LENGTH
+    chunks = [c async for c in model.stub.GenerateStream(model_pb2.GenerateStreamRequest(generation=request(3)))]
     assert "".join(c.delta for c in chunks[:-1]) == chunks[-1].final.text == reply.text
 
 
 async def test_cancelled_stream_frees_the_context(model: RunningModel) -> None:
-    stream = model.stub.GenerateStream(model_pb2.ModelServiceGenerateStreamRequest(generation=request(200)))
+    stream = model.stub.GenerateStream(model_pb2.GenerateStreamRequest(generation=request(200)))
     async for _ in stream:
         break  # one delta arrived: the generation is running
     assert await model.in_flight() == 1

@@ -4,7 +4,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from llmorch.v1 import model_pb2, model_pb2_grpc, types_pb2
+from llmorch.internal.v1 import metadata_pb2, model_pb2, model_pb2_grpc
+from llmorch.v1 import types_pb2
 
 from llmorch_common.constants import DEFAULT_MODEL_ID, SECOND_MODEL_ID
 from llmorch_common.grpc_edge import create_server
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", params=[DEFAULT_MODEL_ID, SECOND_MODEL_ID])
 async def real_model(request: pytest.FixtureRequest) -> AsyncIterator[model_pb2_grpc.ModelServiceStub]:
     model_id = request.param
-    servicer = ModelServicer(types_pb2.ModelMetadata(model_id=model_id, context_limit=512))
+    servicer = ModelServicer(metadata_pb2.ModelMetadata(model_id=model_id, context_limit=512))
     engine = LlamaEngine(locate_weights(model_id), CATALOG[model_id].chat, 512, n_threads=2, gpu=False)
     servicer.pool = EnginePool([engine], admission_timeout_s=30)
     server, port, _ = await create_server(lambda s: register(s, servicer), 0, "127.0.0.1")
@@ -34,10 +35,10 @@ def greedy(max_tokens: int) -> types_pb2.SamplingParams:
 
 async def test_prompt_and_chat_both_generate(real_model: model_pb2_grpc.ModelServiceStub) -> None:
     by_prompt = await real_model.Generate(
-        model_pb2.ModelServiceGenerateRequest(prompt="The capital of France is", sampling=greedy(8)), timeout=60
+        model_pb2.GenerateRequest(prompt="The capital of France is", sampling=greedy(8)), timeout=60
     )
     by_chat = await real_model.Generate(
-        model_pb2.ModelServiceGenerateRequest(
+        model_pb2.GenerateRequest(
             messages=[types_pb2.ChatMessage(role="user", content="Name one colour.")], sampling=greedy(8)
         ),
         timeout=60,
@@ -45,20 +46,20 @@ async def test_prompt_and_chat_both_generate(real_model: model_pb2_grpc.ModelSer
     for reply in (by_prompt, by_chat):
         assert reply.text.strip()
         assert 0 < reply.usage.completion_tokens <= 8
-        assert reply.finish_reason in ("stop", "length")
+        assert reply.finish_reason in (types_pb2.FINISH_REASON_STOP, types_pb2.FINISH_REASON_LENGTH)
 
 
 async def test_greedy_generation_is_repeatable_and_stop_strings_end_it(
     real_model: model_pb2_grpc.ModelServiceStub,
 ) -> None:
-    request = model_pb2.ModelServiceGenerateRequest(prompt="Count: one, two, three,", sampling=greedy(12))
+    request = model_pb2.GenerateRequest(prompt="Count: one, two, three,", sampling=greedy(12))
     first = await real_model.Generate(request, timeout=60)
     second = await real_model.Generate(request, timeout=60)
     assert first.text == second.text
     stop_at = first.text.strip().split()[0]
-    stopped_request = model_pb2.ModelServiceGenerateRequest(
+    stopped_request = model_pb2.GenerateRequest(
         prompt="Count: one, two, three,",
         sampling=types_pb2.SamplingParams(max_tokens=12, temperature=0.0, seed=3, stop=[stop_at]),
     )
     stopped = await real_model.Generate(stopped_request, timeout=60)
-    assert stop_at not in stopped.text and stopped.finish_reason == "stop"
+    assert stop_at not in stopped.text and stopped.finish_reason == types_pb2.FINISH_REASON_STOP

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
+from llmorch.internal.v1 import embedding_pb2, model_pb2, registry_pb2
 from llmorch.v1 import orchestrator_pb2, retrieval_pb2
 
 from llmorch_common.grpc_edge import idempotent_methods
@@ -16,6 +17,11 @@ from tools.stack import validate_envoy
 PUBLIC_SERVICES = (
     orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
     retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
+)
+INTERNAL_SERVICES = tuple(
+    service
+    for module in (registry_pb2, model_pb2, embedding_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
 )
 
 
@@ -98,11 +104,7 @@ def test_streams_have_no_route_timeout() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [
-        "/llmorch.v1.RegistryService/Register",
-        "/llmorch.v1.ModelService/Generate",
-        "/llmorch.v1.EmbeddingService/Embed",
-    ],
+    [f"/{service.full_name}/{method.name}" for service in INTERNAL_SERVICES for method in service.methods],
 )
 def test_internal_services_have_no_route(path: str) -> None:
     assert _route_for(_routes(TEMPLATE_PATH.read_text()), path) is None

@@ -202,8 +202,13 @@ async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrat
         timeout=30,
     )
     assert listing.returncode == 0, listing.stderr
-    services = set(listing.stdout.split())
-    assert {"llmorch.v1.OrchestratorService", "llmorch.v1.RegistryService", "grpc.health.v1.Health"} <= services
+    # RegistryService shares the port but stays out of reflection: the listing is the public API only.
+    assert set(listing.stdout.split()) == {
+        "llmorch.v1.OrchestratorService",
+        "llmorch.v1.RetrievalService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
 
     body = json.dumps({"prompt": "Say hello.", "sampling": {"maxTokens": 8, "temperature": 0}})
     call = await asyncio.to_thread(
@@ -217,6 +222,7 @@ async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrat
     reply = json.loads(call.stdout)
     assert reply["provenance"]["modelId"] == DEFAULT_MODEL_ID
     assert reply["text"].strip()
+    assert reply["finishReason"] in ("FINISH_REASON_STOP", "FINISH_REASON_LENGTH")
 
 
 async def test_stream_of_a_finished_request_replays_its_final_answer(
@@ -238,9 +244,9 @@ async def test_both_real_models_are_listed_and_the_base_model_can_be_named(
 ) -> None:
     orchestrator, _ = stack
     listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-    by_id = {m.metadata.model_id: m for m in listing.models}
-    assert by_id[DEFAULT_MODEL_ID].metadata.default_flag and not by_id[SECOND_MODEL_ID].metadata.default_flag
-    assert by_id[DEFAULT_MODEL_ID].metadata.priority > by_id[SECOND_MODEL_ID].metadata.priority
+    by_id = {m.model_id: m for m in listing.models}
+    assert by_id[DEFAULT_MODEL_ID].is_default and not by_id[SECOND_MODEL_ID].is_default
+    assert by_id[DEFAULT_MODEL_ID].priority > by_id[SECOND_MODEL_ID].priority
 
     request = question(content="Write one word about the sea.")
     request.model_id = SECOND_MODEL_ID

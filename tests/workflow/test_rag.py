@@ -6,6 +6,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from helpers import (
     Orchestrator,
     embed_process,
@@ -21,9 +23,11 @@ from llmorch.v1 import orchestrator_pb2, retrieval_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS
 from orchestrator_svc.chunking import chunk_text
 from orchestrator_svc.client import OrchestratorClient
 from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
+from orchestrator_svc.embedding_client import BATCH
 from tools.rag_eval import evaluate, load_questions
 from tools.stack import Child, free_port
 from tools.testdata import reference_data_dir
@@ -54,7 +58,7 @@ async def rag_stack(
 
     async def both_registered() -> bool:
         listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-        return {m.metadata.model_id for m in listing.models} == {"rag-fake", "minilm-l6-v2"}
+        return {m.model_id for m in listing.models} == {"rag-fake", "minilm-l6-v2"}
 
     await eventually(both_registered, timeout_s=20)
     yield orchestrator, embed
@@ -109,6 +113,42 @@ async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator,
     assert (info.document_count, info.chunk_count) == (3, 3), "re-ingesting a document replaces it"
     hits = await orchestrator.retrieval.Query(retrieval_pb2.QueryRequest(collection="facts", text="fire arrows"))
     assert hits.chunks[0].text == "Rockets were invented in China as fire arrows."
+
+
+async def test_public_embed_batches_through_the_embedding_service(
+    rag_stack: tuple[Orchestrator, Child],
+) -> None:
+    orchestrator, _ = rag_stack
+    texts = [f"sentence number {i} about {topic}" for i, topic in enumerate(["rockets", "cats", "bread"] * 14)]
+    assert len(texts) > BATCH  # crosses the client's batch boundary, so order across batches is checked too
+    async with OrchestratorClient(orchestrator.address) as client:
+        batched = await client.embed(texts)
+        single = await client.embed([texts[-1]])
+    assert batched.model_id == "minilm-l6-v2" and len(batched.embeddings) == len(texts)
+    last, alone = batched.embeddings[-1], single.embeddings[0]
+    assert sum(a * b for a, b in zip(last.values, alone.values, strict=True)) > 0.999
+    assert last.token_count == alone.token_count > 2
+
+
+@pytest.mark.parametrize(
+    ("texts", "field"),
+    [([], "texts"), (["x"] * (MAX_EMBED_TEXTS + 1), "texts"), (["ok", "y" * (MAX_EMBED_TEXT_CHARS + 1)], "texts[1]")],
+)
+async def test_public_embed_rejects_bad_input_with_field_violations(
+    rag_stack: tuple[Orchestrator, Child], texts: list[str], field: str
+) -> None:
+    orchestrator, _ = rag_stack
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await orchestrator.stub.Embed(orchestrator_pb2.EmbedRequest(texts=texts), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(error.value)
+    assert status is not None
+    fields = set()
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            fields |= {v.field for v in bad_request.field_violations}
+    assert fields == {field}
 
 
 async def test_generate_with_rag_cites_retrieved_chunks(

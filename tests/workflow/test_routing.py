@@ -22,7 +22,8 @@ from helpers import (
     start_orchestrator,
     stop_orchestrator,
 )
-from llmorch.v1 import orchestrator_pb2, registry_pb2, types_pb2
+from llmorch.internal.v1 import metadata_pb2, registry_pb2
+from llmorch.v1 import orchestrator_pb2, types_pb2
 from prometheus_client import REGISTRY
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -76,9 +77,9 @@ async def start_doomed_default(
     return doomed
 
 
-async def listed(orchestrator: Orchestrator) -> dict[str, registry_pb2.RegisteredModel]:
+async def listed(orchestrator: Orchestrator) -> dict[str, orchestrator_pb2.Model]:
     reply = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
-    return {m.metadata.model_id: m for m in reply.models}
+    return {m.model_id: m for m in reply.models}
 
 
 async def wait_health(orchestrator: Orchestrator, model_id: str, health: int, timeout_s: float = 10) -> None:
@@ -225,7 +226,7 @@ async def test_draining_replica_deregisters(orchestrator: Orchestrator, start_re
     await eventually(gone, timeout_s=5)
 
 
-def metadata(model_id: str = "", **overrides: Any) -> types_pb2.ModelMetadata:
+def metadata(model_id: str = "", **overrides: Any) -> metadata_pb2.ModelMetadata:
     values: dict[str, Any] = {
         "model_id": model_id,
         "model_type": types_pb2.MODEL_TYPE_LLM,
@@ -235,7 +236,7 @@ def metadata(model_id: str = "", **overrides: Any) -> types_pb2.ModelMetadata:
         "task_queue": f"llm.{model_id}",
     }
     values.update(overrides)
-    return types_pb2.ModelMetadata(**values)
+    return metadata_pb2.ModelMetadata(**values)
 
 
 @pytest.mark.parametrize(
@@ -264,7 +265,7 @@ async def test_second_default_wins_and_registry_survives_restart(
         registry_pb2.RegisterRequest(metadata=metadata("new", default_flag=True, endpoint="localhost:2"))
     )
     models = await listed(orchestrator)
-    assert (models["old"].metadata.default_flag, models["new"].metadata.default_flag) == (False, True)
+    assert (models["old"].is_default, models["new"].is_default) == (False, True)
 
     restarted = await start_orchestrator(
         temporal_client, orchestrator.settings.model_copy(update={"port": 0}), with_worker=False
@@ -272,7 +273,7 @@ async def test_second_default_wins_and_registry_survives_restart(
     try:
         models = await listed(restarted)
         assert set(models) == {"old", "new"}
-        assert models["new"].metadata.default_flag and not models["old"].metadata.default_flag
+        assert models["new"].is_default and not models["old"].is_default
     finally:
         await stop_orchestrator(restarted)
 
@@ -306,7 +307,7 @@ async def test_two_replicas_share_one_queue_and_double_capacity(
 
     async def two_replicas() -> bool:
         model = (await listed(orchestrator))["m-twin"]
-        return len(model.replicas) == 2 and model.capacity == 2
+        return model.serving_replicas == 2 and model.capacity == 2
 
     await eventually(two_replicas, timeout_s=5)
     calls = [asyncio.ensure_future(ask(orchestrator, max_tokens=20)) for _ in range(2)]

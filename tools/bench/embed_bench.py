@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 import numpy.typing as npt
-from llmorch.v1 import embedding_pb2, embedding_pb2_grpc
+from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from embed_svc.config import EmbedSettings
 from embed_svc.server import load_and_serve, start_server, stop_server

@@ -7,7 +7,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-from llmorch.v1 import model_pb2, model_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+from llmorch.internal.v1 import model_pb2, model_pb2_grpc
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -65,7 +66,7 @@ class Targets:
 
     def call(self, path: str) -> Callable[[], Awaitable[Any]]:
         if path == "direct":
-            request = model_pb2.ModelServiceGenerateRequest(prompt=PROMPT, sampling=sampling())
+            request = model_pb2.GenerateRequest(prompt=PROMPT, sampling=sampling())
 
             async def direct() -> None:
                 await self.model.Generate(request, timeout=60)

@@ -28,6 +28,6 @@ console.log(
     model: reply.provenance?.modelId,
     citations: reply.provenance?.citations.map((c) => c.chunkId),
     events,
-    models: models.models.map((m) => m.metadata?.modelId),
+    models: models.models.map((m) => m.modelId),
   }),
 );

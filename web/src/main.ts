@@ -2,10 +2,9 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { GenerateRequestSchema, GenerateResponse } from "./gen/llmorch/v1/orchestrator_pb.js";
+import type { GenerateRequestSchema, GenerateResponse, Model } from "./gen/llmorch/v1/orchestrator_pb.js";
 import { OrchestratorService } from "./gen/llmorch/v1/orchestrator_pb.js";
-import type { RegisteredModel } from "./gen/llmorch/v1/registry_pb.js";
-import { HealthState, ModelType } from "./gen/llmorch/v1/types_pb.js";
+import { FinishReason, HealthState, ModelType } from "./gen/llmorch/v1/types_pb.js";
 
 const MODELS_REFRESH_MS = 3000;
 
@@ -54,22 +53,21 @@ function healthLabel(health: HealthState): [string, string] {
   return ["unknown", ""];
 }
 
-function renderModels(models: RegisteredModel[]): void {
+function renderModels(models: Model[]): void {
   ui.models.replaceChildren();
-  const llms = models.filter((m) => m.metadata?.modelType !== ModelType.EMBEDDING);
+  const llms = models.filter((m) => m.modelType !== ModelType.EMBEDDING);
   for (const model of models) {
-    const meta = model.metadata;
     const [label, cls] = healthLabel(model.health);
     const li = document.createElement("li");
-    li.dataset.modelId = meta?.modelId ?? "";
+    li.dataset.modelId = model.modelId;
     const name = document.createElement("span");
     const dot = document.createElement("span");
     dot.className = `dot ${cls}`;
-    name.append(dot, `${meta?.modelId ?? "?"}${meta?.defaultFlag ? " (default)" : ""}`);
+    name.append(dot, `${model.modelId}${model.isDefault ? " (default)" : ""}`);
     const load = document.createElement("span");
     load.className = "muted";
-    const kind = meta?.modelType === ModelType.EMBEDDING ? "embedding · " : "";
-    load.textContent = `${kind}${label} · ${model.inFlight}/${model.capacity} busy · queue ${model.queueBacklog}`;
+    const kind = model.modelType === ModelType.EMBEDDING ? "embedding · " : "";
+    load.textContent = `${kind}${label} · ${model.inFlight}/${model.capacity} busy · queue ${model.queueDepth}`;
     li.append(name, load);
     ui.models.append(li);
   }
@@ -83,7 +81,7 @@ function renderModels(models: RegisteredModel[]): void {
   const chosen = ui.model.value;
   const options = [new Option("automatic (router decides)", "")];
   for (const model of llms) {
-    const id = model.metadata?.modelId ?? "";
+    const id = model.modelId;
     const [label] = healthLabel(model.health);
     options.push(new Option(`${id} — ${label}`, id));
   }
@@ -112,6 +110,14 @@ function buildRequest(): MessageInitShape<typeof GenerateRequestSchema> {
   return request;
 }
 
+// The proto documents each reason; users read these words.
+const FINISH_REASONS: Record<FinishReason, string> = {
+  [FinishReason.UNSPECIFIED]: "unknown",
+  [FinishReason.STOP]: "stop (the model ended its answer or a stop string matched)",
+  [FinishReason.LENGTH]: "length (max tokens reached)",
+  [FinishReason.CANCELLED]: "cancelled",
+};
+
 function renderFinal(result: GenerateResponse): void {
   const p = result.provenance;
   ui.answer.textContent = result.text;
@@ -128,7 +134,7 @@ function renderFinal(result: GenerateResponse): void {
     ? `total ${t.totalMs.toFixed(0)} ms · first token ${t.timeToFirstTokenMs.toFixed(0)} ms · ` +
       `queue ${t.queueWaitMs.toFixed(0)} ms · retrieval ${t.retrievalMs.toFixed(0)} ms`
     : "";
-  el("p-finish").textContent = result.finishReason;
+  el("p-finish").textContent = FINISH_REASONS[result.finishReason] ?? "unknown";
   el("p-ids").textContent = `${result.requestId} / ${p?.workflowId ?? ""}`;
   ui.provenance.hidden = false;
   ui.citations.replaceChildren();

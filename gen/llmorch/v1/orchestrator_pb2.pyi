@@ -8,7 +8,6 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-from llmorch.v1 import registry_pb2 as _registry_pb2
 from llmorch.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -112,14 +111,16 @@ class GenerateResponse(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
-    FINISH_REASON_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """request_id is the id of the request (generated when the caller sent none)."""
     text: _builtins.str
     """text is the generated answer."""
-    finish_reason: _builtins.str
-    """finish_reason is "stop" or "length"."""
+    finish_reason: _types_pb2.FinishReason.ValueType
+    """finish_reason says why generation stopped; UNSPECIFIED only if an engine reported a reason this API does
+    not know.
+    """
     @_builtins.property
     def provenance(self) -> _types_pb2.Provenance:
         """provenance explains how the answer was produced."""
@@ -129,8 +130,8 @@ class GenerateResponse(_message.Message):
         *,
         request_id: _builtins.str = ...,
         text: _builtins.str = ...,
-        finish_reason: _builtins.str = ...,
         provenance: _types_pb2.Provenance | None = ...,
+        finish_reason: _types_pb2.FinishReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -326,13 +327,13 @@ class ListModelsResponse(_message.Message):
 
     MODELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def models(self) -> _containers.RepeatedCompositeFieldContainer[_registry_pb2.RegisteredModel]:
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]:
         """models is every registered model with live state, ordered by model_id."""
 
     def __init__(
         self,
         *,
-        models: _abc.Iterable[_registry_pb2.RegisteredModel] | None = ...,
+        models: _abc.Iterable[Global___Model] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -341,3 +342,157 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class Model(_message.Message):
+    """Model is what a user needs to know about one registered model: what it is, and whether it can serve now.
+    Replica addresses and task queues are internal and never appear here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    CONTEXT_LIMIT_FIELD_NUMBER: _builtins.int
+    HARDWARE_TYPE_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
+    SERVING_REPLICAS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the stable identifier to pass as GenerateRequest.model_id, e.g. "smollm2-135m-instruct"."""
+    model_name: _builtins.str
+    """model_name is a human-readable name."""
+    model_type: _types_pb2.ModelType.ValueType
+    """model_type is LLM or EMBEDDING; never UNSPECIFIED."""
+    priority: _builtins.int
+    """priority orders models when neither the request nor a default decides; higher wins; may be negative."""
+    is_default: _builtins.bool
+    """is_default marks the default model of its model_type; at most one per type."""
+    context_limit: _builtins.int
+    """context_limit is the context window in tokens, prompt and completion together; at least 1."""
+    hardware_type: _types_pb2.HardwareType.ValueType
+    """hardware_type says whether the model runs on CPU or GPU; UNSPECIFIED means CPU."""
+    health: _types_pb2.HealthState.ValueType
+    """health is SERVING when at least one replica serves; only SERVING models are selected."""
+    in_flight: _builtins.int
+    """in_flight is the number of requests running on the model now, summed over its replicas, from heartbeats."""
+    capacity: _builtins.int
+    """capacity is how many requests the model runs at once: its per-replica concurrency times its serving
+    replicas; 0 when none serves. Requests beyond it wait in the queue.
+    """
+    queue_depth: _builtins.int
+    """queue_depth is the number of requests waiting for the model, from Temporal's task-queue statistics;
+    0 when unknown.
+    """
+    serving_replicas: _builtins.int
+    """serving_replicas is the number of replicas that report SERVING."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_type: _types_pb2.ModelType.ValueType = ...,
+        priority: _builtins.int = ...,
+        is_default: _builtins.bool = ...,
+        context_limit: _builtins.int = ...,
+        hardware_type: _types_pb2.HardwareType.ValueType = ...,
+        health: _types_pb2.HealthState.ValueType = ...,
+        in_flight: _builtins.int = ...,
+        capacity: _builtins.int = ...,
+        queue_depth: _builtins.int = ...,
+        serving_replicas: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "context_limit", b"context_limit", "hardware_type", b"hardware_type", "health", b"health", "in_flight", b"in_flight", "is_default", b"is_default", "model_id", b"model_id", "model_name", b"model_name", "model_type", b"model_type", "priority", b"priority", "queue_depth", b"queue_depth", "serving_replicas", b"serving_replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class EmbedRequest(_message.Message):
+    """EmbedRequest is a batch of texts to embed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """texts to embed, 1 to 256 of them, each at most 20000 characters; the empty string is allowed.
+        Texts longer than the model's window (256 tokens for minilm-l6-v2) are truncated, not rejected.
+        """
+
+    def __init__(
+        self,
+        *,
+        texts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    """Embedding is one text's vector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    TOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    token_count: _builtins.int
+    """token_count is the number of tokens embedded, after truncation."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """values has the model's dimension (384 for minilm-l6-v2) and unit L2 norm, so a dot product is the cosine."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        token_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token_count", b"token_count", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class EmbedResponse(_message.Message):
+    """EmbedResponse holds one embedding per input text, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model that embedded, as listed by ListModels."""
+    @_builtins.property
+    def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
+        """embeddings, in the order of the request's texts."""
+
+    def __init__(
+        self,
+        *,
+        embeddings: _abc.Iterable[Global___Embedding] | None = ...,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015

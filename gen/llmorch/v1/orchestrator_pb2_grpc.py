@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class OrchestratorServiceStub:
-    """OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow.
+    """OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+    Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
     """
 
     def __init__(self, channel):
@@ -55,10 +56,16 @@ class OrchestratorServiceStub:
                 request_serializer=llmorch_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/llmorch.v1.OrchestratorService/Embed',
+                request_serializer=llmorch_dot_v1_dot_orchestrator__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
-    """OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow.
+    """OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+    Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
     """
 
     def Generate(self, request, context):
@@ -92,6 +99,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embed embeds a batch of texts with the embedding model that retrieval uses (the response names it).
+        Errors: INVALID_ARGUMENT (field violations: no texts, more than 256, or a text over 20000 characters),
+        UNAVAILABLE (the embedding model is not serving), DEADLINE_EXCEEDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +131,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     request_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.ListModelsRequest.FromString,
                     response_serializer=llmorch_dot_v1_dot_orchestrator__pb2.ListModelsResponse.SerializeToString,
             ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.EmbedRequest.FromString,
+                    response_serializer=llmorch_dot_v1_dot_orchestrator__pb2.EmbedResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmorch.v1.OrchestratorService', rpc_method_handlers)
@@ -124,7 +145,8 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrchestratorService:
-    """OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow.
+    """OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+    Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
     """
 
     @staticmethod
@@ -225,6 +247,33 @@ class OrchestratorService:
             '/llmorch.v1.OrchestratorService/ListModels',
             llmorch_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
             llmorch_dot_v1_dot_orchestrator__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmorch.v1.OrchestratorService/Embed',
+            llmorch_dot_v1_dot_orchestrator__pb2.EmbedRequest.SerializeToString,
+            llmorch_dot_v1_dot_orchestrator__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

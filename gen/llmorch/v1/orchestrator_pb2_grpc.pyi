@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OrchestratorServiceStub:
-    """OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow."""
+    """OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+    Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -45,10 +47,17 @@ class OrchestratorServiceStub:
     """GetRequest returns the status and, once finished, the result of an earlier request."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListModelsRequest, _orchestrator_pb2.ListModelsResponse]
     """ListModels lists the registered models with their live health and load."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.EmbedRequest, _orchestrator_pb2.EmbedResponse]
+    """Embed embeds a batch of texts with the embedding model that retrieval uses (the response names it).
+    Errors: INVALID_ARGUMENT (field violations: no texts, more than 256, or a text over 20000 characters),
+    UNAVAILABLE (the embedding model is not serving), DEADLINE_EXCEEDED.
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
-    """OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow."""
+    """OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+    Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Generate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GenerateRequest, _orchestrator_pb2.GenerateResponse]  # type: ignore[assignment]
@@ -63,9 +72,16 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """GetRequest returns the status and, once finished, the result of an earlier request."""
     ListModels: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListModelsRequest, _orchestrator_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the registered models with their live health and load."""
+    Embed: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.EmbedRequest, _orchestrator_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Embed embeds a batch of texts with the embedding model that retrieval uses (the response names it).
+    Errors: INVALID_ARGUMENT (field violations: no texts, more than 256, or a text over 20000 characters),
+    UNAVAILABLE (the embedding model is not serving), DEADLINE_EXCEEDED.
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
-    """OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow."""
+    """OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+    Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
+    """
 
     @_abc_1.abstractmethod
     def Generate(
@@ -102,5 +118,16 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListModelsResponse, _abc.Awaitable[_orchestrator_pb2.ListModelsResponse]]:
         """ListModels lists the registered models with their live health and load."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _orchestrator_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.EmbedResponse, _abc.Awaitable[_orchestrator_pb2.EmbedResponse]]:
+        """Embed embeds a batch of texts with the embedding model that retrieval uses (the response names it).
+        Errors: INVALID_ARGUMENT (field violations: no texts, more than 256, or a text over 20000 characters),
+        UNAVAILABLE (the embedding model is not serving), DEADLINE_EXCEEDED.
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

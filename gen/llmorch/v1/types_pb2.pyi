@@ -91,63 +91,37 @@ HEALTH_STATE_NOT_SERVING: HealthState.ValueType  # 2
 """HEALTH_STATE_NOT_SERVING means the endpoint reports NOT_SERVING or cannot be reached."""
 Global___HealthState: _TypeAlias = HealthState  # noqa: Y015
 
-@_typing.final
-class ModelMetadata(_message.Message):
-    """ModelMetadata is what a model container registers on startup."""
+class _FinishReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
 
-    DESCRIPTOR: _descriptor.Descriptor
+class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FINISH_REASON_UNSPECIFIED: _FinishReason.ValueType  # 0
+    """FINISH_REASON_UNSPECIFIED is never returned by a finished generation; clients should treat it as unknown."""
+    FINISH_REASON_STOP: _FinishReason.ValueType  # 1
+    """FINISH_REASON_STOP means the model ended its answer or one of sampling.stop was produced (and cut off)."""
+    FINISH_REASON_LENGTH: _FinishReason.ValueType  # 2
+    """FINISH_REASON_LENGTH means sampling.max_tokens was reached, or the context window filled up."""
+    FINISH_REASON_CANCELLED: _FinishReason.ValueType  # 3
+    """FINISH_REASON_CANCELLED means generation stopped early because its caller went away or the activity was
+    cancelled; the text holds what was generated until then.
+    """
 
-    MODEL_ID_FIELD_NUMBER: _builtins.int
-    MODEL_NAME_FIELD_NUMBER: _builtins.int
-    MODEL_TYPE_FIELD_NUMBER: _builtins.int
-    PRIORITY_FIELD_NUMBER: _builtins.int
-    DEFAULT_FLAG_FIELD_NUMBER: _builtins.int
-    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
-    CONTEXT_LIMIT_FIELD_NUMBER: _builtins.int
-    HARDWARE_TYPE_FIELD_NUMBER: _builtins.int
-    ENDPOINT_FIELD_NUMBER: _builtins.int
-    TASK_QUEUE_FIELD_NUMBER: _builtins.int
-    model_id: _builtins.str
-    """model_id is the stable identifier, e.g. "smollm2-135m-instruct"; it names the task queue llm.<model_id>."""
-    model_name: _builtins.str
-    """model_name is a human-readable name shown in listings."""
-    model_type: Global___ModelType.ValueType
-    """model_type is LLM or EMBEDDING; UNSPECIFIED is rejected."""
-    priority: _builtins.int
-    """priority orders models when neither the user nor a default decides; higher wins."""
-    default_flag: _builtins.bool
-    """default_flag marks the default model of its model_type; the newest registration wins a conflict."""
-    max_concurrency: _builtins.int
-    """max_concurrency is how many generations one replica runs at once; at least 1."""
-    context_limit: _builtins.int
-    """context_limit is the context window in tokens; at least 1."""
-    hardware_type: Global___HardwareType.ValueType
-    """hardware_type says whether the replica runs on CPU or GPU."""
-    endpoint: _builtins.str
-    """endpoint is the replica's gRPC address, host:port."""
-    task_queue: _builtins.str
-    """task_queue is the Temporal task queue the replica's worker polls, e.g. "llm.smollm2-135m-instruct"."""
-    def __init__(
-        self,
-        *,
-        model_id: _builtins.str = ...,
-        model_name: _builtins.str = ...,
-        model_type: Global___ModelType.ValueType = ...,
-        priority: _builtins.int = ...,
-        default_flag: _builtins.bool = ...,
-        max_concurrency: _builtins.int = ...,
-        context_limit: _builtins.int = ...,
-        hardware_type: Global___HardwareType.ValueType = ...,
-        endpoint: _builtins.str = ...,
-        task_queue: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_limit", b"context_limit", "default_flag", b"default_flag", "endpoint", b"endpoint", "hardware_type", b"hardware_type", "max_concurrency", b"max_concurrency", "model_id", b"model_id", "model_name", b"model_name", "model_type", b"model_type", "priority", b"priority", "task_queue", b"task_queue"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
+    """FinishReason says why a generation stopped."""
 
-Global___ModelMetadata: _TypeAlias = ModelMetadata  # noqa: Y015
+FINISH_REASON_UNSPECIFIED: FinishReason.ValueType  # 0
+"""FINISH_REASON_UNSPECIFIED is never returned by a finished generation; clients should treat it as unknown."""
+FINISH_REASON_STOP: FinishReason.ValueType  # 1
+"""FINISH_REASON_STOP means the model ended its answer or one of sampling.stop was produced (and cut off)."""
+FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
+"""FINISH_REASON_LENGTH means sampling.max_tokens was reached, or the context window filled up."""
+FINISH_REASON_CANCELLED: FinishReason.ValueType  # 3
+"""FINISH_REASON_CANCELLED means generation stopped early because its caller went away or the activity was
+cancelled; the text holds what was generated until then.
+"""
+Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
 class ChatMessage(_message.Message):

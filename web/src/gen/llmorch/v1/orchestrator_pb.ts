@@ -4,9 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { RegisteredModel } from "./registry_pb.js";
-import { file_llmorch_v1_registry } from "./registry_pb.js";
-import type { ChatMessage, ModelType, Provenance, RagOptions, SamplingParams } from "./types_pb.js";
+import type { ChatMessage, FinishReason, HardwareType, HealthState, ModelType, Provenance, RagOptions, SamplingParams } from "./types_pb.js";
 import { file_llmorch_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmorch/v1/orchestrator.proto.
  */
 export const file_llmorch_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch1sbG1vcmNoL3YxL29yY2hlc3RyYXRvci5wcm90bxIKbGxtb3JjaC52MSLFAQoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoIbWVzc2FnZXMYAiADKAsyFy5sbG1vcmNoLnYxLkNoYXRNZXNzYWdlEg4KBnByb21wdBgDIAEoCRIsCghzYW1wbGluZxgEIAEoCzIaLmxsbW9yY2gudjEuU2FtcGxpbmdQYXJhbXMSEAoIbW9kZWxfaWQYBSABKAkSIwoDcmFnGAYgASgLMhYubGxtb3JjaC52MS5SYWdPcHRpb25zIncKEEdlbmVyYXRlUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEhUKDWZpbmlzaF9yZWFzb24YAyABKAkSKgoKcHJvdmVuYW5jZRgEIAEoCzIWLmxsbW9yY2gudjEuUHJvdmVuYW5jZSJFChVHZW5lcmF0ZVN0cmVhbVJlcXVlc3QSLAoHcmVxdWVzdBgBIAEoCzIbLmxsbW9yY2gudjEuR2VuZXJhdGVSZXF1ZXN0IkIKDU1vZGVsU2VsZWN0ZWQSEAoIbW9kZWxfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg8KB2F0dGVtcHQYAyABKAUiqAEKFkdlbmVyYXRlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRItCghzZWxlY3RlZBgCIAEoCzIZLmxsbW9yY2gudjEuTW9kZWxTZWxlY3RlZEgAEg8KBWRlbHRhGAMgASgJSAASMQoJY29tcGxldGVkGAQgASgLMhwubGxtb3JjaC52MS5HZW5lcmF0ZVJlc3BvbnNlSABCBwoFZXZlbnQiJwoRR2V0UmVxdWVzdFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSKsAQoSR2V0UmVxdWVzdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkubGxtb3JjaC52MS5SZXF1ZXN0U3RhdHVzEiwKBnJlc3VsdBgDIAEoCzIcLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRISCgplcnJvcl9jb2RlGAQgASgJEhUKDWVycm9yX21lc3NhZ2UYBSABKAkiPgoRTGlzdE1vZGVsc1JlcXVlc3QSKQoKbW9kZWxfdHlwZRgBIAEoDjIVLmxsbW9yY2gudjEuTW9kZWxUeXBlIkEKEkxpc3RNb2RlbHNSZXNwb25zZRIrCgZtb2RlbHMYASADKAsyGy5sbG1vcmNoLnYxLlJlZ2lzdGVyZWRNb2RlbCqiAQoNUmVxdWVzdFN0YXR1cxIeChpSRVFVRVNUX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlJFUVVFU1RfU1RBVFVTX1JVTk5JTkcQARIcChhSRVFVRVNUX1NUQVRVU19DT01QTEVURUQQAhIZChVSRVFVRVNUX1NUQVRVU19GQUlMRUQQAxIcChhSRVFVRVNUX1NUQVRVU19DQU5DRUxMRUQQBDLbAgoTT3JjaGVzdHJhdG9yU2VydmljZRJFCghHZW5lcmF0ZRIbLmxsbW9yY2gudjEuR2VuZXJhdGVSZXF1ZXN0GhwubGxtb3JjaC52MS5HZW5lcmF0ZVJlc3BvbnNlElkKDkdlbmVyYXRlU3RyZWFtEiEubGxtb3JjaC52MS5HZW5lcmF0ZVN0cmVhbVJlcXVlc3QaIi5sbG1vcmNoLnYxLkdlbmVyYXRlU3RyZWFtUmVzcG9uc2UwARJQCgpHZXRSZXF1ZXN0Eh0ubGxtb3JjaC52MS5HZXRSZXF1ZXN0UmVxdWVzdBoeLmxsbW9yY2gudjEuR2V0UmVxdWVzdFJlc3BvbnNlIgOQAgESUAoKTGlzdE1vZGVscxIdLmxsbW9yY2gudjEuTGlzdE1vZGVsc1JlcXVlc3QaHi5sbG1vcmNoLnYxLkxpc3RNb2RlbHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_llmorch_v1_registry, file_llmorch_v1_types]);
+  fileDesc("Ch1sbG1vcmNoL3YxL29yY2hlc3RyYXRvci5wcm90bxIKbGxtb3JjaC52MSLFAQoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoIbWVzc2FnZXMYAiADKAsyFy5sbG1vcmNoLnYxLkNoYXRNZXNzYWdlEg4KBnByb21wdBgDIAEoCRIsCghzYW1wbGluZxgEIAEoCzIaLmxsbW9yY2gudjEuU2FtcGxpbmdQYXJhbXMSEAoIbW9kZWxfaWQYBSABKAkSIwoDcmFnGAYgASgLMhYubGxtb3JjaC52MS5SYWdPcHRpb25zIpcBChBHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIqCgpwcm92ZW5hbmNlGAQgASgLMhYubGxtb3JjaC52MS5Qcm92ZW5hbmNlEi8KDWZpbmlzaF9yZWFzb24YBSABKA4yGC5sbG1vcmNoLnYxLkZpbmlzaFJlYXNvbkoECAMQBCJFChVHZW5lcmF0ZVN0cmVhbVJlcXVlc3QSLAoHcmVxdWVzdBgBIAEoCzIbLmxsbW9yY2gudjEuR2VuZXJhdGVSZXF1ZXN0IkIKDU1vZGVsU2VsZWN0ZWQSEAoIbW9kZWxfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg8KB2F0dGVtcHQYAyABKAUiqAEKFkdlbmVyYXRlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRItCghzZWxlY3RlZBgCIAEoCzIZLmxsbW9yY2gudjEuTW9kZWxTZWxlY3RlZEgAEg8KBWRlbHRhGAMgASgJSAASMQoJY29tcGxldGVkGAQgASgLMhwubGxtb3JjaC52MS5HZW5lcmF0ZVJlc3BvbnNlSABCBwoFZXZlbnQiJwoRR2V0UmVxdWVzdFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSKsAQoSR2V0UmVxdWVzdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkubGxtb3JjaC52MS5SZXF1ZXN0U3RhdHVzEiwKBnJlc3VsdBgDIAEoCzIcLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRISCgplcnJvcl9jb2RlGAQgASgJEhUKDWVycm9yX21lc3NhZ2UYBSABKAkiPgoRTGlzdE1vZGVsc1JlcXVlc3QSKQoKbW9kZWxfdHlwZRgBIAEoDjIVLmxsbW9yY2gudjEuTW9kZWxUeXBlIjcKEkxpc3RNb2RlbHNSZXNwb25zZRIhCgZtb2RlbHMYASADKAsyES5sbG1vcmNoLnYxLk1vZGVsIsMCCgVNb2RlbBIQCghtb2RlbF9pZBgBIAEoCRISCgptb2RlbF9uYW1lGAIgASgJEikKCm1vZGVsX3R5cGUYAyABKA4yFS5sbG1vcmNoLnYxLk1vZGVsVHlwZRIQCghwcmlvcml0eRgEIAEoBRISCgppc19kZWZhdWx0GAUgASgIEhUKDWNvbnRleHRfbGltaXQYBiABKAUSLwoNaGFyZHdhcmVfdHlwZRgHIAEoDjIYLmxsbW9yY2gudjEuSGFyZHdhcmVUeXBlEicKBmhlYWx0aBgIIAEoDjIXLmxsbW9yY2gudjEuSGVhbHRoU3RhdGUSEQoJaW5fZmxpZ2h0GAkgASgFEhAKCGNhcGFjaXR5GAogASgFEhMKC3F1ZXVlX2RlcHRoGAsgASgDEhgKEHNlcnZpbmdfcmVwbGljYXMYDCABKAUiHQoMRW1iZWRSZXF1ZXN0Eg0KBXRleHRzGAEgAygJIjAKCUVtYmVkZGluZxIOCgZ2YWx1ZXMYASADKAISEwoLdG9rZW5fY291bnQYAiABKAUiTAoNRW1iZWRSZXNwb25zZRIpCgplbWJlZGRpbmdzGAEgAygLMhUubGxtb3JjaC52MS5FbWJlZGRpbmcSEAoIbW9kZWxfaWQYAiABKAkqogEKDVJlcXVlc3RTdGF0dXMSHgoaUkVRVUVTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZSRVFVRVNUX1NUQVRVU19SVU5OSU5HEAESHAoYUkVRVUVTVF9TVEFUVVNfQ09NUExFVEVEEAISGQoVUkVRVUVTVF9TVEFUVVNfRkFJTEVEEAMSHAoYUkVRVUVTVF9TVEFUVVNfQ0FOQ0VMTEVEEAQyngMKE09yY2hlc3RyYXRvclNlcnZpY2USRQoIR2VuZXJhdGUSGy5sbG1vcmNoLnYxLkdlbmVyYXRlUmVxdWVzdBocLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRJZCg5HZW5lcmF0ZVN0cmVhbRIhLmxsbW9yY2gudjEuR2VuZXJhdGVTdHJlYW1SZXF1ZXN0GiIubGxtb3JjaC52MS5HZW5lcmF0ZVN0cmVhbVJlc3BvbnNlMAESUAoKR2V0UmVxdWVzdBIdLmxsbW9yY2gudjEuR2V0UmVxdWVzdFJlcXVlc3QaHi5sbG1vcmNoLnYxLkdldFJlcXVlc3RSZXNwb25zZSIDkAIBElAKCkxpc3RNb2RlbHMSHS5sbG1vcmNoLnYxLkxpc3RNb2RlbHNSZXF1ZXN0Gh4ubGxtb3JjaC52MS5MaXN0TW9kZWxzUmVzcG9uc2UiA5ACARJBCgVFbWJlZBIYLmxsbW9yY2gudjEuRW1iZWRSZXF1ZXN0GhkubGxtb3JjaC52MS5FbWJlZFJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_llmorch_v1_types]);
 
 /**
  * GenerateRequest is one question to the platform.
@@ -95,18 +93,19 @@ export type GenerateResponse = Message<"llmorch.v1.GenerateResponse"> & {
   text: string;
 
   /**
-   * finish_reason is "stop" or "length".
-   *
-   * @generated from field: string finish_reason = 3;
-   */
-  finishReason: string;
-
-  /**
    * provenance explains how the answer was produced.
    *
    * @generated from field: llmorch.v1.Provenance provenance = 4;
    */
   provenance?: Provenance | undefined;
+
+  /**
+   * finish_reason says why generation stopped; UNSPECIFIED only if an engine reported a reason this API does
+   * not know.
+   *
+   * @generated from field: llmorch.v1.FinishReason finish_reason = 5;
+   */
+  finishReason: FinishReason;
 };
 
 /**
@@ -324,9 +323,9 @@ export type ListModelsResponse = Message<"llmorch.v1.ListModelsResponse"> & {
   /**
    * models is every registered model with live state, ordered by model_id.
    *
-   * @generated from field: repeated llmorch.v1.RegisteredModel models = 1;
+   * @generated from field: repeated llmorch.v1.Model models = 1;
    */
-  models: RegisteredModel[];
+  models: Model[];
 };
 
 /**
@@ -335,6 +334,185 @@ export type ListModelsResponse = Message<"llmorch.v1.ListModelsResponse"> & {
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
   messageDesc(file_llmorch_v1_orchestrator, 8);
+
+/**
+ * Model is what a user needs to know about one registered model: what it is, and whether it can serve now.
+ * Replica addresses and task queues are internal and never appear here.
+ *
+ * @generated from message llmorch.v1.Model
+ */
+export type Model = Message<"llmorch.v1.Model"> & {
+  /**
+   * model_id is the stable identifier to pass as GenerateRequest.model_id, e.g. "smollm2-135m-instruct".
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * model_name is a human-readable name.
+   *
+   * @generated from field: string model_name = 2;
+   */
+  modelName: string;
+
+  /**
+   * model_type is LLM or EMBEDDING; never UNSPECIFIED.
+   *
+   * @generated from field: llmorch.v1.ModelType model_type = 3;
+   */
+  modelType: ModelType;
+
+  /**
+   * priority orders models when neither the request nor a default decides; higher wins; may be negative.
+   *
+   * @generated from field: int32 priority = 4;
+   */
+  priority: number;
+
+  /**
+   * is_default marks the default model of its model_type; at most one per type.
+   *
+   * @generated from field: bool is_default = 5;
+   */
+  isDefault: boolean;
+
+  /**
+   * context_limit is the context window in tokens, prompt and completion together; at least 1.
+   *
+   * @generated from field: int32 context_limit = 6;
+   */
+  contextLimit: number;
+
+  /**
+   * hardware_type says whether the model runs on CPU or GPU; UNSPECIFIED means CPU.
+   *
+   * @generated from field: llmorch.v1.HardwareType hardware_type = 7;
+   */
+  hardwareType: HardwareType;
+
+  /**
+   * health is SERVING when at least one replica serves; only SERVING models are selected.
+   *
+   * @generated from field: llmorch.v1.HealthState health = 8;
+   */
+  health: HealthState;
+
+  /**
+   * in_flight is the number of requests running on the model now, summed over its replicas, from heartbeats.
+   *
+   * @generated from field: int32 in_flight = 9;
+   */
+  inFlight: number;
+
+  /**
+   * capacity is how many requests the model runs at once: its per-replica concurrency times its serving
+   * replicas; 0 when none serves. Requests beyond it wait in the queue.
+   *
+   * @generated from field: int32 capacity = 10;
+   */
+  capacity: number;
+
+  /**
+   * queue_depth is the number of requests waiting for the model, from Temporal's task-queue statistics;
+   * 0 when unknown.
+   *
+   * @generated from field: int64 queue_depth = 11;
+   */
+  queueDepth: bigint;
+
+  /**
+   * serving_replicas is the number of replicas that report SERVING.
+   *
+   * @generated from field: int32 serving_replicas = 12;
+   */
+  servingReplicas: number;
+};
+
+/**
+ * Describes the message llmorch.v1.Model.
+ * Use `create(ModelSchema)` to create a new message.
+ */
+export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 9);
+
+/**
+ * EmbedRequest is a batch of texts to embed.
+ *
+ * @generated from message llmorch.v1.EmbedRequest
+ */
+export type EmbedRequest = Message<"llmorch.v1.EmbedRequest"> & {
+  /**
+   * texts to embed, 1 to 256 of them, each at most 20000 characters; the empty string is allowed.
+   * Texts longer than the model's window (256 tokens for minilm-l6-v2) are truncated, not rejected.
+   *
+   * @generated from field: repeated string texts = 1;
+   */
+  texts: string[];
+};
+
+/**
+ * Describes the message llmorch.v1.EmbedRequest.
+ * Use `create(EmbedRequestSchema)` to create a new message.
+ */
+export const EmbedRequestSchema: GenMessage<EmbedRequest> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 10);
+
+/**
+ * Embedding is one text's vector.
+ *
+ * @generated from message llmorch.v1.Embedding
+ */
+export type Embedding = Message<"llmorch.v1.Embedding"> & {
+  /**
+   * values has the model's dimension (384 for minilm-l6-v2) and unit L2 norm, so a dot product is the cosine.
+   *
+   * @generated from field: repeated float values = 1;
+   */
+  values: number[];
+
+  /**
+   * token_count is the number of tokens embedded, after truncation.
+   *
+   * @generated from field: int32 token_count = 2;
+   */
+  tokenCount: number;
+};
+
+/**
+ * Describes the message llmorch.v1.Embedding.
+ * Use `create(EmbeddingSchema)` to create a new message.
+ */
+export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 11);
+
+/**
+ * EmbedResponse holds one embedding per input text, in order.
+ *
+ * @generated from message llmorch.v1.EmbedResponse
+ */
+export type EmbedResponse = Message<"llmorch.v1.EmbedResponse"> & {
+  /**
+   * embeddings, in the order of the request's texts.
+   *
+   * @generated from field: repeated llmorch.v1.Embedding embeddings = 1;
+   */
+  embeddings: Embedding[];
+
+  /**
+   * model_id is the model that embedded, as listed by ListModels.
+   *
+   * @generated from field: string model_id = 2;
+   */
+  modelId: string;
+};
+
+/**
+ * Describes the message llmorch.v1.EmbedResponse.
+ * Use `create(EmbedResponseSchema)` to create a new message.
+ */
+export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 12);
 
 /**
  * RequestStatus is the lifecycle state of a request's workflow.
@@ -385,7 +563,8 @@ export const RequestStatusSchema: GenEnum<RequestStatus> = /*@__PURE__*/
   enumDesc(file_llmorch_v1_orchestrator, 0);
 
 /**
- * OrchestratorService is the public API: every call to Generate runs one durable Temporal workflow.
+ * OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
+ * Embed turns texts into vectors with the platform's embedding model; ListModels shows what can serve.
  *
  * @generated from service llmorch.v1.OrchestratorService
  */
@@ -432,6 +611,18 @@ export const OrchestratorService: GenService<{
     methodKind: "unary";
     input: typeof ListModelsRequestSchema;
     output: typeof ListModelsResponseSchema;
+  },
+  /**
+   * Embed embeds a batch of texts with the embedding model that retrieval uses (the response names it).
+   * Errors: INVALID_ARGUMENT (field violations: no texts, more than 256, or a text over 20000 characters),
+   * UNAVAILABLE (the embedding model is not serving), DEADLINE_EXCEEDED.
+   *
+   * @generated from rpc llmorch.v1.OrchestratorService.Embed
+   */
+  embed: {
+    methodKind: "unary";
+    input: typeof EmbedRequestSchema;
+    output: typeof EmbedResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_llmorch_v1_orchestrator, 0);

@@ -10,91 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmorch/v1/types.proto.
  */
 export const file_llmorch_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChZsbG1vcmNoL3YxL3R5cGVzLnByb3RvEgpsbG1vcmNoLnYxIo8CCg1Nb2RlbE1ldGFkYXRhEhAKCG1vZGVsX2lkGAEgASgJEhIKCm1vZGVsX25hbWUYAiABKAkSKQoKbW9kZWxfdHlwZRgDIAEoDjIVLmxsbW9yY2gudjEuTW9kZWxUeXBlEhAKCHByaW9yaXR5GAQgASgFEhQKDGRlZmF1bHRfZmxhZxgFIAEoCBIXCg9tYXhfY29uY3VycmVuY3kYBiABKAUSFQoNY29udGV4dF9saW1pdBgHIAEoBRIvCg1oYXJkd2FyZV90eXBlGAggASgOMhgubGxtb3JjaC52MS5IYXJkd2FyZVR5cGUSEAoIZW5kcG9pbnQYCSABKAkSEgoKdGFza19xdWV1ZRgKIAEoCSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAki2gEKDlNhbXBsaW5nUGFyYW1zEhcKCm1heF90b2tlbnMYASABKAVIAIgBARIYCgt0ZW1wZXJhdHVyZRgCIAEoAkgBiAEBEhIKBXRvcF9wGAMgASgCSAKIAQESDAoEc3RvcBgEIAMoCRIRCgRzZWVkGAUgASgDSAOIAQESGwoOcmVwZWF0X3BlbmFsdHkYBiABKAJIBIgBAUINCgtfbWF4X3Rva2Vuc0IOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9wQgcKBV9zZWVkQhEKD19yZXBlYXRfcGVuYWx0eSIvCgpSYWdPcHRpb25zEhIKCmNvbGxlY3Rpb24YASABKAkSDQoFdG9wX2sYAiABKAUiOQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoBRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoBSJJCghDaXRhdGlvbhIQCghjaHVua19pZBgBIAEoCRIOCgZzb3VyY2UYAiABKAkSDQoFc2NvcmUYAyABKAISDAoEdGV4dBgEIAEoCSJ/CgdUaW1pbmdzEhUKDXF1ZXVlX3dhaXRfbXMYASABKAESHgoWdGltZV90b19maXJzdF90b2tlbl9tcxgCIAEoARIVCg1nZW5lcmF0aW9uX21zGAMgASgBEhQKDHJldHJpZXZhbF9tcxgEIAEoARIQCgh0b3RhbF9tcxgFIAEoASIsCghGYWxsYmFjaxIQCghtb2RlbF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAki9wEKClByb3ZlbmFuY2USEAoIbW9kZWxfaWQYASABKAkSGAoQc2VsZWN0aW9uX3JlYXNvbhgCIAEoCRInCglmYWxsYmFja3MYAyADKAsyFC5sbG1vcmNoLnYxLkZhbGxiYWNrEiAKBXVzYWdlGAQgASgLMhEubGxtb3JjaC52MS5Vc2FnZRIkCgd0aW1pbmdzGAUgASgLMhMubGxtb3JjaC52MS5UaW1pbmdzEicKCWNpdGF0aW9ucxgGIAMoCzIULmxsbW9yY2gudjEuQ2l0YXRpb24SEwoLd29ya2Zsb3dfaWQYByABKAkSDgoGcnVuX2lkGAggASgJKlUKCU1vZGVsVHlwZRIaChZNT0RFTF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoOTU9ERUxfVFlQRV9MTE0QARIYChRNT0RFTF9UWVBFX0VNQkVERElORxACKlsKDEhhcmR3YXJlVHlwZRIdChlIQVJEV0FSRV9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRSEFSRFdBUkVfVFlQRV9DUFUQARIVChFIQVJEV0FSRV9UWVBFX0dQVRACKmMKC0hlYWx0aFN0YXRlEhwKGEhFQUxUSF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEhFQUxUSF9TVEFURV9TRVJWSU5HEAESHAoYSEVBTFRIX1NUQVRFX05PVF9TRVJWSU5HEAJiBnByb3RvMw");
-
-/**
- * ModelMetadata is what a model container registers on startup.
- *
- * @generated from message llmorch.v1.ModelMetadata
- */
-export type ModelMetadata = Message<"llmorch.v1.ModelMetadata"> & {
-  /**
-   * model_id is the stable identifier, e.g. "smollm2-135m-instruct"; it names the task queue llm.<model_id>.
-   *
-   * @generated from field: string model_id = 1;
-   */
-  modelId: string;
-
-  /**
-   * model_name is a human-readable name shown in listings.
-   *
-   * @generated from field: string model_name = 2;
-   */
-  modelName: string;
-
-  /**
-   * model_type is LLM or EMBEDDING; UNSPECIFIED is rejected.
-   *
-   * @generated from field: llmorch.v1.ModelType model_type = 3;
-   */
-  modelType: ModelType;
-
-  /**
-   * priority orders models when neither the user nor a default decides; higher wins.
-   *
-   * @generated from field: int32 priority = 4;
-   */
-  priority: number;
-
-  /**
-   * default_flag marks the default model of its model_type; the newest registration wins a conflict.
-   *
-   * @generated from field: bool default_flag = 5;
-   */
-  defaultFlag: boolean;
-
-  /**
-   * max_concurrency is how many generations one replica runs at once; at least 1.
-   *
-   * @generated from field: int32 max_concurrency = 6;
-   */
-  maxConcurrency: number;
-
-  /**
-   * context_limit is the context window in tokens; at least 1.
-   *
-   * @generated from field: int32 context_limit = 7;
-   */
-  contextLimit: number;
-
-  /**
-   * hardware_type says whether the replica runs on CPU or GPU.
-   *
-   * @generated from field: llmorch.v1.HardwareType hardware_type = 8;
-   */
-  hardwareType: HardwareType;
-
-  /**
-   * endpoint is the replica's gRPC address, host:port.
-   *
-   * @generated from field: string endpoint = 9;
-   */
-  endpoint: string;
-
-  /**
-   * task_queue is the Temporal task queue the replica's worker polls, e.g. "llm.smollm2-135m-instruct".
-   *
-   * @generated from field: string task_queue = 10;
-   */
-  taskQueue: string;
-};
-
-/**
- * Describes the message llmorch.v1.ModelMetadata.
- * Use `create(ModelMetadataSchema)` to create a new message.
- */
-export const ModelMetadataSchema: GenMessage<ModelMetadata> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 0);
+  fileDesc("ChZsbG1vcmNoL3YxL3R5cGVzLnByb3RvEgpsbG1vcmNoLnYxIiwKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCSLaAQoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoBUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgCSAGIAQESEgoFdG9wX3AYAyABKAJIAogBARIMCgRzdG9wGAQgAygJEhEKBHNlZWQYBSABKANIA4gBARIbCg5yZXBlYXRfcGVuYWx0eRgGIAEoAkgEiAEBQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCBwoFX3NlZWRCEQoPX3JlcGVhdF9wZW5hbHR5Ii8KClJhZ09wdGlvbnMSEgoKY29sbGVjdGlvbhgBIAEoCRINCgV0b3BfaxgCIAEoBSI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgFEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgFIkkKCENpdGF0aW9uEhAKCGNodW5rX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRINCgVzY29yZRgDIAEoAhIMCgR0ZXh0GAQgASgJIn8KB1RpbWluZ3MSFQoNcXVldWVfd2FpdF9tcxgBIAEoARIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAIgASgBEhUKDWdlbmVyYXRpb25fbXMYAyABKAESFAoMcmV0cmlldmFsX21zGAQgASgBEhAKCHRvdGFsX21zGAUgASgBIiwKCEZhbGxiYWNrEhAKCG1vZGVsX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSL3AQoKUHJvdmVuYW5jZRIQCghtb2RlbF9pZBgBIAEoCRIYChBzZWxlY3Rpb25fcmVhc29uGAIgASgJEicKCWZhbGxiYWNrcxgDIAMoCzIULmxsbW9yY2gudjEuRmFsbGJhY2sSIAoFdXNhZ2UYBCABKAsyES5sbG1vcmNoLnYxLlVzYWdlEiQKB3RpbWluZ3MYBSABKAsyEy5sbG1vcmNoLnYxLlRpbWluZ3MSJwoJY2l0YXRpb25zGAYgAygLMhQubGxtb3JjaC52MS5DaXRhdGlvbhITCgt3b3JrZmxvd19pZBgHIAEoCRIOCgZydW5faWQYCCABKAkqVQoJTW9kZWxUeXBlEhoKFk1PREVMX1RZUEVfVU5TUEVDSUZJRUQQABISCg5NT0RFTF9UWVBFX0xMTRABEhgKFE1PREVMX1RZUEVfRU1CRURESU5HEAIqWwoMSGFyZHdhcmVUeXBlEh0KGUhBUkRXQVJFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFIQVJEV0FSRV9UWVBFX0NQVRABEhUKEUhBUkRXQVJFX1RZUEVfR1BVEAIqYwoLSGVhbHRoU3RhdGUSHAoYSEVBTFRIX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUSEVBTFRIX1NUQVRFX1NFUlZJTkcQARIcChhIRUFMVEhfU1RBVEVfTk9UX1NFUlZJTkcQAip8CgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQA2IGcHJvdG8z");
 
 /**
  * ChatMessage is one turn of a conversation.
@@ -122,7 +38,7 @@ export type ChatMessage = Message<"llmorch.v1.ChatMessage"> & {
  * Use `create(ChatMessageSchema)` to create a new message.
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 1);
+  messageDesc(file_llmorch_v1_types, 0);
 
 /**
  * SamplingParams controls decoding. Unset fields take the documented defaults.
@@ -178,7 +94,7 @@ export type SamplingParams = Message<"llmorch.v1.SamplingParams"> & {
  * Use `create(SamplingParamsSchema)` to create a new message.
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 2);
+  messageDesc(file_llmorch_v1_types, 1);
 
 /**
  * RagOptions turns on retrieval-augmented generation for one request.
@@ -206,7 +122,7 @@ export type RagOptions = Message<"llmorch.v1.RagOptions"> & {
  * Use `create(RagOptionsSchema)` to create a new message.
  */
 export const RagOptionsSchema: GenMessage<RagOptions> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 3);
+  messageDesc(file_llmorch_v1_types, 2);
 
 /**
  * Usage counts tokens for one generation.
@@ -234,7 +150,7 @@ export type Usage = Message<"llmorch.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 4);
+  messageDesc(file_llmorch_v1_types, 3);
 
 /**
  * Citation is one retrieved chunk that grounded the answer.
@@ -276,7 +192,7 @@ export type Citation = Message<"llmorch.v1.Citation"> & {
  * Use `create(CitationSchema)` to create a new message.
  */
 export const CitationSchema: GenMessage<Citation> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 5);
+  messageDesc(file_llmorch_v1_types, 4);
 
 /**
  * Timings break one request's latency down, in milliseconds.
@@ -325,7 +241,7 @@ export type Timings = Message<"llmorch.v1.Timings"> & {
  * Use `create(TimingsSchema)` to create a new message.
  */
 export const TimingsSchema: GenMessage<Timings> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 6);
+  messageDesc(file_llmorch_v1_types, 5);
 
 /**
  * Fallback records one model that was tried and given up on.
@@ -353,7 +269,7 @@ export type Fallback = Message<"llmorch.v1.Fallback"> & {
  * Use `create(FallbackSchema)` to create a new message.
  */
 export const FallbackSchema: GenMessage<Fallback> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 7);
+  messageDesc(file_llmorch_v1_types, 6);
 
 /**
  * Provenance explains how an answer was produced.
@@ -423,7 +339,7 @@ export type Provenance = Message<"llmorch.v1.Provenance"> & {
  * Use `create(ProvenanceSchema)` to create a new message.
  */
 export const ProvenanceSchema: GenMessage<Provenance> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_types, 8);
+  messageDesc(file_llmorch_v1_types, 7);
 
 /**
  * ModelType says what kind of work a registered model serves.
@@ -526,4 +442,46 @@ export enum HealthState {
  */
 export const HealthStateSchema: GenEnum<HealthState> = /*@__PURE__*/
   enumDesc(file_llmorch_v1_types, 2);
+
+/**
+ * FinishReason says why a generation stopped.
+ *
+ * @generated from enum llmorch.v1.FinishReason
+ */
+export enum FinishReason {
+  /**
+   * FINISH_REASON_UNSPECIFIED is never returned by a finished generation; clients should treat it as unknown.
+   *
+   * @generated from enum value: FINISH_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * FINISH_REASON_STOP means the model ended its answer or one of sampling.stop was produced (and cut off).
+   *
+   * @generated from enum value: FINISH_REASON_STOP = 1;
+   */
+  STOP = 1,
+
+  /**
+   * FINISH_REASON_LENGTH means sampling.max_tokens was reached, or the context window filled up.
+   *
+   * @generated from enum value: FINISH_REASON_LENGTH = 2;
+   */
+  LENGTH = 2,
+
+  /**
+   * FINISH_REASON_CANCELLED means generation stopped early because its caller went away or the activity was
+   * cancelled; the text holds what was generated until then.
+   *
+   * @generated from enum value: FINISH_REASON_CANCELLED = 3;
+   */
+  CANCELLED = 3,
+}
+
+/**
+ * Describes the enum llmorch.v1.FinishReason.
+ */
+export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_types, 3);
 

@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from llmorch.v1 import embedding_pb2 as _embedding_pb2
+from llmorch.internal.v1 import embedding_pb2 as _embedding_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class EmbeddingServiceStub:
-    """EmbeddingService turns texts into L2-normalised sentence vectors."""
+    """EmbeddingService turns texts into L2-normalised sentence vectors.
+    Internal: the orchestrator calls it for Query, ingestion and the public OrchestratorService/Embed.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -42,7 +44,9 @@ class EmbeddingServiceStub:
 
 @_typing.type_check_only
 class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
-    """EmbeddingService turns texts into L2-normalised sentence vectors."""
+    """EmbeddingService turns texts into L2-normalised sentence vectors.
+    Internal: the orchestrator calls it for Query, ingestion and the public OrchestratorService/Embed.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Embed: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedRequest, _embedding_pb2.EmbedResponse]  # type: ignore[assignment]
@@ -53,7 +57,9 @@ class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
     """GetEmbeddingModelInfo returns the metadata this replica registers."""
 
 class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """EmbeddingService turns texts into L2-normalised sentence vectors."""
+    """EmbeddingService turns texts into L2-normalised sentence vectors.
+    Internal: the orchestrator calls it for Query, ingestion and the public OrchestratorService/Embed.
+    """
 
     @_abc_1.abstractmethod
     def Embed(

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from llmorch.internal.v1 import metadata_pb2 as _metadata_pb2
 from llmorch.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -45,7 +46,7 @@ class RegisteredModel(_message.Message):
     "first available" rule follows it.
     """
     @_builtins.property
-    def metadata(self) -> _types_pb2.ModelMetadata:
+    def metadata(self) -> _metadata_pb2.ModelMetadata:
         """metadata is what was registered."""
 
     @_builtins.property
@@ -55,7 +56,7 @@ class RegisteredModel(_message.Message):
     def __init__(
         self,
         *,
-        metadata: _types_pb2.ModelMetadata | None = ...,
+        metadata: _metadata_pb2.ModelMetadata | None = ...,
         health: _types_pb2.HealthState.ValueType = ...,
         in_flight: _builtins.int = ...,
         capacity: _builtins.int = ...,
@@ -109,7 +110,7 @@ class RegisterRequest(_message.Message):
 
     METADATA_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def metadata(self) -> _types_pb2.ModelMetadata:
+    def metadata(self) -> _metadata_pb2.ModelMetadata:
         """metadata describes the model and this replica's endpoint; model_id, model_type, max_concurrency >= 1,
         context_limit >= 1 and endpoint are required.
         """
@@ -117,7 +118,7 @@ class RegisterRequest(_message.Message):
     def __init__(
         self,
         *,
-        metadata: _types_pb2.ModelMetadata | None = ...,
+        metadata: _metadata_pb2.ModelMetadata | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -242,8 +243,8 @@ class DeregisterResponse(_message.Message):
 Global___DeregisterResponse: _TypeAlias = DeregisterResponse  # noqa: Y015
 
 @_typing.final
-class RegistryServiceListModelsRequest(_message.Message):
-    """RegistryServiceListModelsRequest filters the listing."""
+class ListModelsRequest(_message.Message):
+    """ListModelsRequest filters the listing."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -261,11 +262,11 @@ class RegistryServiceListModelsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RegistryServiceListModelsRequest: _TypeAlias = RegistryServiceListModelsRequest  # noqa: Y015
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
 
 @_typing.final
-class RegistryServiceListModelsResponse(_message.Message):
-    """RegistryServiceListModelsResponse lists models."""
+class ListModelsResponse(_message.Message):
+    """ListModelsResponse lists models."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -285,7 +286,7 @@ class RegistryServiceListModelsResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RegistryServiceListModelsResponse: _TypeAlias = RegistryServiceListModelsResponse  # noqa: Y015
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 
 @_typing.final
 class GetModelRequest(_message.Message):

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from llmorch.v1 import model_pb2 as llmorch_dot_v1_dot_model__pb2
+from llmorch.internal.v1 import model_pb2 as llmorch_dot_internal_dot_v1_dot_model__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in llmorch/v1/model_pb2_grpc.py depends on'
+        + ' but the generated code in llmorch/internal/v1/model_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ModelServiceStub:
-    """ModelService is the contract every LLM engine implements; the model worker calls it over gRPC.
+    """ModelService is the internal contract every LLM engine implements; the model worker calls it over gRPC.
     """
 
     def __init__(self, channel):
@@ -36,24 +36,24 @@ class ModelServiceStub:
             channel: A grpc.Channel.
         """
         self.Generate = channel.unary_unary(
-                '/llmorch.v1.ModelService/Generate',
-                request_serializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateResponse.FromString,
+                '/llmorch.internal.v1.ModelService/Generate',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateResponse.FromString,
                 _registered_method=True)
         self.GenerateStream = channel.unary_stream(
-                '/llmorch.v1.ModelService/GenerateStream',
-                request_serializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateStreamRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateStreamResponse.FromString,
+                '/llmorch.internal.v1.ModelService/GenerateStream',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateStreamRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
-                '/llmorch.v1.ModelService/GetModelInfo',
-                request_serializer=llmorch_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_model__pb2.GetModelInfoResponse.FromString,
+                '/llmorch.internal.v1.ModelService/GetModelInfo',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
 
 
 class ModelServiceServicer:
-    """ModelService is the contract every LLM engine implements; the model worker calls it over gRPC.
+    """ModelService is the internal contract every LLM engine implements; the model worker calls it over gRPC.
     """
 
     def Generate(self, request, context):
@@ -84,29 +84,29 @@ def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Generate': grpc.unary_unary_rpc_method_handler(
                     servicer.Generate,
-                    request_deserializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateResponse.SerializeToString,
             ),
             'GenerateStream': grpc.unary_stream_rpc_method_handler(
                     servicer.GenerateStream,
-                    request_deserializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateStreamRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateStreamResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateStreamRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateStreamResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
-                    request_deserializer=llmorch_dot_v1_dot_model__pb2.GetModelInfoRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_model__pb2.GetModelInfoResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_model__pb2.GetModelInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'llmorch.v1.ModelService', rpc_method_handlers)
+            'llmorch.internal.v1.ModelService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('llmorch.v1.ModelService', rpc_method_handlers)
+    server.add_registered_method_handlers('llmorch.internal.v1.ModelService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
 class ModelService:
-    """ModelService is the contract every LLM engine implements; the model worker calls it over gRPC.
+    """ModelService is the internal contract every LLM engine implements; the model worker calls it over gRPC.
     """
 
     @staticmethod
@@ -123,9 +123,9 @@ class ModelService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.ModelService/Generate',
-            llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateRequest.SerializeToString,
-            llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateResponse.FromString,
+            '/llmorch.internal.v1.ModelService/Generate',
+            llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -150,9 +150,9 @@ class ModelService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/llmorch.v1.ModelService/GenerateStream',
-            llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateStreamRequest.SerializeToString,
-            llmorch_dot_v1_dot_model__pb2.ModelServiceGenerateStreamResponse.FromString,
+            '/llmorch.internal.v1.ModelService/GenerateStream',
+            llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateStreamRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_model__pb2.GenerateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -177,9 +177,9 @@ class ModelService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.ModelService/GetModelInfo',
-            llmorch_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
-            llmorch_dot_v1_dot_model__pb2.GetModelInfoResponse.FromString,
+            '/llmorch.internal.v1.ModelService/GetModelInfo',
+            llmorch_dot_internal_dot_v1_dot_model__pb2.GetModelInfoRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_model__pb2.GetModelInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

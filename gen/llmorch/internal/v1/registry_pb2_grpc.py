@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from llmorch.v1 import registry_pb2 as llmorch_dot_v1_dot_registry__pb2
+from llmorch.internal.v1 import registry_pb2 as llmorch_dot_internal_dot_v1_dot_registry__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in llmorch/v1/registry_pb2_grpc.py depends on'
+        + ' but the generated code in llmorch/internal/v1/registry_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class RegistryServiceStub:
     """RegistryService keeps the models that containers register, persisted in SQLite, with live health.
+    Internal: model containers register here and the router reads it; Envoy never routes it.
     """
 
     def __init__(self, channel):
@@ -36,34 +37,35 @@ class RegistryServiceStub:
             channel: A grpc.Channel.
         """
         self.Register = channel.unary_unary(
-                '/llmorch.v1.RegistryService/Register',
-                request_serializer=llmorch_dot_v1_dot_registry__pb2.RegisterRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_registry__pb2.RegisterResponse.FromString,
+                '/llmorch.internal.v1.RegistryService/Register',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.RegisterResponse.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
-                '/llmorch.v1.RegistryService/Heartbeat',
-                request_serializer=llmorch_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+                '/llmorch.internal.v1.RegistryService/Heartbeat',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
         self.Deregister = channel.unary_unary(
-                '/llmorch.v1.RegistryService/Deregister',
-                request_serializer=llmorch_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_registry__pb2.DeregisterResponse.FromString,
+                '/llmorch.internal.v1.RegistryService/Deregister',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.DeregisterResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
-                '/llmorch.v1.RegistryService/ListModels',
-                request_serializer=llmorch_dot_v1_dot_registry__pb2.RegistryServiceListModelsRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_registry__pb2.RegistryServiceListModelsResponse.FromString,
+                '/llmorch.internal.v1.RegistryService/ListModels',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.GetModel = channel.unary_unary(
-                '/llmorch.v1.RegistryService/GetModel',
-                request_serializer=llmorch_dot_v1_dot_registry__pb2.GetModelRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_registry__pb2.GetModelResponse.FromString,
+                '/llmorch.internal.v1.RegistryService/GetModel',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.GetModelResponse.FromString,
                 _registered_method=True)
 
 
 class RegistryServiceServicer:
     """RegistryService keeps the models that containers register, persisted in SQLite, with live health.
+    Internal: model containers register here and the router reads it; Envoy never routes it.
     """
 
     def Register(self, request, context):
@@ -106,39 +108,40 @@ def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Register': grpc.unary_unary_rpc_method_handler(
                     servicer.Register,
-                    request_deserializer=llmorch_dot_v1_dot_registry__pb2.RegisterRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_registry__pb2.RegisterResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.RegisterRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.RegisterResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
-                    request_deserializer=llmorch_dot_v1_dot_registry__pb2.HeartbeatRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_registry__pb2.HeartbeatResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.HeartbeatRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.HeartbeatResponse.SerializeToString,
             ),
             'Deregister': grpc.unary_unary_rpc_method_handler(
                     servicer.Deregister,
-                    request_deserializer=llmorch_dot_v1_dot_registry__pb2.DeregisterRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_registry__pb2.DeregisterResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.DeregisterRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.DeregisterResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=llmorch_dot_v1_dot_registry__pb2.RegistryServiceListModelsRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_registry__pb2.RegistryServiceListModelsResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.ListModelsRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.ListModelsResponse.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
-                    request_deserializer=llmorch_dot_v1_dot_registry__pb2.GetModelRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_registry__pb2.GetModelResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.GetModelRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_registry__pb2.GetModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'llmorch.v1.RegistryService', rpc_method_handlers)
+            'llmorch.internal.v1.RegistryService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('llmorch.v1.RegistryService', rpc_method_handlers)
+    server.add_registered_method_handlers('llmorch.internal.v1.RegistryService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
 class RegistryService:
     """RegistryService keeps the models that containers register, persisted in SQLite, with live health.
+    Internal: model containers register here and the router reads it; Envoy never routes it.
     """
 
     @staticmethod
@@ -155,9 +158,9 @@ class RegistryService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.RegistryService/Register',
-            llmorch_dot_v1_dot_registry__pb2.RegisterRequest.SerializeToString,
-            llmorch_dot_v1_dot_registry__pb2.RegisterResponse.FromString,
+            '/llmorch.internal.v1.RegistryService/Register',
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.RegisterRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.RegisterResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -182,9 +185,9 @@ class RegistryService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.RegistryService/Heartbeat',
-            llmorch_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
-            llmorch_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+            '/llmorch.internal.v1.RegistryService/Heartbeat',
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -209,9 +212,9 @@ class RegistryService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.RegistryService/Deregister',
-            llmorch_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
-            llmorch_dot_v1_dot_registry__pb2.DeregisterResponse.FromString,
+            '/llmorch.internal.v1.RegistryService/Deregister',
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.DeregisterResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -236,9 +239,9 @@ class RegistryService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.RegistryService/ListModels',
-            llmorch_dot_v1_dot_registry__pb2.RegistryServiceListModelsRequest.SerializeToString,
-            llmorch_dot_v1_dot_registry__pb2.RegistryServiceListModelsResponse.FromString,
+            '/llmorch.internal.v1.RegistryService/ListModels',
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.ListModelsRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -263,9 +266,9 @@ class RegistryService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.RegistryService/GetModel',
-            llmorch_dot_v1_dot_registry__pb2.GetModelRequest.SerializeToString,
-            llmorch_dot_v1_dot_registry__pb2.GetModelResponse.FromString,
+            '/llmorch.internal.v1.RegistryService/GetModel',
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.GetModelRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_registry__pb2.GetModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

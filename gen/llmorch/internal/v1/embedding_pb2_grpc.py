@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from llmorch.v1 import embedding_pb2 as llmorch_dot_v1_dot_embedding__pb2
+from llmorch.internal.v1 import embedding_pb2 as llmorch_dot_internal_dot_v1_dot_embedding__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in llmorch/v1/embedding_pb2_grpc.py depends on'
+        + ' but the generated code in llmorch/internal/v1/embedding_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class EmbeddingServiceStub:
     """EmbeddingService turns texts into L2-normalised sentence vectors.
+    Internal: the orchestrator calls it for Query, ingestion and the public OrchestratorService/Embed.
     """
 
     def __init__(self, channel):
@@ -36,19 +37,20 @@ class EmbeddingServiceStub:
             channel: A grpc.Channel.
         """
         self.Embed = channel.unary_unary(
-                '/llmorch.v1.EmbeddingService/Embed',
-                request_serializer=llmorch_dot_v1_dot_embedding__pb2.EmbedRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_embedding__pb2.EmbedResponse.FromString,
+                '/llmorch.internal.v1.EmbeddingService/Embed',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.EmbedResponse.FromString,
                 _registered_method=True)
         self.GetEmbeddingModelInfo = channel.unary_unary(
-                '/llmorch.v1.EmbeddingService/GetEmbeddingModelInfo',
-                request_serializer=llmorch_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoRequest.SerializeToString,
-                response_deserializer=llmorch_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoResponse.FromString,
+                '/llmorch.internal.v1.EmbeddingService/GetEmbeddingModelInfo',
+                request_serializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoRequest.SerializeToString,
+                response_deserializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoResponse.FromString,
                 _registered_method=True)
 
 
 class EmbeddingServiceServicer:
     """EmbeddingService turns texts into L2-normalised sentence vectors.
+    Internal: the orchestrator calls it for Query, ingestion and the public OrchestratorService/Embed.
     """
 
     def Embed(self, request, context):
@@ -71,24 +73,25 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Embed': grpc.unary_unary_rpc_method_handler(
                     servicer.Embed,
-                    request_deserializer=llmorch_dot_v1_dot_embedding__pb2.EmbedRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_embedding__pb2.EmbedResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.EmbedRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.EmbedResponse.SerializeToString,
             ),
             'GetEmbeddingModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEmbeddingModelInfo,
-                    request_deserializer=llmorch_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoRequest.FromString,
-                    response_serializer=llmorch_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoResponse.SerializeToString,
+                    request_deserializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoRequest.FromString,
+                    response_serializer=llmorch_dot_internal_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'llmorch.v1.EmbeddingService', rpc_method_handlers)
+            'llmorch.internal.v1.EmbeddingService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('llmorch.v1.EmbeddingService', rpc_method_handlers)
+    server.add_registered_method_handlers('llmorch.internal.v1.EmbeddingService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
 class EmbeddingService:
     """EmbeddingService turns texts into L2-normalised sentence vectors.
+    Internal: the orchestrator calls it for Query, ingestion and the public OrchestratorService/Embed.
     """
 
     @staticmethod
@@ -105,9 +108,9 @@ class EmbeddingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.EmbeddingService/Embed',
-            llmorch_dot_v1_dot_embedding__pb2.EmbedRequest.SerializeToString,
-            llmorch_dot_v1_dot_embedding__pb2.EmbedResponse.FromString,
+            '/llmorch.internal.v1.EmbeddingService/Embed',
+            llmorch_dot_internal_dot_v1_dot_embedding__pb2.EmbedRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_embedding__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -132,9 +135,9 @@ class EmbeddingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmorch.v1.EmbeddingService/GetEmbeddingModelInfo',
-            llmorch_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoRequest.SerializeToString,
-            llmorch_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoResponse.FromString,
+            '/llmorch.internal.v1.EmbeddingService/GetEmbeddingModelInfo',
+            llmorch_dot_internal_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoRequest.SerializeToString,
+            llmorch_dot_internal_dot_v1_dot_embedding__pb2.GetEmbeddingModelInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from llmorch.v1 import model_pb2 as _model_pb2
+from llmorch.internal.v1 import model_pb2 as _model_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -27,46 +27,46 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ModelServiceStub:
-    """ModelService is the contract every LLM engine implements; the model worker calls it over gRPC."""
+    """ModelService is the internal contract every LLM engine implements; the model worker calls it over gRPC."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ModelServiceAsyncStub: ...
-    Generate: _grpc.UnaryUnaryMultiCallable[_model_pb2.ModelServiceGenerateRequest, _model_pb2.ModelServiceGenerateResponse]
+    Generate: _grpc.UnaryUnaryMultiCallable[_model_pb2.GenerateRequest, _model_pb2.GenerateResponse]
     """Generate runs one generation to completion.
     Errors: INVALID_ARGUMENT for bad input, OUT_OF_RANGE when the prompt does not fit the context,
     RESOURCE_EXHAUSTED when every context is busy, UNAVAILABLE while loading or draining.
     """
-    GenerateStream: _grpc.UnaryStreamMultiCallable[_model_pb2.ModelServiceGenerateStreamRequest, _model_pb2.ModelServiceGenerateStreamResponse]
+    GenerateStream: _grpc.UnaryStreamMultiCallable[_model_pb2.GenerateStreamRequest, _model_pb2.GenerateStreamResponse]
     """GenerateStream runs one generation and streams text deltas; the last message carries usage."""
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_model_pb2.GetModelInfoRequest, _model_pb2.GetModelInfoResponse]
     """GetModelInfo returns the metadata this replica registers and its live load."""
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
-    """ModelService is the contract every LLM engine implements; the model worker calls it over gRPC."""
+    """ModelService is the internal contract every LLM engine implements; the model worker calls it over gRPC."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Generate: _aio.UnaryUnaryMultiCallable[_model_pb2.ModelServiceGenerateRequest, _model_pb2.ModelServiceGenerateResponse]  # type: ignore[assignment]
+    Generate: _aio.UnaryUnaryMultiCallable[_model_pb2.GenerateRequest, _model_pb2.GenerateResponse]  # type: ignore[assignment]
     """Generate runs one generation to completion.
     Errors: INVALID_ARGUMENT for bad input, OUT_OF_RANGE when the prompt does not fit the context,
     RESOURCE_EXHAUSTED when every context is busy, UNAVAILABLE while loading or draining.
     """
-    GenerateStream: _aio.UnaryStreamMultiCallable[_model_pb2.ModelServiceGenerateStreamRequest, _model_pb2.ModelServiceGenerateStreamResponse]  # type: ignore[assignment]
+    GenerateStream: _aio.UnaryStreamMultiCallable[_model_pb2.GenerateStreamRequest, _model_pb2.GenerateStreamResponse]  # type: ignore[assignment]
     """GenerateStream runs one generation and streams text deltas; the last message carries usage."""
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_model_pb2.GetModelInfoRequest, _model_pb2.GetModelInfoResponse]  # type: ignore[assignment]
     """GetModelInfo returns the metadata this replica registers and its live load."""
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ModelService is the contract every LLM engine implements; the model worker calls it over gRPC."""
+    """ModelService is the internal contract every LLM engine implements; the model worker calls it over gRPC."""
 
     @_abc_1.abstractmethod
     def Generate(
         self,
-        request: _model_pb2.ModelServiceGenerateRequest,
+        request: _model_pb2.GenerateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_model_pb2.ModelServiceGenerateResponse, _abc.Awaitable[_model_pb2.ModelServiceGenerateResponse]]:
+    ) -> _typing.Union[_model_pb2.GenerateResponse, _abc.Awaitable[_model_pb2.GenerateResponse]]:
         """Generate runs one generation to completion.
         Errors: INVALID_ARGUMENT for bad input, OUT_OF_RANGE when the prompt does not fit the context,
         RESOURCE_EXHAUSTED when every context is busy, UNAVAILABLE while loading or draining.
@@ -75,9 +75,9 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def GenerateStream(
         self,
-        request: _model_pb2.ModelServiceGenerateStreamRequest,
+        request: _model_pb2.GenerateStreamRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_model_pb2.ModelServiceGenerateStreamResponse], _abc.AsyncIterator[_model_pb2.ModelServiceGenerateStreamResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_model_pb2.GenerateStreamResponse], _abc.AsyncIterator[_model_pb2.GenerateStreamResponse]]:
         """GenerateStream runs one generation and streams text deltas; the last message carries usage."""
 
     @_abc_1.abstractmethod

@@ -7,7 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
-from llmorch.v1 import types_pb2 as _types_pb2
+from llmorch.internal.v1 import metadata_pb2 as _metadata_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -127,13 +127,13 @@ class GetEmbeddingModelInfoResponse(_message.Message):
     dimension: _builtins.int
     """dimension is the length of every vector."""
     @_builtins.property
-    def metadata(self) -> _types_pb2.ModelMetadata:
+    def metadata(self) -> _metadata_pb2.ModelMetadata:
         """metadata is what the replica registers."""
 
     def __init__(
         self,
         *,
-        metadata: _types_pb2.ModelMetadata | None = ...,
+        metadata: _metadata_pb2.ModelMetadata | None = ...,
         dimension: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015

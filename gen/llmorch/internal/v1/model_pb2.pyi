@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from llmorch.internal.v1 import metadata_pb2 as _metadata_pb2
 from llmorch.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -20,8 +21,8 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class ModelServiceGenerateRequest(_message.Message):
-    """ModelServiceGenerateRequest asks for one generation."""
+class GenerateRequest(_message.Message):
+    """GenerateRequest asks for one generation."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -55,11 +56,11 @@ class ModelServiceGenerateRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ModelServiceGenerateRequest: _TypeAlias = ModelServiceGenerateRequest  # noqa: Y015
+Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 
 @_typing.final
-class ModelServiceGenerateResponse(_message.Message):
-    """ModelServiceGenerateResponse is a finished generation."""
+class GenerateResponse(_message.Message):
+    """GenerateResponse is a finished generation."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -71,8 +72,8 @@ class ModelServiceGenerateResponse(_message.Message):
     MODEL_ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """text is the generated text."""
-    finish_reason: _builtins.str
-    """finish_reason is "stop" (model ended or a stop string matched) or "length" (max_tokens reached)."""
+    finish_reason: _types_pb2.FinishReason.ValueType
+    """finish_reason says why generation stopped: STOP, LENGTH or CANCELLED (the caller went away)."""
     time_to_first_token_ms: _builtins.float
     """time_to_first_token_ms is the time from request to the first generated token."""
     generation_ms: _builtins.float
@@ -87,7 +88,7 @@ class ModelServiceGenerateResponse(_message.Message):
         self,
         *,
         text: _builtins.str = ...,
-        finish_reason: _builtins.str = ...,
+        finish_reason: _types_pb2.FinishReason.ValueType = ...,
         usage: _types_pb2.Usage | None = ...,
         time_to_first_token_ms: _builtins.float = ...,
         generation_ms: _builtins.float = ...,
@@ -99,23 +100,23 @@ class ModelServiceGenerateResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ModelServiceGenerateResponse: _TypeAlias = ModelServiceGenerateResponse  # noqa: Y015
+Global___GenerateResponse: _TypeAlias = GenerateResponse  # noqa: Y015
 
 @_typing.final
-class ModelServiceGenerateStreamRequest(_message.Message):
-    """ModelServiceGenerateStreamRequest asks for one streamed generation."""
+class GenerateStreamRequest(_message.Message):
+    """GenerateStreamRequest asks for one streamed generation."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     GENERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def generation(self) -> Global___ModelServiceGenerateRequest:
+    def generation(self) -> Global___GenerateRequest:
         """generation is the same request as for the unary call."""
 
     def __init__(
         self,
         *,
-        generation: Global___ModelServiceGenerateRequest | None = ...,
+        generation: Global___GenerateRequest | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -123,11 +124,11 @@ class ModelServiceGenerateStreamRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ModelServiceGenerateStreamRequest: _TypeAlias = ModelServiceGenerateStreamRequest  # noqa: Y015
+Global___GenerateStreamRequest: _TypeAlias = GenerateStreamRequest  # noqa: Y015
 
 @_typing.final
-class ModelServiceGenerateStreamResponse(_message.Message):
-    """ModelServiceGenerateStreamResponse is one piece of a streamed generation."""
+class GenerateStreamResponse(_message.Message):
+    """GenerateStreamResponse is one piece of a streamed generation."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -136,14 +137,14 @@ class ModelServiceGenerateStreamResponse(_message.Message):
     delta: _builtins.str
     """delta is newly generated text; may be empty on the last message."""
     @_builtins.property
-    def final(self) -> Global___ModelServiceGenerateResponse:
+    def final(self) -> Global___GenerateResponse:
         """final is set only on the last message, with usage and timings; its text is the whole generation."""
 
     def __init__(
         self,
         *,
         delta: _builtins.str = ...,
-        final: Global___ModelServiceGenerateResponse | None = ...,
+        final: Global___GenerateResponse | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["final", b"final"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -151,7 +152,7 @@ class ModelServiceGenerateStreamResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ModelServiceGenerateStreamResponse: _TypeAlias = ModelServiceGenerateStreamResponse  # noqa: Y015
+Global___GenerateStreamResponse: _TypeAlias = GenerateStreamResponse  # noqa: Y015
 
 @_typing.final
 class GetModelInfoRequest(_message.Message):
@@ -184,13 +185,13 @@ class GetModelInfoResponse(_message.Message):
     ready: _builtins.bool
     """ready is true once weights are loaded and the replica is not draining."""
     @_builtins.property
-    def metadata(self) -> _types_pb2.ModelMetadata:
+    def metadata(self) -> _metadata_pb2.ModelMetadata:
         """metadata is what the replica registers."""
 
     def __init__(
         self,
         *,
-        metadata: _types_pb2.ModelMetadata | None = ...,
+        metadata: _metadata_pb2.ModelMetadata | None = ...,
         in_flight: _builtins.int = ...,
         ready: _builtins.bool = ...,
     ) -> None: ...

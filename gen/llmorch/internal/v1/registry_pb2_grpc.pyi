@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from llmorch.v1 import registry_pb2 as _registry_pb2
+from llmorch.internal.v1 import registry_pb2 as _registry_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RegistryServiceStub:
-    """RegistryService keeps the models that containers register, persisted in SQLite, with live health."""
+    """RegistryService keeps the models that containers register, persisted in SQLite, with live health.
+    Internal: model containers register here and the router reads it; Envoy never routes it.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -39,14 +41,16 @@ class RegistryServiceStub:
     """Heartbeat refreshes a replica's liveness and reports its load. NOT_FOUND if it is not registered."""
     Deregister: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeregisterRequest, _registry_pb2.DeregisterResponse]
     """Deregister removes a replica; a model with no replica left disappears. Removing an unknown replica succeeds."""
-    ListModels: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegistryServiceListModelsRequest, _registry_pb2.RegistryServiceListModelsResponse]
+    ListModels: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelsRequest, _registry_pb2.ListModelsResponse]
     """ListModels lists registered models with their live health."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelRequest, _registry_pb2.GetModelResponse]
     """GetModel returns one model. NOT_FOUND if it is not registered."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
-    """RegistryService keeps the models that containers register, persisted in SQLite, with live health."""
+    """RegistryService keeps the models that containers register, persisted in SQLite, with live health.
+    Internal: model containers register here and the router reads it; Envoy never routes it.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterRequest, _registry_pb2.RegisterResponse]  # type: ignore[assignment]
@@ -55,13 +59,15 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Heartbeat refreshes a replica's liveness and reports its load. NOT_FOUND if it is not registered."""
     Deregister: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeregisterRequest, _registry_pb2.DeregisterResponse]  # type: ignore[assignment]
     """Deregister removes a replica; a model with no replica left disappears. Removing an unknown replica succeeds."""
-    ListModels: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegistryServiceListModelsRequest, _registry_pb2.RegistryServiceListModelsResponse]  # type: ignore[assignment]
+    ListModels: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelsRequest, _registry_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists registered models with their live health."""
     GetModel: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelRequest, _registry_pb2.GetModelResponse]  # type: ignore[assignment]
     """GetModel returns one model. NOT_FOUND if it is not registered."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RegistryService keeps the models that containers register, persisted in SQLite, with live health."""
+    """RegistryService keeps the models that containers register, persisted in SQLite, with live health.
+    Internal: model containers register here and the router reads it; Envoy never routes it.
+    """
 
     @_abc_1.abstractmethod
     def Register(
@@ -90,9 +96,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ListModels(
         self,
-        request: _registry_pb2.RegistryServiceListModelsRequest,
+        request: _registry_pb2.ListModelsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.RegistryServiceListModelsResponse, _abc.Awaitable[_registry_pb2.RegistryServiceListModelsResponse]]:
+    ) -> _typing.Union[_registry_pb2.ListModelsResponse, _abc.Awaitable[_registry_pb2.ListModelsResponse]]:
         """ListModels lists registered models with their live health."""
 
     @_abc_1.abstractmethod
