@@ -8,10 +8,9 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from llmorch_common.activity_support import activity_error, remaining_s
-from llmorch_common.contracts import EMBED_ACTIVITY
-from llmorch_common.embedding_contracts import EmbedInput, EmbedOutput
-from llmorch_common.grpc_edge import make_channel
+from llmorch_common.contracts import EMBED_ACTIVITY, EmbedInput, EmbedOutput
+from llmorch_common.errors import to_activity_failure
+from llmorch_common.grpc_edge import activity_timeout_s, make_channel
 
 SERVICE = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"]
 
@@ -30,9 +29,9 @@ class EmbedActivities:
         for start in range(0, len(request.texts), self._max_batch):
             texts = request.texts[start : start + self._max_batch]
             try:
-                reply = await self._stub.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=remaining_s())
+                reply = await self._stub.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=activity_timeout_s())
             except grpc.aio.AioRpcError as error:
-                raise activity_error(error) from None
+                raise to_activity_failure(error) from None
             vectors.extend(list(e.values) for e in reply.embeddings)
             token_counts.extend(e.token_count for e in reply.embeddings)
             activity.heartbeat(start + len(texts))

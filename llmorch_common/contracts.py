@@ -1,6 +1,8 @@
-"""Inputs and outputs of workflows and activities: frozen dataclasses, so fields can be added without breaking runs."""
+"""Contracts between services: the activities that model and embedding containers serve for the orchestrator.
 
-from dataclasses import dataclass, field
+Frozen dataclasses, so a field can be added without breaking runs in flight."""
+
+from dataclasses import dataclass
 
 GENERATE_ACTIVITY = "generate"
 EMBED_ACTIVITY = "embed"
@@ -62,110 +64,13 @@ class StreamDelta:
 
 
 @dataclass(frozen=True)
-class RagRequest:
-    collection: str
-    top_k: int
-    embedding_task_queue: str
+class EmbedInput:
+    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class RetrieveInput:
-    collection: str
-    vector: list[float]
-    top_k: int
+class EmbedOutput:
+    """One unit-norm vector and one token count (after truncation) per input text, in order."""
 
-
-@dataclass(frozen=True)
-class DispatchPolicy:
-    """Timeouts and bounds of one request; the API fills them from its settings, tests shorten them."""
-
-    generate_timeout_s: float = 300.0
-    heartbeat_timeout_s: float = 5.0
-    # A model whose queue does not start the generation within this bound counts as saturated: fall back.
-    saturation_timeout_s: float = 30.0
-    generate_attempts: int = 2
-    max_selections: int = 4
-
-
-@dataclass(frozen=True)
-class InferenceInput:
-    request_id: str
-    messages: tuple[ChatTurn, ...]
-    prompt: str
-    sampling: Sampling
-    model_id: str = ""
-    rag: RagRequest | None = None
-    stream: bool = False
-    # Digest of the request as the client sent it; a reused request_id must match it.
-    request_digest: str = ""
-    policy: DispatchPolicy = field(default_factory=DispatchPolicy)
-
-
-@dataclass(frozen=True)
-class FallbackRecord:
-    model_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CitationRecord:
-    chunk_id: str
-    source: str
-    score: float
-    text: str
-
-
-@dataclass(frozen=True)
-class InferenceResult:
-    request_id: str
-    text: str
-    finish_reason: str
-    model_id: str
-    selection_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    queue_wait_ms: float
-    time_to_first_token_ms: float
-    generation_ms: float
-    retrieval_ms: float
-    total_ms: float
-    workflow_id: str
-    run_id: str
-    fallbacks: tuple[FallbackRecord, ...] = ()
-    citations: tuple[CitationRecord, ...] = ()
-
-
-@dataclass(frozen=True)
-class SelectModelInput:
-    requested_model_id: str
-    excluded: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    model_id: str
-    task_queue: str
-    reason: str
-    context_limit: int
-    # True when every candidate was full and the request queues on the best one (backpressure).
-    queued: bool = False
-
-
-@dataclass(frozen=True)
-class StreamCursor:
-    """How much of the current attempt's text a streaming client has seen."""
-
-    attempt: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class StreamSnapshot:
-    """Text the client has not seen yet; a new attempt (after a fallback) restarts the text from empty."""
-
-    attempt: int
-    model_id: str
-    reason: str
-    text: str
-    offset: int
-    done: bool
+    vectors: list[list[float]]
+    token_counts: list[int]

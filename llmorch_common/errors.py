@@ -1,6 +1,20 @@
-"""Typed domain errors: services raise these, and only the transport edge turns them into gRPC statuses."""
+"""Typed domain errors, and the one place that converts them to and from gRPC statuses and Temporal failures.
 
+Services raise PlatformError; only the edges convert: the gRPC edge (grpc_edge), activities and workflows.
+"""
+
+import logging
 from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,3 +65,90 @@ def resource_exhausted(message: str, retry_after_s: float) -> PlatformError:
 
 # Codes that mean "the input is wrong": retrying them anywhere is pointless, so Temporal marks them non-retryable.
 INPUT_ERROR_CODES = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "OUT_OF_RANGE", "ALREADY_EXISTS"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every conversion between the three vocabularies: domain (PlatformError), gRPC (status) and Temporal (failures).
+# A Temporal failure carries its google.rpc.Code name as the ApplicationError type, so it survives the workflow.
+
+
+def to_status(error: PlatformError) -> grpc.Status:
+    """Domain → gRPC: a google.rpc.Status with BadRequest or RetryInfo details, so clients get machine-readable
+    reasons."""
+    details = []
+    if error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    if error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(error.retry_after_s * 1000))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def from_rpc(error: grpc.aio.AioRpcError) -> PlatformError:
+    """gRPC → domain: a downstream service's status carried through unchanged, so a client sees the real cause."""
+    code = error.code().name if error.code() is not None else "UNAVAILABLE"
+    return PlatformError(error.details() or code, code)
+
+
+def from_exception(error: Exception) -> PlatformError:
+    """Anything a handler raised → domain; what is neither domain nor gRPC is INTERNAL, and logged."""
+    if isinstance(error, PlatformError):
+        return error
+    if isinstance(error, grpc.aio.AioRpcError):
+        return from_rpc(error)
+    log.exception("unexpected error in handler", exc_info=error)
+    return PlatformError(f"internal error: {type(error).__name__}: {error}", "INTERNAL")
+
+
+def to_activity_failure(error: PlatformError | grpc.aio.AioRpcError) -> ApplicationError:
+    """Domain or gRPC → Temporal, inside an activity: input errors are final, everything else (UNAVAILABLE,
+    RESOURCE_EXHAUSTED, ...) is Temporal's to retry."""
+    domain = from_rpc(error) if isinstance(error, grpc.aio.AioRpcError) else error
+    return ApplicationError(domain.message, type=domain.code, non_retryable=domain.code in INPUT_ERROR_CODES)
+
+
+def to_final_failure(error: PlatformError) -> ApplicationError:
+    """Domain → Temporal for a verdict that no retry changes (a routing decision, a store's answer)."""
+    return ApplicationError(error.message, type=error.code, non_retryable=True)
+
+
+def from_activity_failure(error: ActivityError, context: str = "") -> ApplicationError:
+    """An activity gave up → the request's failure: the activity's code, or UNAVAILABLE when it had none."""
+    cause = error.cause
+    code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    return ApplicationError(f"{context}{message}", type=code, non_retryable=True)
+
+
+def input_failure(error: ActivityError) -> ApplicationError | None:
+    """The request's failure when the activity rejected the input, else None: another model would reject the same
+    input the same way, so there is nothing to fall back to."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type in INPUT_ERROR_CODES:
+        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+    return None
+
+
+def from_workflow_failure(error: WorkflowFailureError) -> PlatformError:
+    """Temporal → domain, at the API: the workflow fails with ApplicationError(type=<google.rpc.Code name>);
+    anything else is INTERNAL."""
+    cause: BaseException | None = error.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    if isinstance(cause, ApplicationError) and cause.type:
+        return PlatformError(cause.message, cause.type)
+    return PlatformError(f"request failed: {error.cause}", "INTERNAL")

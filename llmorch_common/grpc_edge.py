@@ -1,4 +1,5 @@
-"""The transport edge: rich gRPC statuses from domain errors, server plumbing (health, reflection) and channels."""
+"""The transport edge: every handler leaves through it (never UNKNOWN), server plumbing (health, reflection) and
+channels."""
 
 import asyncio
 import contextlib
@@ -10,14 +11,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
+from temporalio import activity
 
-from llmorch_common.errors import PlatformError
+from llmorch_common.errors import from_exception, to_status
 
 log = logging.getLogger(__name__)
 
@@ -25,46 +24,6 @@ RPC_REQUESTS = Counter("llmorch_rpc_requests_total", "RPCs handled, by method an
 RPC_LATENCY = Histogram("llmorch_rpc_duration_seconds", "RPC handling time, by method", ["method"])
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
-
-
-def rich_status(error: PlatformError) -> grpc.Status:
-    """A google.rpc.Status carrying BadRequest or RetryInfo details, so clients get machine-readable reasons."""
-    details = []
-    if error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
-            ]
-        )
-        details.append(_pack(bad_request))
-    if error.retry_after_s is not None:
-        delay = duration_pb2.Duration()
-        delay.FromMilliseconds(int(error.retry_after_s * 1000))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=error.message, details=details)
-    return rpc_status.to_status(status)
-
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def platform_error_from_rpc(error: grpc.aio.AioRpcError) -> PlatformError:
-    """Carry a downstream service's status through unchanged, so a client sees the real cause."""
-    code = error.code().name if error.code() is not None else "UNAVAILABLE"
-    return PlatformError(error.details() or code, code)
-
-
-def _to_platform_error(error: Exception) -> PlatformError:
-    if isinstance(error, PlatformError):
-        return error
-    if isinstance(error, grpc.aio.AioRpcError):
-        return platform_error_from_rpc(error)
-    log.exception("unexpected error in handler", exc_info=error)
-    return PlatformError(f"internal error: {type(error).__name__}: {error}", "INTERNAL")
 
 
 @contextlib.asynccontextmanager
@@ -77,9 +36,9 @@ async def _edge(name: str, context: grpc.aio.ServicerContext) -> AsyncIterator[N
         RPC_REQUESTS.labels(name, "ABORTED_BY_HANDLER").inc()
         raise
     except Exception as error:  # the edge: anything left becomes a status
-        platform_error = _to_platform_error(error)
+        platform_error = from_exception(error)
         RPC_REQUESTS.labels(name, platform_error.code).inc()
-        await context.abort_with_status(rich_status(platform_error))
+        await context.abort_with_status(to_status(platform_error))
     RPC_REQUESTS.labels(name, "OK").inc()
     RPC_LATENCY.labels(name).observe(time.perf_counter() - started)
 
@@ -200,3 +159,9 @@ async def wait_until_serving(
                 last_error = error.code().name
             await asyncio.sleep(0.1)
     raise TimeoutError(f"{target} not SERVING after {timeout_s}s (last: {last_error})")
+
+
+def activity_timeout_s() -> float | None:
+    """Inside an activity: the gRPC deadline follows the activity's own, so a call never outlives the activity."""
+    timeout = activity.info().start_to_close_timeout
+    return None if timeout is None else max(timeout.total_seconds(), 1.0)

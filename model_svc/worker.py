@@ -12,10 +12,10 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from llmorch_common.activity_support import activity_error, remaining_s
 from llmorch_common.contracts import GENERATE_ACTIVITY, STREAM_SIGNAL, GenerateInput, GenerateOutput, StreamDelta
+from llmorch_common.errors import to_activity_failure
 from llmorch_common.finish_reason import finish_reason_from_proto
-from llmorch_common.grpc_edge import make_channel
+from llmorch_common.grpc_edge import activity_timeout_s, make_channel
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
 
 # Deltas are batched into one signal per interval: each signal costs the workflow a task, tokens cost nothing.
@@ -43,9 +43,9 @@ class ModelActivities:
             if request.stream_to_workflow_id:
                 response = await self._generate_streaming(proto, request)
             else:
-                response = await self._stub.Generate(proto, timeout=remaining_s())
+                response = await self._stub.Generate(proto, timeout=activity_timeout_s())
         except grpc.aio.AioRpcError as error:
-            raise activity_error(error) from None
+            raise to_activity_failure(error) from None
         finally:
             heartbeats.cancel()
         return GenerateOutput(
@@ -73,7 +73,9 @@ class ModelActivities:
                 pending.clear()
             last_flush = time.monotonic()
 
-        stream = self._stub.GenerateStream(model_pb2.GenerateStreamRequest(generation=proto), timeout=remaining_s())
+        stream = self._stub.GenerateStream(
+            model_pb2.GenerateStreamRequest(generation=proto), timeout=activity_timeout_s()
+        )
         async for chunk in stream:
             if chunk.HasField("final"):
                 await flush()

@@ -7,9 +7,9 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
-from orchestrator_svc.activities import RemoteRegistry
 from orchestrator_svc.app import create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.inference.activities import RemoteRegistry
 from orchestrator_svc.resources import Resources
 
 

@@ -1,4 +1,4 @@
-"""Assembly of the orchestrator's processes, shared by __main__, the launcher and the tests."""
+"""Assembly of the orchestrator's processes, shared by __main__ and the tests."""
 
 import asyncio
 import contextlib
@@ -6,21 +6,25 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health
-from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
-from llmorch.v1 import types_pb2
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from llmorch_common.grpc_edge import create_server, set_serving
-from orchestrator_svc import api, registry_server, retrieval_server
-from orchestrator_svc.activities import ControlActivities, ModelLister
 from orchestrator_svc.config import OrchestratorSettings
-from orchestrator_svc.ingestion import IngestionActivities, IngestionWorkflow
-from orchestrator_svc.queue_stats import QueueStats
-from orchestrator_svc.registry import Registry
+from orchestrator_svc.inference import servicer as inference
+from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
+from orchestrator_svc.inference.service import InferenceService
+from orchestrator_svc.inference.workflows import InferenceWorkflow
+from orchestrator_svc.registry import servicer as registry
+from orchestrator_svc.registry.queue_stats import QueueStats
+from orchestrator_svc.registry.records import ModelType, RegisteredModel
+from orchestrator_svc.registry.service import Registry
 from orchestrator_svc.resources import Resources
-from orchestrator_svc.workflows import InferenceWorkflow
+from orchestrator_svc.retrieval import servicer as retrieval
+from orchestrator_svc.retrieval.activities import RetrievalActivities
+from orchestrator_svc.retrieval.ingestion import IngestionActivities, IngestionWorkflow
+from orchestrator_svc.retrieval.service import RetrievalService
 
 
 @dataclass
@@ -51,32 +55,30 @@ async def start_api(
     That worker is what makes eager workflow start possible: Temporal hands the first workflow task back in the
     start response, saving a dispatch, and model selection reads the registry in-process instead of over gRPC.
     """
-    registry = Registry(settings.registry_db, settings.registry_stale_after_s)
-    await registry.open()
-    registry_servicer = registry_server.RegistryServicer(registry, QueueStats(client))
-    retrieval = retrieval_server.RetrievalServicer(
+    model_registry = Registry(settings.registry_db, settings.registry_stale_after_s, QueueStats(client).backlog)
+    await model_registry.open()
+    service = InferenceService(client, settings, model_registry, resources.store, resources.embeddings)
+    retrieval_service = RetrievalService(
         client, settings.task_queue, resources.store, resources.staging, resources.embeddings
     )
-    servicer = api.OrchestratorServicer(client, settings, registry_servicer, resources.store, resources.embeddings)
 
     def register(server: grpc.aio.Server) -> list[str]:
-        registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry_servicer, server)
         return [
-            *api.register(server, servicer),
-            *retrieval_server.register(server, retrieval),
-            registry_server.SERVICE_NAME,
+            *inference.register(server, inference.OrchestratorServicer(service, model_registry)),
+            *retrieval.register(server, retrieval.RetrievalServicer(retrieval_service)),
+            *registry.register(server, registry.RegistryServicer(model_registry)),
         ]
 
     # RegistryService still shares this port (an internal listener is planned), but reflection here is public.
     server, port, health_servicer = await create_server(
-        register, settings.port, settings.host, unlisted=[registry_server.SERVICE_NAME]
+        register, settings.port, settings.host, unlisted=[registry.SERVICE_NAME]
     )
-    names = [api.SERVICE_NAME, retrieval_server.SERVICE_NAME, registry_server.SERVICE_NAME]
-    started = ApiServer(server, port, health_servicer, registry, names)
+    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, registry.SERVICE_NAME]
+    started = ApiServer(server, port, health_servicer, model_registry, names)
     if embedded_worker:
 
-        async def list_llms() -> list[registry_pb2.RegisteredModel]:
-            return await registry_servicer.list_models(types_pb2.MODEL_TYPE_LLM)
+        async def list_llms() -> list[RegisteredModel]:
+            return await model_registry.live_models(ModelType.LLM)
 
         started.worker = create_worker(client, settings, resources, list_llms)
         started._worker_task = asyncio.create_task(started.worker.run())
@@ -88,12 +90,18 @@ async def start_api(
 def create_worker(
     client: Client, settings: OrchestratorSettings, resources: Resources, list_models: ModelLister
 ) -> Worker:
-    control = ControlActivities(list_models, resources.store)
+    selection = SelectionActivities(list_models)
+    retrieval_activities = RetrievalActivities(resources.store)
     ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[InferenceWorkflow, IngestionWorkflow],
-        activities=[control.select_model, control.retrieve, ingestion.ingest_document, ingestion.release_staging],
+        activities=[
+            selection.select_model,
+            retrieval_activities.retrieve,
+            ingestion.ingest_document,
+            ingestion.release_staging,
+        ],
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
     )

@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 
 from orchestrator_svc.config import OrchestratorSettings
-from orchestrator_svc.embedding_client import EmbeddingClient
-from orchestrator_svc.staging import Staging
-from orchestrator_svc.vectorstore.base import VectorStore
-from orchestrator_svc.vectorstore.factory import open_store
+from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
+from orchestrator_svc.retrieval.staging import Staging
+from orchestrator_svc.retrieval.vectorstore.base import VectorStore
+from orchestrator_svc.retrieval.vectorstore.factory import open_store
 
 
 @dataclass

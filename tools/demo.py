@@ -4,9 +4,9 @@ import sys
 
 from llmorch.v1 import types_pb2
 
-from orchestrator_svc.cli import progress_bar
-from orchestrator_svc.client import OrchestratorClient, question_request
-from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
+from llmorch_client.cli import progress_bar
+from llmorch_client.client import OrchestratorClient, question_request
+from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 
 QUESTION = "What does the assert statement do when optimization is requested?"
 

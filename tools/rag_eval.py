@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmorch_client.client import OrchestratorClient
+from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 from llmorch_common.constants import ORCHESTRATOR_PORT
-from orchestrator_svc.client import OrchestratorClient
-from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
 from tools.testdata import reference_data_dir
 
 

@@ -17,8 +17,8 @@ import pytest
 from helpers import eventually
 from llmorch.v1 import orchestrator_pb2, types_pb2
 
-from llmorch_common.constants import DEFAULT_MODEL_ID
-from orchestrator_svc.client import OrchestratorClient
+from llmorch_client.client import OrchestratorClient
+from llmorch_common.constants import DEFAULT_MODEL_ID, EMBEDDING_MODEL_ID, SECOND_MODEL_ID
 from tools.stack import TEMPORAL_DEV_SERVER_ARGS
 
 pytestmark = pytest.mark.slow
@@ -180,7 +180,7 @@ async def test_public_listing_hides_endpoints_and_task_queues(stack: Stack) -> N
     listed = await run(grpcurl, *flags, "-d", "{}", target, "llmorch.v1.OrchestratorService/ListModels")
     assert listed.returncode == 0, listed.stderr
     models = json.loads(listed.stdout)["models"]
-    assert {m["modelId"] for m in models} == {DEFAULT_MODEL_ID, "minilm-l6-v2"}
+    assert {m["modelId"] for m in models} == {DEFAULT_MODEL_ID, SECOND_MODEL_ID, EMBEDDING_MODEL_ID}
     keys = _keys(models)
     assert not {k for k in keys if "endpoint" in k.lower() or ("queue" in k.lower() and k != "queueDepth")}, keys
     assert all(m["health"] == "HEALTH_STATE_SERVING" and m["servingReplicas"] == 1 for m in models)
@@ -204,7 +204,7 @@ async def test_embed_through_envoy(stack: Stack) -> None:
 
 
 async def test_cli_lists_models_and_embeds_through_envoy(stack: Stack) -> None:
-    cli = (sys.executable, "-m", "orchestrator_svc.cli", "--target", stack.envoy_target)
+    cli = (sys.executable, "-m", "llmorch_client.cli", "--target", stack.envoy_target)
     models = await run(*cli, "models")
     assert models.returncode == 0, models.stderr
     assert f"{DEFAULT_MODEL_ID} " in models.stdout and "serving" in models.stdout

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from embed_svc.worker import EmbedActivities
-from llmorch_common.embedding_contracts import EmbedInput
+from llmorch_common.contracts import EmbedInput
 
 MIN_COSINE = 0.999
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from orchestrator_svc.vectorstore import StoreKind, VectorStore, open_store
+from orchestrator_svc.retrieval.vectorstore import StoreKind, VectorStore, open_store
 
 
 @pytest_asyncio.fixture(params=["memory", "sqlite", "lancedb"], loop_scope="session")

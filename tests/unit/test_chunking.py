@@ -5,7 +5,7 @@ import pydoc_data.topics
 
 import pytest
 
-from orchestrator_svc.chunking import chunk_text
+from orchestrator_svc.retrieval.chunking import chunk_text
 
 SENTENCE = "The quick brown fox jumps over the lazy dog number {}."
 

@@ -5,11 +5,13 @@ from google.protobuf.descriptor import Descriptor
 from llmorch.internal.v1 import metadata_pb2, registry_pb2
 from llmorch.v1 import orchestrator_pb2, retrieval_pb2, types_pb2
 
-from llmorch_common.contracts import CANCELLED, LENGTH, STOP, InferenceResult
+from llmorch_common.contracts import CANCELLED, LENGTH, STOP
 from llmorch_common.finish_reason import finish_reason_from_proto, finish_reason_to_proto
 from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS, embed_violations
-from orchestrator_svc.api import result_to_proto
-from orchestrator_svc.public_model import public_model
+from orchestrator_svc.inference.contracts import InferenceResult
+from orchestrator_svc.inference.servicer import result_to_proto
+from orchestrator_svc.registry.public_model import public_model
+from orchestrator_svc.registry.servicer import registered_from_proto
 
 # Field names of the internal view; user metadata (Document.metadata) is fine, ModelMetadata is caught by its type.
 INTERNAL_FIELDS = {"endpoint", "task_queue", "replicas", "registration_order"}
@@ -45,7 +47,7 @@ def registered(
 
 
 def test_public_model_carries_what_users_need() -> None:
-    model = public_model(registered())
+    model = public_model(registered_from_proto(registered()))
     assert model == orchestrator_pb2.Model(
         model_id="smollm2-135m-instruct",
         model_name="SmolLM2 135M Instruct",
@@ -63,7 +65,7 @@ def test_public_model_carries_what_users_need() -> None:
 
 
 def test_public_model_leaks_no_endpoint_or_task_queue() -> None:
-    wire = public_model(registered()).SerializeToString()
+    wire = public_model(registered_from_proto(registered())).SerializeToString()
     for secret in (b"10.0.0.", b"50061", b"llm.smollm2"):
         assert secret not in wire
 

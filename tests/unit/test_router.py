@@ -3,7 +3,7 @@
 import pytest
 
 from llmorch_common.errors import PlatformError
-from orchestrator_svc.router import Candidate, select
+from orchestrator_svc.inference.router import Candidate, select
 
 
 def model(model_id: str, order: int, **overrides: object) -> Candidate:

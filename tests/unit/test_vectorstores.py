@@ -7,8 +7,8 @@ import numpy.typing as npt
 import pytest
 
 from llmorch_common.errors import PlatformError
-from orchestrator_svc.vectorstore import ChunkRecord, VectorStore, open_store
-from orchestrator_svc.vectorstore.lancedb_store import LanceDbStore
+from orchestrator_svc.retrieval.vectorstore import ChunkRecord, VectorStore, open_store
+from orchestrator_svc.retrieval.vectorstore.lancedb_store import LanceDbStore
 
 DIM = 8
 

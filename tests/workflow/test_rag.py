@@ -23,11 +23,11 @@ from llmorch.v1 import orchestrator_pb2, retrieval_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from llmorch_client.client import OrchestratorClient
+from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS
-from orchestrator_svc.chunking import chunk_text
-from orchestrator_svc.client import OrchestratorClient
-from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
-from orchestrator_svc.embedding_client import BATCH
+from orchestrator_svc.retrieval.chunking import chunk_text
+from orchestrator_svc.retrieval.embedding_client import BATCH
 from tools.rag_eval import evaluate, load_questions
 from tools.stack import Child, free_port
 from tools.testdata import reference_data_dir
@@ -213,10 +213,10 @@ async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestra
     await expect_code(retrieval.Ingest(retrieval_pb2.IngestRequest(collection="nope", documents=[fine])), bad.NOT_FOUND)
     await expect_code(retrieval.Query(retrieval_pb2.QueryRequest(collection="nope", text="x")), bad.NOT_FOUND)
     await expect_code(
-        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=51)), bad.OUT_OF_RANGE
+        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=51)), bad.INVALID_ARGUMENT
     )
     await expect_code(
-        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=-1)), bad.OUT_OF_RANGE
+        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=-1)), bad.INVALID_ARGUMENT
     )
     await expect_code(
         retrieval.GetIngestion(retrieval_pb2.GetIngestionRequest(ingestion_id="ingest-none")), bad.NOT_FOUND

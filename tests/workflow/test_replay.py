@@ -11,8 +11,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from orchestrator_svc.ingestion import IngestionWorkflow
-from orchestrator_svc.workflows import InferenceWorkflow
+from orchestrator_svc.inference.workflows import InferenceWorkflow
+from orchestrator_svc.retrieval.ingestion import IngestionWorkflow
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 

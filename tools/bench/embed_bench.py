@@ -18,9 +18,9 @@ from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from embed_svc.config import EmbedSettings
 from embed_svc.server import load_and_serve, start_server, stop_server
-from orchestrator_svc.chunking import chunk_text
-from orchestrator_svc.vectorstore import ChunkRecord, VectorStore, open_store
-from orchestrator_svc.vectorstore.lancedb_store import LanceDbStore
+from orchestrator_svc.retrieval.chunking import chunk_text
+from orchestrator_svc.retrieval.vectorstore import ChunkRecord, VectorStore, open_store
+from orchestrator_svc.retrieval.vectorstore.lancedb_store import LanceDbStore
 
 SIZES = (1_000, 10_000, 100_000)
 DIMENSION = 384

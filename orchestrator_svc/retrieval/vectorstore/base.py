@@ -95,9 +95,26 @@ def check_dimension(dimension: int) -> None:
         raise invalid_argument([FieldViolation("dimension", "must be in [1, 4096]")])
 
 
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 50
+
+
+def resolve_top_k(top_k: int) -> int:
+    """0 (unset in proto3) means the default."""
+    return top_k or DEFAULT_TOP_K
+
+
+def top_k_violations(top_k: int, field: str) -> list[FieldViolation]:
+    """The one top_k rule, for every caller (Query, RAG options, the stores): [1, MAX_TOP_K] once resolved."""
+    if 1 <= top_k <= MAX_TOP_K:
+        return []
+    return [FieldViolation(field, f"must be in [1, {MAX_TOP_K}]; 0 means {DEFAULT_TOP_K}")]
+
+
 def check_top_k(top_k: int) -> None:
-    if top_k < 1:
-        raise invalid_argument([FieldViolation("top_k", "must be at least 1")])
+    violations = top_k_violations(top_k, "top_k")
+    if violations:
+        raise invalid_argument(violations)
 
 
 def unit_rows(vectors: Sequence[Sequence[float]] | Sequence[float] | Matrix, dimension: int, field_name: str) -> Matrix:

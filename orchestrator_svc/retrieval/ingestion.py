@@ -9,17 +9,23 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import grpc
 
-    from llmorch_common.errors import INPUT_ERROR_CODES, PlatformError
-    from llmorch_common.workflow_errors import request_failure
-    from orchestrator_svc.chunking import chunk_text
-    from orchestrator_svc.embedding_client import EmbeddingClient
-    from orchestrator_svc.staging import Staging
-    from orchestrator_svc.vectorstore.base import ChunkRecord, VectorStore
+    from llmorch_common.errors import (
+        INPUT_ERROR_CODES,
+        PlatformError,
+        from_activity_failure,
+        not_found,
+        to_activity_failure,
+        to_final_failure,
+    )
+    from orchestrator_svc.retrieval.chunking import chunk_text
+    from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
+    from orchestrator_svc.retrieval.staging import Staging
+    from orchestrator_svc.retrieval.vectorstore.base import ChunkRecord, VectorStore
 
 INGEST_DOCUMENT_ACTIVITY = "ingest_document"
 RELEASE_STAGING_ACTIVITY = "release_staging"
@@ -69,7 +75,7 @@ class IngestionWorkflow:
                     retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=sorted(INPUT_ERROR_CODES)),
                 )
             except ActivityError as error:
-                raise request_failure(error, f"document {document_id!r}: ") from None
+                raise from_activity_failure(error, f"document {document_id!r}: ") from None
             chunks += stored
             self._progress = IngestionProgress(total, done, chunks)
         await workflow.execute_activity(
@@ -93,25 +99,22 @@ class IngestionActivities:
     async def ingest_document(self, request: IngestDocumentInput) -> int:
         document = await self._staging.get(request.ingestion_id, request.document_id)
         if document is None:
-            raise ApplicationError(f"document {request.document_id!r} is not staged", type="NOT_FOUND")
+            raise to_activity_failure(not_found(f"document {request.document_id!r} is not staged"))
         chunks = chunk_text(request.document_id, document.text)
         vectors: list[list[float]] = []
         try:
-            for start in range(0, len(chunks), 32):
-                vectors.extend(await self._embeddings.embed([c.text for c in chunks[start : start + 32]]))
+            async for batch in self._embeddings.batches([c.text for c in chunks]):
+                vectors.extend(batch.vectors)
                 activity.heartbeat(len(vectors))
         except grpc.aio.AioRpcError as error:
-            code = error.code().name
-            raise ApplicationError(
-                error.details() or code, type=code, non_retryable=code in INPUT_ERROR_CODES
-            ) from None
+            raise to_activity_failure(error) from None
         records = [
             ChunkRecord(c.id, c.text, vector, document.metadata) for c, vector in zip(chunks, vectors, strict=True)
         ]
         try:
             return await self._store.upsert_document(request.collection, request.document_id, records)
         except PlatformError as error:
-            raise ApplicationError(error.message, type=error.code, non_retryable=True) from None
+            raise to_final_failure(error) from None
 
     @activity.defn(name=RELEASE_STAGING_ACTIVITY)
     async def release_staging(self, ingestion_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Command line for the public API: `python -m orchestrator_svc.cli models|ingest|query|ask|embed` (see --help)."""
+"""Command line for the public API: `python -m llmorch_client.cli models|ingest|query|ask|embed` (see --help)."""
 
 import argparse
 import asyncio
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from llmorch.v1 import retrieval_pb2, types_pb2
 
+from llmorch_client.client import OrchestratorClient, question_request
+from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 from llmorch_common.constants import ORCHESTRATOR_PORT
-from orchestrator_svc.client import OrchestratorClient, question_request
-from orchestrator_svc.corpus import DEMO_COLLECTION, python_reference
 
 
 def progress_bar(progress: retrieval_pb2.GetIngestionResponse, width: int = 40) -> None:
@@ -75,7 +75,7 @@ async def ask(client: OrchestratorClient, args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m orchestrator_svc.cli", description=__doc__)
+    root = argparse.ArgumentParser(prog="python -m llmorch_client.cli", description=__doc__)
     root.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}", help="API host:port (or Envoy :8080)")
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the models with their health and load")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator_svc.vectorstore.base import (
+from orchestrator_svc.retrieval.vectorstore.base import (
     DEFAULT_DIMENSION,
     ChunkRecord,
     CollectionInfo,

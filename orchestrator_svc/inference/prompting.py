@@ -6,7 +6,9 @@ estimate; the model service still checks the real token count and answers OUT_OF
 
 from dataclasses import replace
 
-from llmorch_common.contracts import ChatTurn, CitationRecord, InferenceInput
+from llmorch_common.contracts import ChatTurn
+from orchestrator_svc.inference.contracts import InferenceInput
+from orchestrator_svc.retrieval.activities import CitationRecord
 
 # English text averages about 4 characters a token for these tokenizers; 3 leaves headroom for code and symbols.
 CHARS_PER_TOKEN = 3

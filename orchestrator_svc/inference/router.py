@@ -6,8 +6,8 @@ A model at capacity is skipped (seed §8); when every healthy model is full, the
 
 from dataclasses import dataclass
 
-from llmorch_common.contracts import ModelChoice
 from llmorch_common.errors import PlatformError, not_found, unavailable
+from orchestrator_svc.inference.contracts import ModelChoice
 
 
 @dataclass(frozen=True)

@@ -11,24 +11,24 @@ with workflow.unsafe.imports_passed_through():
         EMBED_ACTIVITY,
         GENERATE_ACTIVITY,
         STREAM_SIGNAL,
-        CitationRecord,
-        FallbackRecord,
+        EmbedInput,
+        EmbedOutput,
         GenerateInput,
         GenerateOutput,
+        StreamDelta,
+    )
+    from llmorch_common.errors import INPUT_ERROR_CODES, from_activity_failure, input_failure
+    from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
+    from orchestrator_svc.inference.contracts import (
+        FallbackRecord,
         InferenceInput,
         InferenceResult,
         ModelChoice,
-        RetrieveInput,
-        SelectModelInput,
         StreamCursor,
-        StreamDelta,
         StreamSnapshot,
     )
-    from llmorch_common.embedding_contracts import EmbedInput, EmbedOutput
-    from llmorch_common.errors import INPUT_ERROR_CODES
-    from llmorch_common.workflow_errors import request_failure
-    from orchestrator_svc.activities import RETRIEVE_ACTIVITY, SELECT_MODEL_ACTIVITY
-    from orchestrator_svc.prompting import augment, fit_citations, query_text
+    from orchestrator_svc.inference.prompting import augment, fit_citations, query_text
+    from orchestrator_svc.retrieval.activities import RETRIEVE_ACTIVITY, CitationRecord, RetrieveInput
 
 WATCH_STREAM_UPDATE = "watch_stream"
 SELECT_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=100))
@@ -43,14 +43,6 @@ def failure_reason(error: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return f"generation failed after retries: {cause.type}: {cause.message}"
     return f"generation failed: {cause}"
-
-
-def final_error(error: ActivityError) -> ApplicationError | None:
-    """Input errors end the request: another model would reject the same input the same way."""
-    cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.type in INPUT_ERROR_CODES:
-        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
-    return None
 
 
 @workflow.defn
@@ -114,7 +106,7 @@ class InferenceWorkflow:
                 retry_policy=SELECT_RETRY,
             )
         except ActivityError as error:
-            raise request_failure(error, "retrieval failed: ") from None
+            raise from_activity_failure(error, "retrieval failed: ") from None
         return tuple(hits)
 
     async def _generate_with_fallback(
@@ -156,7 +148,7 @@ class InferenceWorkflow:
                 )
                 return output, choice, fallbacks, citations
             except ActivityError as error:
-                final = final_error(error)
+                final = input_failure(error)
                 if final:
                     raise final from None
                 fallbacks.append(FallbackRecord(choice.model_id, failure_reason(error)))
@@ -176,7 +168,7 @@ class InferenceWorkflow:
             )
             return choice
         except ActivityError as error:
-            failure = request_failure(error)
+            failure = from_activity_failure(error)
             if fallbacks:
                 failure = ApplicationError(
                     f"{failure.message}; tried: {_tried(fallbacks)}", type=failure.type, non_retryable=True

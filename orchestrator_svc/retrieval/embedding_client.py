@@ -1,6 +1,6 @@
 """EmbeddingService client for Query, the ingestion activity and the public Embed: batches, and keeps one channel."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
@@ -25,17 +25,26 @@ class EmbeddingClient:
         self._channel = make_channel(address, embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"])
         self._stub = embedding_pb2_grpc.EmbeddingServiceStub(self._channel)
 
-    async def embed_with_counts(self, texts: Sequence[str], timeout_s: float = 60.0) -> Embedded:
-        model_id = ""
-        vectors: list[list[float]] = []
-        token_counts: list[int] = []
+    async def batches(self, texts: Sequence[str], timeout_s: float = 60.0) -> AsyncIterator[Embedded]:
+        """One Embed call per BATCH texts, in order: callers that report progress do so between batches."""
         for start in range(0, len(texts), BATCH):
             reply = await self._stub.Embed(
                 embedding_pb2.EmbedRequest(texts=list(texts[start : start + BATCH])), timeout=timeout_s
             )
-            model_id = reply.model_id
-            vectors.extend(list(embedding.values) for embedding in reply.embeddings)
-            token_counts.extend(embedding.token_count for embedding in reply.embeddings)
+            yield Embedded(
+                reply.model_id,
+                [list(embedding.values) for embedding in reply.embeddings],
+                [embedding.token_count for embedding in reply.embeddings],
+            )
+
+    async def embed_with_counts(self, texts: Sequence[str], timeout_s: float = 60.0) -> Embedded:
+        model_id = ""
+        vectors: list[list[float]] = []
+        token_counts: list[int] = []
+        async for batch in self.batches(texts, timeout_s):
+            model_id = batch.model_id
+            vectors.extend(batch.vectors)
+            token_counts.extend(batch.token_counts)
         return Embedded(model_id, vectors, token_counts)
 
     async def embed(self, texts: Sequence[str], timeout_s: float = 60.0) -> list[list[float]]:

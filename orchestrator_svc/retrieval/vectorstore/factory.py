@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from orchestrator_svc.vectorstore.base import VectorStore
+from orchestrator_svc.retrieval.vectorstore.base import VectorStore
 
 StoreKind = Literal["memory", "sqlite", "lancedb"]
 
@@ -11,17 +11,17 @@ StoreKind = Literal["memory", "sqlite", "lancedb"]
 async def open_store(kind: StoreKind, path: Path | None = None, index_threshold: int | None = None) -> VectorStore:
     """`path` is the SQLite file or the LanceDB directory; memory ignores it."""
     if kind == "memory":
-        from orchestrator_svc.vectorstore.memory import MemoryStore
+        from orchestrator_svc.retrieval.vectorstore.memory import MemoryStore
 
         return MemoryStore()
     if path is None:
         raise ValueError(f"the {kind} store needs a path")
     if kind == "sqlite":
-        from orchestrator_svc.vectorstore.sqlite import SqliteStore
+        from orchestrator_svc.retrieval.vectorstore.sqlite import SqliteStore
 
         return await SqliteStore.open(path)
     if kind == "lancedb":
-        from orchestrator_svc.vectorstore.lancedb_store import DEFAULT_INDEX_THRESHOLD, LanceDbStore
+        from orchestrator_svc.retrieval.vectorstore.lancedb_store import DEFAULT_INDEX_THRESHOLD, LanceDbStore
 
         return await LanceDbStore.open(path, DEFAULT_INDEX_THRESHOLD if index_threshold is None else index_threshold)
     raise ValueError(f"unknown vector store kind {kind!r}")

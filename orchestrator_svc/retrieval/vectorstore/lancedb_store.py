@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import HnswSq
 
-from orchestrator_svc.vectorstore.base import (
+from orchestrator_svc.retrieval.vectorstore.base import (
     DEFAULT_DIMENSION,
     ChunkRecord,
     CollectionInfo,

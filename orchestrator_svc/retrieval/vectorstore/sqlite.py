@@ -10,7 +10,7 @@ import aiosqlite
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator_svc.vectorstore.base import (
+from orchestrator_svc.retrieval.vectorstore.base import (
     DEFAULT_DIMENSION,
     ChunkRecord,
     CollectionInfo,

@@ -1,0 +1,79 @@
+"""The select_model activity: selection reads the registry's live state here, never inside the workflow."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+from llmorch.v1 import types_pb2
+from temporalio import activity
+
+from llmorch_common.errors import PlatformError, from_rpc, to_activity_failure, to_final_failure, unavailable
+from llmorch_common.grpc_edge import make_channel
+from orchestrator_svc.inference.contracts import ModelChoice
+from orchestrator_svc.inference.router import Candidate, select
+from orchestrator_svc.registry.records import Health, RegisteredModel
+from orchestrator_svc.registry.servicer import registered_from_proto
+
+SELECT_MODEL_ACTIVITY = "select_model"
+
+
+@dataclass(frozen=True)
+class SelectModelInput:
+    requested_model_id: str
+    excluded: tuple[str, ...] = ()
+
+
+def candidate_from(model: RegisteredModel) -> Candidate:
+    metadata = model.metadata
+    return Candidate(
+        model_id=metadata.model_id,
+        task_queue=metadata.task_queue,
+        priority=metadata.priority,
+        default_flag=metadata.default_flag,
+        healthy=model.health == Health.SERVING,
+        in_flight=model.in_flight,
+        capacity=model.capacity,
+        backlog=model.queue_backlog,
+        context_limit=metadata.context_limit,
+        registration_order=model.registration_order,
+    )
+
+
+ModelLister = Callable[[], Awaitable[list[RegisteredModel]]]
+
+
+class RemoteRegistry:
+    """The registry over gRPC, for a worker in its own process."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = make_channel(address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"])
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+
+    async def list_llms(self) -> list[RegisteredModel]:
+        try:
+            listing = await self._stub.ListModels(
+                registry_pb2.ListModelsRequest(model_type=types_pb2.MODEL_TYPE_LLM), timeout=5
+            )
+        except grpc.aio.AioRpcError as error:
+            unreachable = from_rpc(error)
+            raise to_activity_failure(unavailable(f"registry unreachable: {unreachable.message}")) from None
+        return [registered_from_proto(model) for model in listing.models]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class SelectionActivities:
+    def __init__(self, list_models: ModelLister) -> None:
+        """`list_models` is the registry in-process (worker inside the API) or RemoteRegistry.list_llms."""
+        self._list_models = list_models
+
+    @activity.defn(name=SELECT_MODEL_ACTIVITY)
+    async def select_model(self, request: SelectModelInput) -> ModelChoice:
+        models = await self._list_models()
+        try:
+            return select([candidate_from(m) for m in models], request.requested_model_id, frozenset(request.excluded))
+        except PlatformError as error:
+            # A routing verdict is final for this selection; the workflow decides what it means.
+            raise to_final_failure(error) from None

@@ -1,0 +1,97 @@
+"""Inputs and outputs of the inference workflow and its control-plane activities.
+
+Frozen dataclasses, so a field can be added without breaking runs in flight."""
+
+from dataclasses import dataclass
+
+from llmorch_common.contracts import ChatTurn, Sampling
+from orchestrator_svc.retrieval.activities import CitationRecord
+
+
+@dataclass(frozen=True)
+class RagRequest:
+    collection: str
+    top_k: int
+    embedding_task_queue: str
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """Timeouts and bounds of one request, from the API's settings (OrchestratorSettings.dispatch_policy)."""
+
+    generate_timeout_s: float
+    heartbeat_timeout_s: float
+    # A model whose queue does not start the generation within this bound counts as saturated: fall back.
+    saturation_timeout_s: float
+    generate_attempts: int
+    max_selections: int
+
+
+@dataclass(frozen=True)
+class InferenceInput:
+    request_id: str
+    messages: tuple[ChatTurn, ...]
+    prompt: str
+    sampling: Sampling
+    policy: DispatchPolicy
+    model_id: str = ""
+    rag: RagRequest | None = None
+    stream: bool = False
+    # Digest of the request as the client sent it; a reused request_id must match it.
+    request_digest: str = ""
+
+
+@dataclass(frozen=True)
+class FallbackRecord:
+    model_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    request_id: str
+    text: str
+    finish_reason: str
+    model_id: str
+    selection_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_wait_ms: float
+    time_to_first_token_ms: float
+    generation_ms: float
+    retrieval_ms: float
+    total_ms: float
+    workflow_id: str
+    run_id: str
+    fallbacks: tuple[FallbackRecord, ...] = ()
+    citations: tuple[CitationRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model_id: str
+    task_queue: str
+    reason: str
+    context_limit: int
+    # True when every candidate was full and the request queues on the best one (backpressure).
+    queued: bool = False
+
+
+@dataclass(frozen=True)
+class StreamCursor:
+    """How much of the current attempt's text a streaming client has seen."""
+
+    attempt: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """Text the client has not seen yet; a new attempt (after a fallback) restarts the text from empty."""
+
+    attempt: int
+    model_id: str
+    reason: str
+    text: str
+    offset: int
+    done: bool

@@ -1,0 +1,233 @@
+"""Inference's rules, without gRPC: admission, the model and collection checks, idempotent start of one
+InferenceWorkflow per request, the stream relay, and what a finished or failed run means for the caller."""
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from prometheus_client import Histogram
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from llmorch_common.contracts import ChatTurn, Sampling
+from llmorch_common.errors import (
+    PlatformError,
+    already_exists,
+    from_workflow_failure,
+    not_found,
+    resource_exhausted,
+)
+from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.inference.contracts import (
+    InferenceInput,
+    InferenceResult,
+    RagRequest,
+    StreamCursor,
+    StreamSnapshot,
+)
+from orchestrator_svc.inference.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
+from orchestrator_svc.registry.service import Registry
+from orchestrator_svc.retrieval.embedding_client import Embedded, EmbeddingClient
+from orchestrator_svc.retrieval.vectorstore.base import VectorStore
+
+WORKFLOW_DURATION = Histogram(
+    "llmorch_workflow_duration_seconds",
+    "Request wall time as the API saw it, by workflow and outcome (OK or the status code)",
+    ["workflow", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+WORKFLOW_ID_PREFIX = "inference-"
+DIGEST_MEMO = "request_digest"
+
+
+def workflow_id(request_id: str) -> str:
+    return WORKFLOW_ID_PREFIX + request_id
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """A validated request, as the servicer built it from the wire."""
+
+    request_id: str
+    messages: tuple[ChatTurn, ...]
+    prompt: str
+    sampling: Sampling
+    model_id: str
+    rag_collection: str
+    rag_top_k: int
+    # What makes two requests "the same" for idempotency: the request without its id, deterministically serialised.
+    digest: str
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The router chose a model; after a fallback a new one arrives and the deltas before it are void."""
+
+    model_id: str
+    reason: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Completed:
+    result: InferenceResult
+
+
+StreamEvent = Selected | Delta | Completed
+
+
+class RequestState(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RequestStatus:
+    state: RequestState
+    result: InferenceResult | None = None
+    error: PlatformError | None = None
+
+
+class InferenceService:
+    def __init__(
+        self,
+        client: Client,
+        settings: OrchestratorSettings,
+        registry: Registry,
+        store: VectorStore,
+        embeddings: EmbeddingClient,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._registry = registry
+        self._store = store
+        self._embeddings = embeddings
+        self._in_flight = 0
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Bound the requests one API replica holds open; beyond it, tell clients when to come back."""
+        if self._in_flight >= self._settings.max_in_flight:
+            raise resource_exhausted(f"{self._in_flight} requests in flight on this API replica", retry_after_s=1.0)
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def generate(self, request: InferenceRequest) -> InferenceResult:
+        handle = await self._start(await self._workflow_input(request, stream=False))
+        return await self._result(handle)
+
+    async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Relay the run's text as it grows, by long-polling its watch_stream update, then its result."""
+        handle = await self._start(await self._workflow_input(request, stream=True))
+        cursor = StreamCursor(attempt=0, offset=0)
+        while True:
+            try:
+                snapshot: StreamSnapshot = await handle.execute_update(
+                    WATCH_STREAM_UPDATE, cursor, result_type=StreamSnapshot
+                )
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                break  # the run already closed: its result below is all there is to send
+            if snapshot.attempt != cursor.attempt:
+                yield Selected(snapshot.model_id, snapshot.reason, snapshot.attempt)
+            if snapshot.text:
+                yield Delta(snapshot.text)
+            cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text))
+            if snapshot.done:
+                break
+        yield Completed(await self._result(handle))
+
+    async def status(self, request_id: str) -> RequestStatus:
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+        try:
+            description = await handle.describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise not_found(f"no request with id {request_id!r}") from None
+            raise
+        status = description.status
+        if status == WorkflowExecutionStatus.RUNNING:
+            return RequestStatus(RequestState.RUNNING)
+        if status == WorkflowExecutionStatus.COMPLETED:
+            return RequestStatus(RequestState.COMPLETED, result=await handle.result())
+        if status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT):
+            try:
+                await handle.result()
+            except WorkflowFailureError as error:
+                return RequestStatus(RequestState.FAILED, error=from_workflow_failure(error))
+        return RequestStatus(RequestState.CANCELLED)
+
+    async def embed(self, texts: list[str]) -> Embedded:
+        return await self._embeddings.embed_with_counts(texts)
+
+    async def _workflow_input(self, request: InferenceRequest, stream: bool) -> InferenceInput:
+        known = self._registry.llm_ids()
+        if request.model_id and request.model_id not in known:
+            raise not_found(f"no LLM {request.model_id!r} is registered; known: {', '.join(sorted(known))}")
+        rag = None
+        if request.rag_collection:
+            await self._store.get_collection(request.rag_collection)  # NOT_FOUND before the workflow starts
+            rag = RagRequest(request.rag_collection, request.rag_top_k, self._settings.embedding_task_queue)
+        return InferenceInput(
+            request_id=request.request_id,
+            messages=request.messages,
+            prompt=request.prompt,
+            sampling=request.sampling,
+            policy=self._settings.dispatch_policy(),
+            model_id=request.model_id,
+            rag=rag,
+            stream=stream,
+            request_digest=request.digest,
+        )
+
+    async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+        """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
+        wf_id = workflow_id(request.request_id)
+        try:
+            return await self._client.start_workflow(
+                InferenceWorkflow.run,
+                request,
+                id=wf_id,
+                task_queue=self._settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                execution_timeout=timedelta(seconds=self._settings.request_timeout_s),
+                memo={DIGEST_MEMO: request.request_digest},
+                # With a worker in this process, the first workflow task comes back in the start response.
+                request_eager_start=True,
+            )
+        except WorkflowAlreadyStartedError:
+            handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, wf_id)
+            description = await handle.describe()
+            if await description.memo_value(DIGEST_MEMO, default="") != request.request_digest:
+                raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
+            return handle
+
+    async def _result(self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult]) -> InferenceResult:
+        """Wait for the run's result, observing its duration and outcome either way."""
+        started = time.perf_counter()
+        outcome = "OK"
+        try:
+            return await handle.result()
+        except WorkflowFailureError as error:
+            failure = from_workflow_failure(error)
+            outcome = failure.code
+            raise failure from None
+        finally:
+            WORKFLOW_DURATION.labels("InferenceWorkflow", outcome).observe(time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""The model registry: registrations, live health and load, and the internal RegistryService."""

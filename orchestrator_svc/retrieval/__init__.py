@@ -1,0 +1,1 @@
+"""Retrieval: collections, durable ingestion, vector stores and the public RetrievalService."""
