@@ -75,3 +75,4 @@ lint: setup check-gen
 	ruff check .
 	ruff format --check .
 	mypy .
+	lint-imports

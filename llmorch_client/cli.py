@@ -88,13 +88,13 @@ def parser() -> argparse.ArgumentParser:
     query_cmd = commands.add_parser("query", help="top-k chunks for a text")
     query_cmd.add_argument("text")
     query_cmd.add_argument("--collection", default=DEMO_COLLECTION)
-    query_cmd.add_argument("--top-k", type=int, default=5)
+    query_cmd.add_argument("--top-k", type=int, default=0, help="chunks to return; 0 takes the server's default")
     ask_cmd = commands.add_parser("ask", help="ask a question and stream the answer")
     ask_cmd.add_argument("question")
     ask_cmd.add_argument("--collection", default="", help="ground the answer in this collection")
     ask_cmd.add_argument("--model", default="", help="model id; empty lets the router choose")
-    ask_cmd.add_argument("--top-k", type=int, default=5)
-    ask_cmd.add_argument("--max-tokens", type=int, default=128)
+    ask_cmd.add_argument("--top-k", type=int, default=0, help="chunks to ground on; 0 takes the server's default")
+    ask_cmd.add_argument("--max-tokens", type=int, default=None, help="unset takes the server's default")
     return root
 
 

@@ -17,9 +17,10 @@ def question_request(
     model_id: str = "",
     collection: str = "",
     top_k: int = 0,
-    max_tokens: int = 128,
+    max_tokens: int | None = None,
     seed: int | None = None,
 ) -> orchestrator_pb2.GenerateRequest:
+    """A chat question; what is left unset (top_k 0, max_tokens None) takes the server's default."""
     return orchestrator_pb2.GenerateRequest(
         messages=[types_pb2.ChatMessage(role="user", content=question)],
         model_id=model_id,
@@ -107,6 +108,7 @@ class OrchestratorClient:
                 return result
             await asyncio.sleep(poll_s)
 
-    async def query(self, collection: str, text: str, top_k: int = 5) -> list[retrieval_pb2.ScoredChunk]:
+    async def query(self, collection: str, text: str, top_k: int = 0) -> list[retrieval_pb2.ScoredChunk]:
+        """top_k 0 takes the server's default."""
         reply = await self.retrieval.Query(retrieval_pb2.QueryRequest(collection=collection, text=text, top_k=top_k))
         return list(reply.chunks)

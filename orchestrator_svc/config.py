@@ -16,7 +16,6 @@ from llmorch_common.constants import (
     ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
     embedding_task_queue,
 )
-from orchestrator_svc.inference.contracts import DispatchPolicy
 
 
 class OrchestratorSettings(BaseSettings):
@@ -65,13 +64,3 @@ class OrchestratorSettings(BaseSettings):
     embedding_task_queue: str = Field(
         embedding_task_queue(EMBEDDING_MODEL_ID), description="Queue of the embed activity for RAG requests"
     )
-
-    def dispatch_policy(self) -> DispatchPolicy:
-        """The per-request bounds the workflow follows; settings are their only home."""
-        return DispatchPolicy(
-            generate_timeout_s=self.generate_timeout_s,
-            heartbeat_timeout_s=self.heartbeat_timeout_s,
-            saturation_timeout_s=self.saturation_timeout_s,
-            generate_attempts=self.generate_attempts,
-            max_selections=self.max_selections,
-        )

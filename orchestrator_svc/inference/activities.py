@@ -12,8 +12,8 @@ from llmorch_common.errors import PlatformError, from_rpc, to_activity_failure, 
 from llmorch_common.grpc_edge import make_channel
 from orchestrator_svc.inference.contracts import ModelChoice
 from orchestrator_svc.inference.router import Candidate, select
+from orchestrator_svc.registry.convert import registered_from_proto
 from orchestrator_svc.registry.records import Health, RegisteredModel
-from orchestrator_svc.registry.servicer import registered_from_proto
 
 SELECT_MODEL_ACTIVITY = "select_model"
 

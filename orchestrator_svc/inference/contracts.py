@@ -17,7 +17,7 @@ class RagRequest:
 
 @dataclass(frozen=True)
 class DispatchPolicy:
-    """Timeouts and bounds of one request, from the API's settings (OrchestratorSettings.dispatch_policy)."""
+    """Timeouts and bounds of one request, from the API's settings (service.dispatch_policy)."""
 
     generate_timeout_s: float
     heartbeat_timeout_s: float

@@ -24,6 +24,7 @@ from llmorch_common.errors import (
 )
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference.contracts import (
+    DispatchPolicy,
     InferenceInput,
     InferenceResult,
     RagRequest,
@@ -43,6 +44,17 @@ WORKFLOW_DURATION = Histogram(
 )
 WORKFLOW_ID_PREFIX = "inference-"
 DIGEST_MEMO = "request_digest"
+
+
+def dispatch_policy(settings: OrchestratorSettings) -> DispatchPolicy:
+    """The per-request bounds the workflow follows; the settings are their only home."""
+    return DispatchPolicy(
+        generate_timeout_s=settings.generate_timeout_s,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        saturation_timeout_s=settings.saturation_timeout_s,
+        generate_attempts=settings.generate_attempts,
+        max_selections=settings.max_selections,
+    )
 
 
 def workflow_id(request_id: str) -> str:
@@ -189,7 +201,7 @@ class InferenceService:
             messages=request.messages,
             prompt=request.prompt,
             sampling=request.sampling,
-            policy=self._settings.dispatch_policy(),
+            policy=dispatch_policy(self._settings),
             model_id=request.model_id,
             rag=rag,
             stream=stream,

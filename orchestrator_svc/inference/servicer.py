@@ -27,9 +27,9 @@ from orchestrator_svc.inference.service import (
     Selected,
     StreamEvent,
 )
+from orchestrator_svc.registry.convert import model_type_from_proto
 from orchestrator_svc.registry.public_model import public_model
 from orchestrator_svc.registry.service import Registry
-from orchestrator_svc.registry.servicer import model_type_from_proto
 from orchestrator_svc.retrieval.vectorstore.base import resolve_top_k, top_k_violations
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name

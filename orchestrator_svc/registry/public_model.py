@@ -2,8 +2,8 @@
 
 from llmorch.v1 import orchestrator_pb2
 
+from orchestrator_svc.registry.convert import HEALTH, hardware_to_proto, model_type_to_proto
 from orchestrator_svc.registry.records import RegisteredModel
-from orchestrator_svc.registry.servicer import HEALTH, hardware_to_proto, model_type_to_proto
 
 
 def public_model(model: RegisteredModel) -> orchestrator_pb2.Model:

@@ -10,8 +10,8 @@ from llmorch_common.finish_reason import finish_reason_from_proto, finish_reason
 from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS, embed_violations
 from orchestrator_svc.inference.contracts import InferenceResult
 from orchestrator_svc.inference.servicer import result_to_proto
+from orchestrator_svc.registry.convert import registered_from_proto
 from orchestrator_svc.registry.public_model import public_model
-from orchestrator_svc.registry.servicer import registered_from_proto
 
 # Field names of the internal view; user metadata (Document.metadata) is fine, ModelMetadata is caught by its type.
 INTERNAL_FIELDS = {"endpoint", "task_queue", "replicas", "registration_order"}
