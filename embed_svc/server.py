@@ -11,11 +11,11 @@ from llmorch.v1 import types_pb2
 
 from embed_svc.config import EmbedSettings
 from embed_svc.engine import EmbeddingEngine
+from embed_svc.gguf_convert import ensure_minilm_gguf
 from llmorch_common.constants import embedding_task_queue
 from llmorch_common.errors import invalid_argument, unavailable
 from llmorch_common.grpc_edge import create_server, set_serving, unary_edge
 from llmorch_common.validation import embed_violations
-from tools.convert_minilm import ensure_minilm_gguf
 
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from embed_svc.config import EmbedSettings
+from embed_svc.gguf_convert import DEFAULT_OUTPUT, ensure_minilm_gguf
 from embed_svc.server import load_and_serve, start_server, stop_server
 from orchestrator_svc.chunking import chunk_text
 from orchestrator_svc.vectorstore import ChunkRecord, VectorStore, open_store
@@ -173,8 +174,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def run(out_dir: Path) -> dict[str, Any]:
     """Measure, then write embed_bench.json and embed_bench.png into out_dir; returns the results."""
-    from tools.convert_minilm import DEFAULT_OUTPUT, ensure_minilm_gguf
-
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = ensure_minilm_gguf(DEFAULT_OUTPUT)
     started = time.perf_counter()
