@@ -58,3 +58,8 @@ class EmbedSettings(BaseSettings):
         default=4, ge=1, le=64, description="Concurrent embed activities; the engine serialises them"
     )
     drain_timeout_s: float = Field(default=10.0, ge=0, le=600, description="Grace for in-flight calls on SIGTERM")
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """Not a setting: embedding load is not routed on, so a heartbeat a second only keeps the registration alive."""
+        return 1.0
