@@ -8,7 +8,8 @@ from llmorch_common.constants import (
     EMBED_PORT,
     EMBEDDING_MODEL_ID,
     ORCHESTRATOR_PORT,
-    TEMPORAL_PORT,
+    TEMPORAL_ADDRESS,
+    TEMPORAL_NAMESPACE,
 )
 from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS
 
@@ -27,8 +28,8 @@ class EmbedSettings(BaseSettings):
     advertise_host: str = Field(default="localhost", description="Host other processes use to reach this replica")
     port: int = Field(default=EMBED_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(default=EMBED_METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 disables")
-    temporal_address: str = Field(default=f"localhost:{TEMPORAL_PORT}", description="Temporal frontend host:port")
-    temporal_namespace: str = Field(default="default", min_length=1, description="Temporal namespace")
+    temporal_address: str = Field(default=TEMPORAL_ADDRESS, description="Temporal frontend host:port")
+    temporal_namespace: str = Field(default=TEMPORAL_NAMESPACE, min_length=1, description="Temporal namespace")
     registry_address: str = Field(
         default=f"localhost:{ORCHESTRATOR_PORT}", description="RegistryService host:port; empty: none"
     )
@@ -57,3 +58,8 @@ class EmbedSettings(BaseSettings):
         default=4, ge=1, le=64, description="Concurrent embed activities; the engine serialises them"
     )
     drain_timeout_s: float = Field(default=10.0, ge=0, le=600, description="Grace for in-flight calls on SIGTERM")
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """Not a setting: embedding load is not routed on, so a heartbeat a second only keeps the registration alive."""
+        return 1.0

@@ -17,6 +17,8 @@ MODEL_BASE_METRICS_PORT = 9110
 EMBED_METRICS_PORT = 9120
 
 TEMPORAL_NAMESPACE = "default"
+# Where a local stack's Temporal frontend listens; containers override it through their settings.
+TEMPORAL_ADDRESS = f"localhost:{TEMPORAL_PORT}"
 ORCHESTRATOR_TASK_QUEUE = "orchestrator"
 LLM_QUEUE_FAMILY = "llm"
 EMBEDDING_QUEUE_FAMILY = "embedding"

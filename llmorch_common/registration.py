@@ -54,4 +54,7 @@ class Registration:
             )
         except grpc.aio.AioRpcError as error:
             log.warning("deregister failed: %s", error.code().name)
+        await self.close()
+
+    async def close(self) -> None:
         await self._channel.close()

@@ -2,20 +2,12 @@
 
 import asyncio
 
-from llmorch_common.lifecycle import setup_logging, wait_for_termination
+from llmorch_common.lifecycle import setup_logging
+from llmorch_common.replica import run_until_terminated
 from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
 
-
-async def serve(settings: ModelSettings) -> None:
-    log = setup_logging(f"model[{settings.model_id}]")
-    replica = ModelReplica(settings)
-    await replica.start()
-    await wait_for_termination()
-    log.info("draining")
-    await replica.drain()
-    log.info("stopped")
-
-
 if __name__ == "__main__":
-    asyncio.run(serve(ModelSettings()))
+    settings = ModelSettings()
+    setup_logging(f"model[{settings.model_id}]")
+    asyncio.run(run_until_terminated(ModelReplica(settings)))

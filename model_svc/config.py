@@ -5,7 +5,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llmorch_common.constants import DEFAULT_MODEL_ID, MODEL_BASE_METRICS_PORT, MODEL_BASE_PORT, ORCHESTRATOR_PORT
+from llmorch_common.constants import (
+    DEFAULT_MODEL_ID,
+    MODEL_BASE_METRICS_PORT,
+    MODEL_BASE_PORT,
+    ORCHESTRATOR_PORT,
+    TEMPORAL_ADDRESS,
+    TEMPORAL_NAMESPACE,
+)
 
 
 class ModelSettings(BaseSettings):
@@ -25,8 +32,8 @@ class ModelSettings(BaseSettings):
     advertise_host: str = Field("localhost", description="Host other processes use to reach this replica")
     port: int = Field(MODEL_BASE_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(MODEL_BASE_METRICS_PORT, ge=0, le=65535, description="Prometheus port; 0 disables")
-    temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
-    temporal_namespace: str = Field("default", description="Temporal namespace")
+    temporal_address: str = Field(TEMPORAL_ADDRESS, description="Temporal frontend host:port")
+    temporal_namespace: str = Field(TEMPORAL_NAMESPACE, description="Temporal namespace")
     registry_address: str = Field(
         f"localhost:{ORCHESTRATOR_PORT}", description="RegistryService host:port; empty skips"
     )

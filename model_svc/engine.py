@@ -11,10 +11,13 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmorch_common.contracts import CANCELLED, LENGTH, ChatTurn, Sampling
 from llmorch_common.errors import PlatformError, out_of_range, resource_exhausted
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama  # loading llama.cpp is deferred until a real engine is built
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class GenerationResult:
     completion_tokens: int
     time_to_first_token_ms: float
     generation_ms: float
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A request as llama.cpp sees it: the rendered prompt's tokens and the stop strings its chat template adds."""
+
+    tokens: list[int]
+    stops: list[str]
 
 
 DeltaSink = Callable[[str], None]
@@ -76,6 +87,19 @@ class LlamaEngine:
                 bos_token=vocab.detokenize([vocab.token_bos()]).decode(errors="ignore"),
             )
 
+    @property
+    def llama(self) -> "Llama":
+        """The llama_cpp.Llama behind this context, for baselines that call llama-cpp-python directly."""
+        return self._llama
+
+    def prepare(self, request: GenerationRequest) -> PreparedPrompt:
+        """The prompt exactly as generation feeds it to llama.cpp, so a direct baseline runs the same tokens."""
+        text, stops = self._render(request)
+        return PreparedPrompt(self._llama.tokenize(text.encode(), add_bos=True, special=True), stops)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
+
     def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
         if self._formatter is None:
             return (transcript(request.messages) if request.messages else request.prompt), []
@@ -87,8 +111,8 @@ class LlamaEngine:
         return formatted.prompt, [stop for stop in stops if stop]
 
     def generate(self, request: GenerationRequest, on_delta: DeltaSink, cancelled: threading.Event) -> GenerationResult:
-        prompt, template_stops = self._render(request)
-        tokens = self._llama.tokenize(prompt.encode(), add_bos=True, special=True)
+        prompt = self.prepare(request)
+        tokens = prompt.tokens
         sampling = request.sampling
         if len(tokens) + sampling.max_tokens > self._context_limit:
             raise out_of_range(
@@ -104,7 +128,7 @@ class LlamaEngine:
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            stop=[*template_stops, *sampling.stop] or None,
+            stop=[*prompt.stops, *sampling.stop] or None,
             seed=sampling.seed,
             repeat_penalty=sampling.repeat_penalty,
             stream=True,
@@ -124,8 +148,7 @@ class LlamaEngine:
         finally:
             stream.close()  # frees the context at once when cancelled mid-generation
         text = "".join(pieces)
-        completion_tokens = len(self._llama.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
-        return _result(text, finish_reason, len(tokens), completion_tokens, started, first_token_at)
+        return _result(text, finish_reason, len(tokens), self.count_tokens(text), started, first_token_at)
 
 
 class FakeEngine:

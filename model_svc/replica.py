@@ -1,30 +1,28 @@
-"""One model replica's lifecycle: gRPC server, weights, Temporal worker and registration, started and drained as one."""
+"""What a model replica plugs into the shared lifecycle: ModelService, llama.cpp contexts and the generate worker."""
 
 import asyncio
-import contextlib
-import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 from llmorch.internal.v1 import metadata_pb2
 from llmorch.v1 import types_pb2
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from llmorch_common.constants import llm_task_queue
-from llmorch_common.grpc_edge import create_server, set_serving
-from llmorch_common.lifecycle import start_metrics
-from llmorch_common.registration import Registration
+from llmorch_common.replica import Replica, ReplicaIdentity
 from model_svc.catalog import CATALOG, fallback_entry, locate_weights
 from model_svc.config import ModelSettings
 from model_svc.engine import Engine, EnginePool, FakeEngine, LlamaEngine
-from model_svc.server import IN_FLIGHT, SERVICE_NAME, ModelServicer, register
+from model_svc.server import IN_FLIGHT, ModelServicer, register
 from model_svc.worker import ModelActivities, create_worker
 
-log = logging.getLogger(__name__)
 
-
-def build_metadata(settings: ModelSettings, port: int) -> metadata_pb2.ModelMetadata:
+def identity(settings: ModelSettings) -> ReplicaIdentity:
+    """The catalog's name, priority and default flag unless the settings override them."""
     entry = CATALOG.get(settings.model_id) or fallback_entry(settings.model_id)
-    return metadata_pb2.ModelMetadata(
+    return ReplicaIdentity(
         model_id=settings.model_id,
         model_name=settings.model_name or entry.model_name,
         model_type=types_pb2.MODEL_TYPE_LLM,
@@ -32,8 +30,7 @@ def build_metadata(settings: ModelSettings, port: int) -> metadata_pb2.ModelMeta
         default_flag=entry.default_flag if settings.default_flag is None else settings.default_flag,
         max_concurrency=settings.max_concurrency,
         context_limit=settings.context_limit,
-        hardware_type=types_pb2.HARDWARE_TYPE_GPU if settings.hardware_type == "gpu" else types_pb2.HARDWARE_TYPE_CPU,
-        endpoint=f"{settings.advertise_host}:{port}",
+        gpu=settings.hardware_type == "gpu",
         task_queue=llm_task_queue(settings.model_id),
     )
 
@@ -54,57 +51,44 @@ def load_engines(settings: ModelSettings) -> list[Engine]:
     ]
 
 
-class ModelReplica:
+class ModelApp:
+    """ModelService over a pool of engines, and the worker whose `generate` activity calls it."""
+
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
+        self.identity = identity(settings)
         self.servicer = ModelServicer(metadata_pb2.ModelMetadata())
-        self._tasks: list[asyncio.Task[None]] = []
-        self._drained = False
+        self._activities: ModelActivities | None = None
 
-    async def start(self) -> None:
-        """Serve NOT_SERVING at once, load weights, then turn SERVING, poll the queue and register."""
-        settings = self.settings
-        self.server, self.port, self.health = await create_server(
-            lambda s: register(s, self.servicer), settings.port, settings.host
-        )
-        self.servicer.metadata = build_metadata(settings, self.port)
-        await self.server.start()
-        start_metrics(settings.metrics_port)
-        log.info("listening on %s, loading weights", self.port)
-        self.registration = Registration(settings.registry_address, self.metadata, settings.heartbeat_interval_s)
-        self.servicer.pool = EnginePool(
-            await asyncio.to_thread(load_engines, settings), settings.admission_timeout_s, self.registration.nudge.set
-        )
-        IN_FLIGHT.labels(settings.model_id).set_function(lambda: self.servicer.in_flight)
-        await set_serving(self.health, [SERVICE_NAME], True)
-        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-        self.activities = ModelActivities(f"localhost:{self.port}", client)
-        self.worker = create_worker(client, self.metadata.task_queue, self.activities, settings.max_concurrency)
-        self._tasks.append(asyncio.create_task(self.worker.run()))
-        if settings.registry_address:
-            self._tasks.append(asyncio.create_task(self.registration.run(lambda: self.servicer.in_flight)))
-        log.info("SERVING %s on %s, polling %s", settings.model_id, self.port, self.metadata.task_queue)
+    def add_servicers(self, server: grpc.aio.Server) -> list[str]:
+        return register(server, self.servicer)
 
-    @property
-    def metadata(self) -> metadata_pb2.ModelMetadata:
-        return self.servicer.metadata
+    def set_metadata(self, metadata: metadata_pb2.ModelMetadata) -> None:
+        self.servicer.metadata = metadata
 
-    async def set_serving(self, serving: bool) -> None:
-        await set_serving(self.health, [SERVICE_NAME], serving)
+    async def load(self, load_changed: Callable[[], None]) -> None:
+        engines = await asyncio.to_thread(load_engines, self.settings)
+        self.servicer.pool = EnginePool(engines, self.settings.admission_timeout_s, load_changed)
+        IN_FLIGHT.labels(self.settings.model_id).set_function(self.in_flight)
 
-    async def drain(self) -> None:
-        """SIGTERM: NOT_SERVING first so the router stops choosing us, then finish in-flight work and stop."""
-        if self._drained:
-            return
-        self._drained = True
-        await self.health.enter_graceful_shutdown()
-        if self.settings.registry_address:
-            self._tasks[-1].cancel()
-            await self.registration.deregister()
-        await self.worker.shutdown()  # waits for in-flight generations, up to graceful_shutdown_timeout
+    def in_flight(self) -> int:
+        return self.servicer.in_flight
+
+    def create_worker(self, client: Client, endpoint: str, task_queue: str) -> Worker:
+        self._activities = ModelActivities(endpoint, client)
+        return create_worker(client, task_queue, self._activities, self.settings.max_concurrency)
+
+    async def worker_drained(self) -> None:
         self.servicer.draining = True
-        await self.activities.close()
-        await self.server.stop(self.settings.drain_timeout_s)
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._activities:
+            await self._activities.close()
+
+    def close(self) -> None:
+        """Nothing to free early: the contexts go with the process."""
+
+
+class ModelReplica(Replica[ModelApp]):
+    """One model replica: the shared lifecycle around a ModelApp."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        super().__init__(settings, ModelApp(settings))

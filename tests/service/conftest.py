@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from embed_svc.config import EmbedSettings
-from embed_svc.server import EmbeddingServer, load_and_serve, start_server, stop_server
+from embed_svc.replica import EmbedReplica
 from llmorch_common.grpc_edge import wait_until_serving
 from tools.testdata import reference_data_dir
 
@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class StartedEmbedding:
-    running: EmbeddingServer
+    replica: EmbedReplica
     target: str
     # Observed before the weights started loading, so the health test sees the real start-up order.
     status_before_load: int
@@ -34,10 +34,12 @@ async def embedding_service() -> AsyncIterator[StartedEmbedding]:
         port=0,
         host="127.0.0.1",
         metrics_port=0,
+        drain_timeout_s=1.0,
         model_path=str(REPO_ROOT / "data" / "models" / "minilm-l6-v2.gguf"),
     )
-    running = await start_server(settings)
-    target = f"127.0.0.1:{running.port}"
+    replica = EmbedReplica(settings)
+    await replica.serve()
+    target = f"127.0.0.1:{replica.port}"
     async with grpc.aio.insecure_channel(target) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         try:
@@ -47,10 +49,10 @@ async def embedding_service() -> AsyncIterator[StartedEmbedding]:
             code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as error:
             code = error.code()
-    await load_and_serve(running, settings)
+    await replica.load()
     await wait_until_serving(target, timeout_s=60)
-    yield StartedEmbedding(running, target, reply.status, code)
-    await stop_server(running, grace_s=1.0)
+    yield StartedEmbedding(replica, target, reply.status, code)
+    await replica.drain()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -131,7 +131,7 @@ async def test_embed_activity_splits_batches_and_calls_the_service(embedding_ser
     texts = tuple(f"sentence {i}" for i in range(7))
     try:
         output = await activity_environment().run(activities.embed, EmbedInput(texts=texts))
-        direct = await embedding_service.running.servicer.engine.embed(list(texts))
+        direct = await embedding_service.replica.app.servicer.engine.embed(list(texts))
     finally:
         await activities.close()
     assert len(output.vectors) == 7 and output.token_counts == direct.token_counts

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench import machine
-from tools.bench.report import dispatch_table, micro_table, table
+from tools.bench.report import dispatch_table, goal_rows, micro_table, table
 
 
 def seg(summary: dict[str, Any], key: str, q: str = "p50_ms") -> float:
@@ -13,8 +13,6 @@ def seg(summary: dict[str, Any], key: str, q: str = "p50_ms") -> float:
 
 
 def goals_section(records: dict[str, dict[str, Any]]) -> list[str]:
-    from tools.bench.docs import goal_rows
-
     return [
         "## Goals, as measured",
         "",

@@ -17,7 +17,8 @@ import numpy.typing as npt
 from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
 from embed_svc.config import EmbedSettings
-from embed_svc.server import load_and_serve, start_server, stop_server
+from embed_svc.gguf_convert import DEFAULT_OUTPUT, ensure_minilm_gguf
+from embed_svc.replica import EmbedReplica
 from orchestrator_svc.retrieval.chunking import chunk_text
 from orchestrator_svc.retrieval.vectorstore import ChunkRecord, VectorStore, open_store
 from orchestrator_svc.retrieval.vectorstore.lancedb_store import LanceDbStore
@@ -42,10 +43,14 @@ def corpus_texts(count: int) -> list[str]:
 
 
 async def bench_embedding(model_path: Path) -> dict[str, Any]:
-    settings = EmbedSettings(port=0, host="127.0.0.1", metrics_port=0, model_path=str(model_path))
-    running = await start_server(settings)
-    await load_and_serve(running, settings)
-    engine = running.servicer.engine
+    settings = EmbedSettings(
+        port=0, host="127.0.0.1", metrics_port=0, registry_address="", drain_timeout_s=1.0, model_path=str(model_path)
+    )
+    # Served and loaded but never polling or registered: the bench calls the service, not the queue.
+    replica = EmbedReplica(settings)
+    await replica.serve()
+    await replica.load()
+    engine = replica.app.servicer.engine
     assert engine is not None
     texts = corpus_texts(EMBED_TEXTS)
     await engine.embed(texts[:8])  # warm-up
@@ -53,13 +58,13 @@ async def bench_embedding(model_path: Path) -> dict[str, Any]:
     direct = await engine.embed(texts)
     direct_s = time.perf_counter() - started
     tokens = sum(direct.token_counts)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
         started = time.perf_counter()
         for start in range(0, len(texts), GRPC_BATCH):
             await stub.Embed(embedding_pb2.EmbedRequest(texts=texts[start : start + GRPC_BATCH]), timeout=300)
         grpc_s = time.perf_counter() - started
-    await stop_server(running, 1.0)
+    await replica.drain()
     return {
         "texts": len(texts),
         "tokens": tokens,
@@ -173,8 +178,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def run(out_dir: Path) -> dict[str, Any]:
     """Measure, then write embed_bench.json and embed_bench.png into out_dir; returns the results."""
-    from tools.convert_minilm import DEFAULT_OUTPUT, ensure_minilm_gguf
-
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = ensure_minilm_gguf(DEFAULT_OUTPUT)
     started = time.perf_counter()

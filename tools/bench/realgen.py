@@ -39,14 +39,12 @@ def rates(started: float, first: float, end: float, tokens: int, after_first: fl
 def direct_once(engine: LlamaEngine) -> dict[str, Any]:
     """llama-cpp-python's own streaming completion, on the prompt exactly as the replica renders it."""
     request = GenerationRequest((ChatTurn("user", PROMPT),), "", Sampling(max_tokens=MAX_TOKENS, temperature=0.0))
-    llama = engine._llama
     started = time.perf_counter()
-    prompt, stops = engine._render(request)
-    tokens = llama.tokenize(prompt.encode(), add_bos=True, special=True)
+    prompt = engine.prepare(request)
     first = end = 0.0
     pieces = []
-    for chunk in llama.create_completion(
-        tokens, max_tokens=MAX_TOKENS, temperature=0.0, top_p=0.95, stop=stops or None, stream=True
+    for chunk in engine.llama.create_completion(
+        prompt.tokens, max_tokens=MAX_TOKENS, temperature=0.0, top_p=0.95, stop=prompt.stops or None, stream=True
     ):
         text = chunk["choices"][0]["text"]  # type: ignore[index]
         if text:
@@ -54,7 +52,7 @@ def direct_once(engine: LlamaEngine) -> dict[str, Any]:
             first = first or end
             pieces.append(text)
     text = "".join(pieces)
-    count = len(llama.tokenize(text.encode(), add_bos=False, special=True))
+    count = engine.count_tokens(text)
     return {**rates(started, first, end, count, count - 1), "text": text}
 
 

@@ -1,4 +1,4 @@
-"""Markdown tables and matplotlib plots from the sections' JSON results."""
+"""Markdown tables, the goals' verdicts and matplotlib plots from the sections' JSON results."""
 
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,57 @@ GOALS = {
     "requests_per_s": 100.0,
     "scaling_4": 0.9,
 }
+
+
+def verdict(measured: float, goal: float, lower_is_better: bool) -> str:
+    met = measured <= goal if lower_is_better else measured >= goal
+    if met:
+        return "**met**"
+    if lower_is_better:
+        return f"not met: {measured - goal:+.1f} ms over ({measured / goal:.1f}x the budget)"
+    return f"not met: {measured / goal:.0%} of the goal ({goal - measured:.3g} short)"
+
+
+def goal_rows(records: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    over = records.get("overhead", {}).get("results")
+    if over:
+        c1 = over["levels"]["1"]["overhead"]
+        path = "envoy" if "envoy" in c1 else "api"
+        p50, p99 = c1[path]["p50_ms"], c1[path]["p99_ms"]
+        rows.append(
+            ["overhead p50, concurrency 1", "≤ 20 ms", f"{p50:.1f} ms", verdict(p50, GOALS["overhead_p50_ms"], True)]
+        )
+        rows.append(
+            ["overhead p99, concurrency 1", "≤ 60 ms", f"{p99:.1f} ms", verdict(p99, GOALS["overhead_p99_ms"], True)]
+        )
+    gen = records.get("generation", {}).get("results")
+    if gen:
+        ratio = gen["ratios"]["generation_tokens_per_s"]
+        rows.append(
+            [
+                "tokens/s through the stack / direct",
+                "≥ 0.97",
+                f"{ratio:.3f}",
+                verdict(ratio, GOALS["tokens_ratio"], False),
+            ]
+        )
+    thr = records.get("throughput", {}).get("results")
+    if thr:
+        ramp = thr["ramp"]
+        peak = ramp["peak_requests_per_s"]
+        errors = ramp["errors"]
+        rows.append(
+            ["short requests/s, no errors", "≥ 100 req/s", f"{peak:.1f} req/s, {errors} errors",
+             verdict(peak, GOALS["requests_per_s"], False)]
+        )  # fmt: skip
+        four = [r for r in thr["scaling"]["rows"] if r["replicas"] == 4]
+        if four:
+            eff = four[0]["efficiency"]
+            rows.append(
+                ["replica scaling at 4 replicas", "≥ 0.9", f"{eff:.2f}", verdict(eff, GOALS["scaling_4"], False)]
+            )
+    return rows
 
 
 def pyplot() -> Any:

@@ -1,4 +1,4 @@
-"""Convert all-MiniLM-L6-v2 from its PyPI package (safetensors) to GGUF with the gguf package alone, without torch."""
+"""all-MiniLM-L6-v2 from its PyPI package (safetensors) to GGUF with gguf alone, on a replica's first start."""
 
 import argparse
 import hashlib
