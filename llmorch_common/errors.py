@@ -12,7 +12,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +126,27 @@ def to_final_failure(error: PlatformError) -> ApplicationError:
     return ApplicationError(error.message, type=error.code, non_retryable=True)
 
 
-def from_activity_failure(error: ActivityError, context: str = "") -> ApplicationError:
+# What awaiting an activity raises in workflow code. A local activity raises its cause itself (temporalio 1.35),
+# not an ActivityError around it, so a workflow catches all of them.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError, TimeoutError)
+
+
+def _activity_cause(error: FailureError) -> BaseException | None:
+    return error.cause if isinstance(error, ActivityError) else error
+
+
+def from_activity_failure(error: FailureError, context: str = "") -> ApplicationError:
     """An activity gave up → the request's failure: the activity's code, or UNAVAILABLE when it had none."""
-    cause = error.cause
+    cause = _activity_cause(error)
     code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
     message = cause.message if isinstance(cause, ApplicationError) else str(cause)
     return ApplicationError(f"{context}{message}", type=code, non_retryable=True)
 
 
-def input_failure(error: ActivityError) -> ApplicationError | None:
+def input_failure(error: FailureError) -> ApplicationError | None:
     """The request's failure when the activity rejected the input, else None: another model would reject the same
     input the same way, so there is nothing to fall back to."""
-    cause = error.cause
+    cause = _activity_cause(error)
     if isinstance(cause, ApplicationError) and cause.type in INPUT_ERROR_CODES:
         return ApplicationError(cause.message, type=cause.type, non_retryable=True)
     return None

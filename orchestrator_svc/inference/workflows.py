@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateOutput,
         StreamDelta,
     )
-    from llmorch_common.errors import INPUT_ERROR_CODES, from_activity_failure, input_failure
+    from llmorch_common.errors import ACTIVITY_FAILURES, INPUT_ERROR_CODES, from_activity_failure, input_failure
     from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
     from orchestrator_svc.inference.contracts import (
         FallbackRecord,
@@ -105,7 +105,7 @@ class InferenceWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=SELECT_RETRY,
             )
-        except ActivityError as error:
+        except ACTIVITY_FAILURES as error:
             raise from_activity_failure(error, "retrieval failed: ") from None
         return tuple(hits)
 
@@ -167,7 +167,7 @@ class InferenceWorkflow:
                 retry_policy=SELECT_RETRY,
             )
             return choice
-        except ActivityError as error:
+        except ACTIVITY_FAILURES as error:
             failure = from_activity_failure(error)
             if fallbacks:
                 failure = ApplicationError(

@@ -130,3 +130,10 @@ def test_from_workflow_failure_finds_the_code_through_the_cause_chain() -> None:
 def test_from_workflow_failure_without_an_application_error_is_internal() -> None:
     error = from_workflow_failure(WorkflowFailureError(cause=RuntimeError("worker lost")))
     assert error.code == "INTERNAL" and "worker lost" in error.message
+
+
+def test_a_local_activity_failure_raised_as_its_cause_converts_the_same_way() -> None:
+    """temporalio raises a failed local activity's ApplicationError itself, not an ActivityError around it."""
+    failure = from_activity_failure(ApplicationError("no model can serve", type="UNAVAILABLE"), "selection: ")
+    assert (failure.type, failure.message) == ("UNAVAILABLE", "selection: no model can serve")
+    assert input_failure(ApplicationError("bad", type="INVALID_ARGUMENT")) is not None
