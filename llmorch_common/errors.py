@@ -135,12 +135,12 @@ def _activity_cause(error: FailureError) -> BaseException | None:
     return error.cause if isinstance(error, ActivityError) else error
 
 
-def from_activity_failure(error: FailureError, context: str = "") -> ApplicationError:
+def from_activity_failure(error: FailureError, context: str = "", suffix: str = "") -> ApplicationError:
     """An activity gave up → the request's failure: the activity's code, or UNAVAILABLE when it had none."""
     cause = _activity_cause(error)
     code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UNAVAILABLE"
     message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-    return ApplicationError(f"{context}{message}", type=code, non_retryable=True)
+    return ApplicationError(f"{context}{message}{suffix}", type=code, non_retryable=True)
 
 
 def input_failure(error: FailureError) -> ApplicationError | None:

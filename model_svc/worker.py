@@ -9,11 +9,10 @@ import grpc
 from llmorch.internal.v1 import model_pb2, model_pb2_grpc
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from llmorch_common.contracts import GENERATE_ACTIVITY, STREAM_SIGNAL, GenerateInput, GenerateOutput, StreamDelta
-from llmorch_common.errors import to_activity_failure
+from llmorch_common.errors import to_activity_failure, unavailable
 from llmorch_common.finish_reason import finish_reason_from_proto
 from llmorch_common.grpc_edge import activity_timeout_s, make_channel
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
@@ -84,7 +83,7 @@ class ModelActivities:
             pending.append(chunk.delta)
             if time.monotonic() - last_flush >= STREAM_FLUSH_INTERVAL_S:
                 await flush()
-        raise ApplicationError("model stream ended without a final message", type="UNAVAILABLE")
+        raise to_activity_failure(unavailable("model stream ended without a final message"))
 
     async def close(self) -> None:
         await self._channel.close()

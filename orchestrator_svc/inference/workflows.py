@@ -17,7 +17,14 @@ with workflow.unsafe.imports_passed_through():
         GenerateOutput,
         StreamDelta,
     )
-    from llmorch_common.errors import ACTIVITY_FAILURES, INPUT_ERROR_CODES, from_activity_failure, input_failure
+    from llmorch_common.errors import (
+        ACTIVITY_FAILURES,
+        INPUT_ERROR_CODES,
+        from_activity_failure,
+        input_failure,
+        to_final_failure,
+        unavailable,
+    )
     from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
     from orchestrator_svc.inference.contracts import (
         FallbackRecord,
@@ -153,9 +160,7 @@ class InferenceWorkflow:
                     raise final from None
                 fallbacks.append(FallbackRecord(choice.model_id, failure_reason(error)))
                 workflow.logger.warning("falling back from %s: %s", choice.model_id, fallbacks[-1].reason)
-        raise ApplicationError(
-            f"gave up after {policy.max_selections} selections: {_tried(fallbacks)}", type="UNAVAILABLE"
-        )
+        raise to_final_failure(unavailable(f"gave up after {policy.max_selections} selections: {_tried(fallbacks)}"))
 
     async def _select(self, request: InferenceInput, fallbacks: list[FallbackRecord]) -> ModelChoice:
         try:
@@ -168,12 +173,7 @@ class InferenceWorkflow:
             )
             return choice
         except ACTIVITY_FAILURES as error:
-            failure = from_activity_failure(error)
-            if fallbacks:
-                failure = ApplicationError(
-                    f"{failure.message}; tried: {_tried(fallbacks)}", type=failure.type, non_retryable=True
-                )
-            raise failure from None
+            raise from_activity_failure(error, suffix=f"; tried: {_tried(fallbacks)}" if fallbacks else "") from None
 
     @workflow.signal(name=STREAM_SIGNAL)
     def append_delta(self, delta: StreamDelta) -> None:
