@@ -4,10 +4,12 @@ channels."""
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -66,6 +68,101 @@ def stream_edge(method: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a guarded deserializer hands on for bytes that are not the request message."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # DecodeError, and whatever else a malformed message raises
+            return Undecodable(f"{type(error).__name__}: {error}")
+
+    return deserialize
+
+
+async def _reject(context: grpc.aio.ServicerContext, request: Undecodable) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"the request bytes are not a valid message ({request.reason})"
+    )
+
+
+async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            await _reject(context, request)
+        yield request
+
+
+def _guard_unary_request(behavior: Any) -> Any:
+    """The same kind of callable as `behavior` (grpc.aio tells coroutines from async generators by the function)."""
+    if inspect.iscoroutinefunction(behavior):
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await _reject(context, request)
+            return await behavior(request, context)
+
+        return call
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await _reject(context, request)
+        async for response in behavior(request, context):
+            yield response
+
+    return stream
+
+
+def _guard_request_stream(behavior: Any) -> Any:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(_checked(requests, context), context)
+
+        return call
+
+    async def stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for response in behavior(_checked(requests, context), context):
+            yield response
+
+    return stream
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Bytes that do not decode as the request get INVALID_ARGUMENT, on every service (health and reflection too);
+    grpc.aio would answer UNKNOWN ("Unexpected DecodeError") before any handler ran."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        deserialize, serialize = _tolerant(handler.request_deserializer), handler.response_serializer
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard_unary_request(handler.unary_unary), deserialize, serialize
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_unary_request(handler.unary_stream), deserialize, serialize
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _guard_request_stream(handler.stream_unary), deserialize, serialize
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _guard_request_stream(handler.stream_stream), deserialize, serialize
+        )
+
+
 async def create_server(
     register: Callable[[grpc.aio.Server], Iterable[str]],
     port: int,
@@ -79,7 +176,7 @@ async def create_server(
     reaches users (Envoy proxies it), so it lists only the public API.
     Port 0 binds a free port; the real one is returned.
     """
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[DecodeGuard()], options=[("grpc.so_reuseport", 0)])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -58,7 +58,7 @@ class Targets:
         self.apis: dict[str, orchestrator_pb2_grpc.OrchestratorServiceStub] = {}
         self.workflows: dict[str, list[str]] = {"api": [], "envoy": []}
         for path, target in (("api", stack.api_target), ("envoy", stack.envoy_target)):
-            if target.endswith(":0"):
+            if path == "envoy" and not stack.config.envoy:
                 continue
             channel = grpc.aio.insecure_channel(target)
             self.channels.append(channel)
