@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench gen lint check-gen browser api-baseline
+.PHONY: setup demo up down status test bench gen lint check-gen debian api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -27,8 +27,11 @@ $(WEB_STAMP): web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $(WEB_STAMP)
 
-browser:
-	tools/install_browser.sh
+# Servers and browsers the tests run for real, from Debian (package:command pairs).
+DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool
+
+debian:
+	tools/install_debian.sh $(DEBIAN_PACKAGES)
 
 demo: setup
 	$(PY) -m tools.launcher demo
@@ -44,7 +47,7 @@ status:
 	$(PY) -m tools.launcher status
 
 # Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
-test: setup browser lint
+test: setup debian lint
 	$(PY) -m pytest -q -rs
 
 bench: setup

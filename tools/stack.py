@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import yaml  # type: ignore[import-untyped]
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +32,7 @@ from tools.envoy_config import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 MODELS_DIR = ROOT / "data" / "models"  # converted weights are shared by every stack, whatever its home
 STARTUP_TIMEOUT_S = 180.0
 
@@ -183,6 +185,18 @@ def validate_envoy(config: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def prometheus_spec(config: Path, port: int, data: Path) -> ProcessSpec:
+    """Debian's Prometheus (installed by `make test`), scraping a stack with the project's own configuration."""
+    argv = (
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    )
+    return ProcessSpec("prometheus", argv, tcp_port=port, restart=False)
 
 
 def script_spec(name: str, argv: tuple[str, ...], restart: bool = False) -> ProcessSpec:
@@ -552,6 +566,30 @@ class Stack:
                     return
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"models not all registered and SERVING: expected {expected}, saw {seen}")
+
+    def write_prometheus_config(self, path: Path, scrape_interval: str = "1s") -> Path:
+        """deploy/prometheus/prometheus.yml with each job pointed at this stack's ports (jobs it lacks are left out)."""
+        ports = self.ports
+        by_job = {
+            "orchestrator-api": [ports.api_metrics],
+            "orchestrator-worker": [ports.worker_metrics] if self.config.worker else [],
+            "model": list(ports.model_metrics),
+            "embed": [ports.embed_metrics] if self.config.embed else [],
+            "envoy": [ports.envoy_admin] if self.config.envoy else [],
+            "temporal": [ports.temporal_metrics],
+        }
+        config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+        config["global"]["scrape_interval"] = scrape_interval
+        config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / name) for name in config.get("rule_files", [])]
+        jobs = []
+        for job in config["scrape_configs"]:
+            targets = by_job.pop(job["job_name"])
+            if targets:
+                jobs.append({**job, "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in targets]}]})
+        assert not by_job, f"jobs missing from {PROMETHEUS_CONFIG}: {sorted(by_job)}"
+        config["scrape_configs"] = jobs
+        path.write_text(yaml.safe_dump(config))
+        return path
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU each kind of process has used so far, to see which process a request's cost lands in."""

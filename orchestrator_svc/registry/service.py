@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Gauge
 
 from llmorch_common.errors import not_found
 from orchestrator_svc.registry.records import Hardware, Health, ModelMetadata, ModelType, RegisteredModel, ReplicaView
@@ -37,6 +38,15 @@ WATCH_CHANNEL_OPTIONS = [
 ]
 WATCH_RETRY_S = 0.2
 BacklogReader = Callable[[str], Awaitable[int]]
+# Published on every registration and health change, so alerts see a model leave at once (not at the next listing).
+SERVING_REPLICAS = Gauge(
+    "llmorch_model_serving_replicas",
+    "Replicas of a model reporting SERVING, as this registry sees them",
+    ["model_id", "model_type"],
+)
+CAPACITY = Gauge(
+    "llmorch_model_capacity", "Generations a model runs at once over its serving replicas", ["model_id", "model_type"]
+)
 
 
 def metadata_json(metadata: ModelMetadata) -> str:
@@ -118,6 +128,7 @@ class Registry:
         else:
             self._replicas[key] = ReplicaState(metadata, seq)
         self._watch(metadata.endpoint)
+        self._publish(metadata.model_id, metadata.model_type)
         return self.model(metadata.model_id)
 
     async def _demote_other_defaults(self, metadata: ModelMetadata) -> None:
@@ -140,13 +151,21 @@ class Registry:
         state.last_heartbeat = time.monotonic()
 
     async def deregister(self, model_id: str, endpoint: str) -> None:
-        self._replicas.pop((model_id, endpoint), None)
+        gone = self._replicas.pop((model_id, endpoint), None)
+        if gone:
+            self._publish(model_id, gone.metadata.model_type)
         await self.db.execute("DELETE FROM model_replicas WHERE model_id = ? AND endpoint = ?", (model_id, endpoint))
         await self.db.commit()
         if not any(key[1] == endpoint for key in self._replicas):
             watcher = self._watchers.pop(endpoint, None)
             if watcher:
                 watcher.cancel()
+
+    def _publish(self, model_id: str, model_type: ModelType) -> None:
+        """A model with no replica left publishes zero, so "no SERVING LLM" sees it go."""
+        serving = [s for (mid, _), s in self._replicas.items() if mid == model_id and s.health == Health.SERVING]
+        SERVING_REPLICAS.labels(model_id, model_type).set(len(serving))
+        CAPACITY.labels(model_id, model_type).set(sum(s.metadata.max_concurrency for s in serving))
 
     def model_ids(self) -> list[str]:
         return sorted({model_id for model_id, _ in self._replicas})
@@ -193,13 +212,11 @@ class Registry:
                     await self.deregister(model_id, endpoint)
 
     def _set_health(self, endpoint: str, health: Health) -> None:
-        changed = False
-        for (_, replica_endpoint), state in self._replicas.items():
+        for (model_id, replica_endpoint), state in self._replicas.items():
             if replica_endpoint == endpoint and state.health != health:
                 state.health = health
-                changed = True
-        if changed:
-            log.info("health %s -> %s", endpoint, health)
+                self._publish(model_id, state.metadata.model_type)
+                log.info("health %s@%s -> %s", model_id, endpoint, health)
 
     def _watch(self, endpoint: str) -> None:
         if endpoint not in self._watchers or self._watchers[endpoint].done():

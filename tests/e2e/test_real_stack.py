@@ -224,7 +224,7 @@ async def test_health_through_envoy_and_directly_as_a_probe_would(stack: Stack) 
 async def test_console_asks_a_real_model_in_chromium(stack: Stack) -> None:
     node = shutil.which("node")
     if node is None or not (WEB / "node_modules" / "playwright-core").exists() or not CHROMIUM.exists():
-        pytest.fail("node, web/node_modules or Chromium missing: `make setup browser` installs them")
+        pytest.fail("node, web/node_modules or Chromium missing: `make setup debian` installs them")
     screenshot = ROOT / "test-artifacts" / "console-real.png"
     question = "What does the with statement do?"
     browser = await run(node, str(WEB / "e2e" / "console.spec.mjs"), f"{stack.envoy_url}/", str(screenshot), question)
