@@ -17,6 +17,10 @@ MODEL_BASE_METRICS_PORT = 9110
 EMBED_METRICS_PORT = 9120
 
 TEMPORAL_NAMESPACE = "default"
+# grpc.health.v1 service names of the API: readiness follows its dependencies (Temporal), liveness only the process,
+# so a Temporal outage takes replicas out of the load balancer without restarting them all.
+READINESS_SERVICE = "llmorch.readiness"
+LIVENESS_SERVICE = "llmorch.liveness"
 # Where a local stack's Temporal frontend listens; containers override it through their settings.
 TEMPORAL_ADDRESS = f"localhost:{TEMPORAL_PORT}"
 ORCHESTRATOR_TASK_QUEUE = "orchestrator"

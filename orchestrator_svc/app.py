@@ -5,17 +5,19 @@ import contextlib
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
 from llmorch_common.grpc_edge import create_server, set_serving
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
 from orchestrator_svc.inference.service import InferenceService
 from orchestrator_svc.inference.workflows import InferenceWorkflow
+from orchestrator_svc.readiness import follow_temporal
 from orchestrator_svc.registry import servicer as registry
 from orchestrator_svc.registry.queue_stats import QueueStats
 from orchestrator_svc.registry.records import ModelType, RegisteredModel
@@ -34,10 +36,14 @@ class ApiServer:
     health: health.aio.HealthServicer
     registry: Registry
     service_names: list[str]
+    readiness: asyncio.Task[None]
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace_s: float) -> None:
+        self.readiness.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.readiness
         await self.health.enter_graceful_shutdown()
         if self.worker and self._worker_task:
             await self.worker.shutdown()
@@ -73,8 +79,10 @@ async def start_api(
     server, port, health_servicer = await create_server(
         register, settings.port, settings.host, unlisted=[registry.SERVICE_NAME]
     )
-    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, registry.SERVICE_NAME]
-    started = ApiServer(server, port, health_servicer, model_registry, names)
+    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, registry.SERVICE_NAME, LIVENESS_SERVICE]
+    await health_servicer.set(READINESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)  # until Temporal answers
+    readiness = asyncio.create_task(follow_temporal(client, health_servicer))
+    started = ApiServer(server, port, health_servicer, model_registry, names, readiness)
     if embedded_worker:
 
         async def list_llms() -> list[RegisteredModel]:

@@ -140,11 +140,13 @@ class InferenceService:
             self._in_flight -= 1
 
     async def generate(self, request: InferenceRequest) -> InferenceResult:
+        started = time.perf_counter()
         handle = await self._start(await self._workflow_input(request, stream=False))
-        return await self._result(handle)
+        return await self._result(handle, started)
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         """Relay the run's text as it grows, by long-polling its watch_stream update, then its result."""
+        started = time.perf_counter()
         handle = await self._start(await self._workflow_input(request, stream=True))
         cursor = StreamCursor(attempt=0, offset=0)
         while True:
@@ -163,7 +165,7 @@ class InferenceService:
             cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text))
             if snapshot.done:
                 break
-        yield Completed(await self._result(handle))
+        yield Completed(await self._result(handle, started))
 
     async def status(self, request_id: str) -> RequestStatus:
         handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
@@ -231,9 +233,10 @@ class InferenceService:
                 raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
             return handle
 
-    async def _result(self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult]) -> InferenceResult:
-        """Wait for the run's result, observing its duration and outcome either way."""
-        started = time.perf_counter()
+    async def _result(
+        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float
+    ) -> InferenceResult:
+        """Wait for the run's result, observing its duration since `started` (the call's arrival) and its outcome."""
         outcome = "OK"
         try:
             return await handle.result()

@@ -138,6 +138,7 @@ async def serve_fake(port: int) -> None:
     from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
     from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
+    from llmorch_common.constants import READINESS_SERVICE
     from llmorch_common.grpc_edge import create_server, set_serving
 
     orchestrator, registry = _build_servicers()
@@ -157,7 +158,7 @@ async def serve_fake(port: int) -> None:
         unlisted=[registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name],
     )
     await server.start()
-    await set_serving(health_servicer, ["llmorch.v1.OrchestratorService"], True)
+    await set_serving(health_servicer, ["llmorch.v1.OrchestratorService", READINESS_SERVICE], True)
     print(f"fake orchestrator serving on {bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,7 +169,9 @@ async def serve_fake(port: int) -> None:
 
     def flip() -> None:
         serving[0] = not serving[0]
-        task = loop.create_task(set_serving(health_servicer, ["llmorch.v1.OrchestratorService"], serving[0]))
+        task = loop.create_task(
+            set_serving(health_servicer, ["llmorch.v1.OrchestratorService", READINESS_SERVICE], serving[0])
+        )
         pending.add(task)
         task.add_done_callback(pending.discard)
 

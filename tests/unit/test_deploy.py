@@ -23,6 +23,7 @@ import yaml  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from llmorch_common import constants as c
+from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
 from tools.stack import validate_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,8 +179,13 @@ def test_probes_are_native_grpc(default_docs: list[dict[str, Any]], gpu_docs: li
         for deployment in grpc_deployments:
             (container,) = deployment["spec"]["template"]["spec"]["containers"]
             grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert container[probe]["grpc"] == {"port": grpc_port}, (deployment["metadata"]["name"], probe)
+            # The API's readiness follows Temporal and its liveness only the process; the others have one state.
+            services = {"api": (LIVENESS_SERVICE, READINESS_SERVICE, LIVENESS_SERVICE)}.get(_component(deployment))
+            for probe, service in zip(
+                ("startupProbe", "readinessProbe", "livenessProbe"), services or ("",) * 3, strict=True
+            ):
+                expected = {"port": grpc_port, **({"service": service} if service else {})}
+                assert container[probe]["grpc"] == expected, (deployment["metadata"]["name"], probe)
                 assert "httpGet" not in container[probe] and "exec" not in container[probe]
 
 

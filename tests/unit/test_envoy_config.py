@@ -10,6 +10,7 @@ import yaml  # type: ignore[import-untyped]
 from llmorch.internal.v1 import embedding_pb2, model_pb2, registry_pb2
 from llmorch.v1 import orchestrator_pb2, retrieval_pb2
 
+from llmorch_common.constants import READINESS_SERVICE
 from llmorch_common.grpc_edge import idempotent_methods
 from tools.envoy_config import DEFAULT_WEB_DIR, REPO_ROOT, TEMPLATE_PATH, render, write_config
 from tools.stack import validate_envoy
@@ -117,5 +118,5 @@ def test_admin_is_loopback_only_and_cluster_is_health_checked_http2() -> None:
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "http2_protocol_options" in options["explicit_http_config"]
     (check,) = cluster["health_checks"]
-    assert check["grpc_health_check"] == {"service_name": ""}
+    assert check["grpc_health_check"] == {"service_name": READINESS_SERVICE}, "readiness follows Temporal"
     assert cluster["outlier_detection"]["enforcing_consecutive_5xx"] == 0

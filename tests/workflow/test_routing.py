@@ -298,6 +298,26 @@ async def test_metrics_cover_workflows_models_queues_and_errors(
     assert REGISTRY.get_sample_value("llmorch_task_queue_backlog", {"task_queue": "llm.m-metered"}) is not None
 
 
+async def test_a_streamed_request_is_timed_from_its_arrival(
+    orchestrator: Orchestrator, start_replica: StartReplica
+) -> None:
+    """The duration of a stream covers the whole stream (it was measured from after its end, near zero)."""
+
+    def observed_s() -> float:
+        labels = {"workflow": "InferenceWorkflow", "outcome": "OK"}
+        return REGISTRY.get_sample_value("llmorch_workflow_duration_seconds_sum", labels) or 0.0
+
+    await start_replica("m-timed", fake_first_token_ms=100, fake_token_ms=50, default_flag=True)
+    before = observed_s()
+    request = orchestrator_pb2.GenerateRequest(prompt="Count.", sampling=types_pb2.SamplingParams(max_tokens=8))
+    started = time.perf_counter()
+    async for _ in orchestrator.stub.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request)):
+        pass
+    elapsed = time.perf_counter() - started
+    # 100 ms to the first token and 7 x 50 ms after it: the generation alone is 0.45 s of the stream.
+    assert 0.45 <= observed_s() - before <= elapsed
+
+
 async def test_two_replicas_share_one_queue_and_double_capacity(
     orchestrator: Orchestrator, start_replica: StartReplica
 ) -> None:

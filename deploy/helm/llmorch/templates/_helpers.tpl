@@ -42,19 +42,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* native gRPC probes on one port (grpc.health.v1, overall service ""): (dict "port" 50051 "startupFailures" 30) */}}
+{{/* gRPC probes; "readiness"/"liveness" name grpc.health.v1 services (the API's follow Temporal / only the process) */}}
 {{- define "llmorch.grpcProbes" -}}
 startupProbe:
-  grpc: { port: {{ .port }} }
+  grpc: { port: {{ .port }}{{ with .liveness }}, service: {{ . }}{{ end }} }
   periodSeconds: 5
   timeoutSeconds: 2
   failureThreshold: {{ .startupFailures }}
 readinessProbe:
-  grpc: { port: {{ .port }} }
+  grpc: { port: {{ .port }}{{ with .readiness }}, service: {{ . }}{{ end }} }
   periodSeconds: 5
   timeoutSeconds: 2
   failureThreshold: 2
 livenessProbe:
-  grpc: { port: {{ .port }} }
+  grpc: { port: {{ .port }}{{ with .liveness }}, service: {{ . }}{{ end }} }
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 6
