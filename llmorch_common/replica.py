@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from llmorch_common.grpc_edge import create_server, set_serving
 from llmorch_common.lifecycle import start_metrics, wait_for_termination
+from llmorch_common.payload_codec import connect
 from llmorch_common.registration import Registration
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class Replica(Generic[App]):
 
     async def poll(self) -> None:
         """Poll the task queue, then register: the registry learns of us only once queued work can be picked up."""
-        client = await Client.connect(self.settings.temporal_address, namespace=self.settings.temporal_namespace)
+        client = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
         self._worker = self.app.create_worker(client, f"localhost:{self.port}", self.metadata.task_queue)
         self._worker_task = asyncio.create_task(self._worker.run(), name="worker")
         if self._registration:

@@ -3,10 +3,10 @@
 import asyncio
 import sys
 
-from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
+from llmorch_common.payload_codec import connect
 from orchestrator_svc.app import create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference.activities import RemoteRegistry
@@ -15,7 +15,7 @@ from orchestrator_svc.resources import Resources
 
 async def run_api(settings: OrchestratorSettings) -> None:
     log = setup_logging("orchestrator-api")
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
     resources = await Resources.open(settings)
     api = await start_api(settings, client, resources, settings.api_embedded_worker)
     start_metrics(settings.metrics_port)
@@ -32,9 +32,7 @@ async def run_worker(settings: OrchestratorSettings) -> None:
         # The SDK's own metrics (task latencies, slots, poll results) on their own Prometheus endpoint.
         metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.temporal_metrics_port}")
         runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics))
-    client = await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime or Runtime.default()
-    )
+    client = await connect(settings.temporal_address, settings.temporal_namespace, runtime)
     resources = await Resources.open(settings)
     registry = RemoteRegistry(settings.registry_address)
     worker = create_worker(client, settings, resources, registry.list_llms)

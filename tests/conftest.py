@@ -1,11 +1,16 @@
 """Shared fixtures: one real Temporal dev server per session, started by the stack definition with its flags."""
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.client import Client
 
+from llmorch_common.payload_codec import connect, new_key
 from tools.stack import Child, Stack, StackConfig
+
+# Workflow payloads are sealed in every test, as in the stack: the in-process clients and every child share this key.
+os.environ.setdefault("LLMORCH_PAYLOAD_KEYS", new_key("test"))
 
 
 @pytest.fixture(scope="session")
@@ -23,4 +28,4 @@ def temporal_address(temporal_server: Child) -> str:
 
 @pytest.fixture(scope="session")
 async def temporal_client(temporal_address: str) -> Client:
-    return await Client.connect(temporal_address)
+    return await connect(temporal_address, "default")

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmorch_common import constants as c
 from llmorch_common.grpc_edge import wait_until_serving
+from llmorch_common.payload_codec import new_key
 from tools.envoy_config import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -421,8 +422,19 @@ class Ports:
         return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
 
 
+def payload_keys(home: Path) -> str:
+    """The stack's payload keys (LLMORCH_PAYLOAD_KEYS), made once per home and kept beside its Temporal database,
+    so a restarted stack still opens the histories it sealed."""
+    path = home / "payload-keys"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(new_key("k1"))
+    return path.read_text().strip()
+
+
 def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     """Every process of the stack, in start order: each one's dependencies come before it."""
+    sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home)}  # every process that reads workflow payloads
     temporal_address = f"127.0.0.1:{ports.temporal}"
     api_target = f"127.0.0.1:{ports.api}"
     orchestrator_env = {
@@ -438,6 +450,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_VECTOR_PATH": str(home / "vectors"),
         "ORCH_STAGING_DB": str(home / "ingestion.db"),
         "ORCH_EMBEDDING_ADDRESS": f"127.0.0.1:{ports.embed}",
+        **sealed,
         **dict(config.orchestrator_env),
     }
     api = orchestrator_spec("api", orchestrator_env, grpc_port=ports.api)
@@ -470,10 +483,11 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
                 max_concurrency=group.max_concurrency,
                 **dict(group.settings),
             )
-            specs.append(model_spec(f"model-{group.model_id}-{replica}", env))
+            specs.append(model_spec(f"model-{group.model_id}-{replica}", {**env, **sealed}))
             slot += 1
     if config.embed:
-        specs.append(embed_spec(ports.embed, temporal_address, api_target, ports.embed_metrics))
+        embed = embed_spec(ports.embed, temporal_address, api_target, ports.embed_metrics)
+        specs.append(replace(embed, env={**embed.env, **sealed}))
     if config.envoy:
         envoy_config = write_config(home / "envoy.yaml", ports.api, ports.envoy, ports.envoy_admin)
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))

@@ -22,7 +22,6 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -40,6 +39,7 @@ from llmorch_common.contracts import (
     Sampling,
     StreamDelta,
 )
+from llmorch_common.payload_codec import PayloadSettings, data_converter, parse_keys
 from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectionActivities, SelectModelInput
 from orchestrator_svc.inference.contracts import (
     DispatchPolicy,
@@ -220,7 +220,8 @@ async def events(handle: WorkflowHandle[Any, Any], kind: "EventType.ValueType") 
 
 async def timeline(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """The history as the ordered decisions a reader cares about, with task queues named by their model."""
-    payloads = DataConverter.default.payload_converter
+    # The session's payload key (tests/conftest.py) sealed the signals: open them as the workers do.
+    converter = data_converter(parse_keys(PayloadSettings().keys))
     lines: list[str] = []
     for event in (await handle.fetch_history()).events:
         kind = event.event_type
@@ -243,7 +244,7 @@ async def timeline(handle: WorkflowHandle[Any, Any]) -> list[str]:
             lines.append(f"activity timed out {timeout}")
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signal = event.workflow_execution_signaled_event_attributes
-            (delta,) = payloads.from_payloads(signal.input.payloads, [StreamDelta])
+            (delta,) = await converter.decode(signal.input.payloads, [StreamDelta])
             lines.append(f"signal attempt {delta.attempt}")
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             lines.append("workflow completed")
