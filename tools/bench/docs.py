@@ -48,10 +48,11 @@ def write_index(out: Path) -> None:
         "python -m tools.bench --render-only          # rebuild the Markdown and plots from the JSON, measure nothing",
         "```",
         "",
-        "Each comparison runs side by side in one run: the stack is started as real processes on free ports, the way "
-        "`tools/launcher.py` starts it (Temporal dev server, orchestrator API and worker, `python -m model_svc` "
-        "replicas with `MODEL_ENGINE=fake` or the real llama.cpp engine, Envoy), and the load generator is this "
-        "separate process, so it never shares an event loop with the API. Metrics ports are 0.",
+        "Each comparison runs side by side in one run: the stack is started as real processes on free ports from "
+        "`tools/stack.py`, the one definition `make up` also uses, with the same flags (the Temporal dev server on its "
+        "SQLite file, orchestrator API and worker, `python -m model_svc` replicas with the fake or the real llama.cpp "
+        "engine, Envoy); variants are `StackConfig` parameters. The load generator is this separate process, so it "
+        "never shares an event loop with the API.",
         "",
         "## Goals (issue 6), as measured",
         "",
