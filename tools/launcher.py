@@ -57,7 +57,7 @@ def up(settings: LocalStackSettings) -> dict[str, Any]:
             for name, process in state["processes"].items():
                 if name not in printed and state["state"] in ("starting", "ready"):
                     printed.add(name)
-                    print(f"  started {name:32} {process['info']}", flush=True)
+                    print(f"  ready  {name:32} {process['info']}", flush=True)
             if state["state"] == "ready":
                 print(f"  all models registered; logs in {settings.home / 'logs'}; `make down` stops everything")
                 return state
