@@ -48,7 +48,7 @@ status:
 
 # Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
 test: setup debian lint
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=15
 
 bench: setup
 	$(PY) -m tools.bench
