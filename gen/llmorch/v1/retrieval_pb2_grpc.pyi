@@ -48,7 +48,8 @@ class RetrievalServiceStub:
     """GetIngestion reports an ingestion's progress. NOT_FOUND for an unknown ingestion id."""
     Query: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.QueryRequest, _retrieval_pb2.QueryResponse]
     """Query embeds a text and returns the top_k closest chunks.
-    NOT_FOUND for an unknown collection, OUT_OF_RANGE when top_k is outside [1, 50].
+    NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
+    outside [1, 50].
     """
 
 @_typing.type_check_only
@@ -71,7 +72,8 @@ class RetrievalServiceAsyncStub(RetrievalServiceStub):
     """GetIngestion reports an ingestion's progress. NOT_FOUND for an unknown ingestion id."""
     Query: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.QueryRequest, _retrieval_pb2.QueryResponse]  # type: ignore[assignment]
     """Query embeds a text and returns the top_k closest chunks.
-    NOT_FOUND for an unknown collection, OUT_OF_RANGE when top_k is outside [1, 50].
+    NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
+    outside [1, 50].
     """
 
 class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -127,7 +129,8 @@ class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.QueryResponse, _abc.Awaitable[_retrieval_pb2.QueryResponse]]:
         """Query embeds a text and returns the top_k closest chunks.
-        NOT_FOUND for an unknown collection, OUT_OF_RANGE when top_k is outside [1, 50].
+        NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
+        outside [1, 50].
         """
 
 def add_RetrievalServiceServicer_to_server(servicer: RetrievalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -521,7 +521,8 @@ export const RetrievalService: GenService<{
   },
   /**
    * Query embeds a text and returns the top_k closest chunks.
-   * NOT_FOUND for an unknown collection, OUT_OF_RANGE when top_k is outside [1, 50].
+   * NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
+   * outside [1, 50].
    *
    * @generated from rpc llmorch.v1.RetrievalService.Query
    */
