@@ -106,3 +106,36 @@ async def _idle(model: RunningModel) -> bool:
 
 async def _busy(model: RunningModel) -> bool:
     return await model.in_flight() == 1
+
+
+async def test_stream_carries_token_ids_and_a_resume_continues_after_them(model: RunningModel) -> None:
+    whole = [c async for c in model.stub.GenerateStream(model_pb2.GenerateStreamRequest(generation=request(4)))]
+    ids = [token for chunk in whole[:-1] for token in chunk.token_ids]
+    assert len(ids) == 4
+
+    resumed_request = request(4)
+    resumed_request.resume_token_ids.extend(ids[:2])
+    resumed = await model.stub.Generate(resumed_request)
+    first_two = "".join(c.delta for c in whole[:2])
+    assert first_two + resumed.text == whole[-1].final.text, "the resumed text continues exactly"
+    assert (resumed.resumed_tokens, resumed.usage.completion_tokens) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("resume", "prefix", "field"),
+    [
+        ([0, 1, 2], "", "generation.resume_token_ids"),  # as many as max_tokens: nothing left to generate
+        ([5], "", "generation.resume_token_ids"),  # not tokens this engine generated
+        ([], "x" * 100_001, "generation.assistant_prefix"),
+    ],
+)
+async def test_bad_resume_input_is_invalid_argument(
+    model: RunningModel, resume: list[int], prefix: str, field: str
+) -> None:
+    bad = request(3)
+    bad.resume_token_ids.extend(resume)
+    bad.assistant_prefix = prefix
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await model.stub.Generate(bad)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (error.value.details() or "")
