@@ -79,10 +79,10 @@ def measure(path: Path) -> dict[str, Any]:
     for event in history.events:
         size = event.ByteSize()
         total += size
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
-            if event.marker_recorded_event_attributes.marker_name == PATCH_MARKER:
-                extra += size
-                continue
+        marker = event.marker_recorded_event_attributes.marker_name
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and marker == PATCH_MARKER:
+            extra += size
+            continue
         added = sum(payload_extra(p) for p in _payloads(event))
         extra += added
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
