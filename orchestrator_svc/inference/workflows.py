@@ -230,31 +230,17 @@ class InferenceWorkflow:
                 self._parts.append(self._part("completed"))
                 return self._complete_without_model(choice), choice, citations
             try:
-                output: GenerateOutput = await workflow.execute_activity(
-                    GENERATE_ACTIVITY,
-                    GenerateInput(
-                        request_id=request.request_id,
-                        messages=grounded.messages,
-                        prompt=grounded.prompt,
-                        sampling=replace(request.sampling, max_tokens=max_tokens),
-                        stream_to_workflow_id=workflow.info().workflow_id if request.stream else "",
-                        attempt=attempt,
-                        assistant_prefix=prefix,
-                    ),
-                    result_type=GenerateOutput,
-                    task_queue=choice.task_queue,
-                    start_to_close_timeout=timedelta(seconds=policy.generate_timeout_s),
-                    heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_s),
-                    # Queued on purpose (every model full) means wait; otherwise a slow start means saturated.
-                    schedule_to_start_timeout=None if choice.queued else timedelta(seconds=policy.saturation_timeout_s),
-                    retry_policy=RetryPolicy(
-                        maximum_attempts=policy.generate_attempts,
-                        initial_interval=timedelta(milliseconds=200),
-                        non_retryable_error_types=sorted(INPUT_ERROR_CODES),
-                    ),
-                    # A cancelled request ends only once the model has stopped and freed its context.
-                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
+                try:
+                    output = await self._generate(request, choice, attempt, grounded, prefix, max_tokens)
+                except ActivityError as error:
+                    refused = input_failure(error)
+                    if not (prefix and refused and refused.type == "OUT_OF_RANGE"):
+                        raise
+                    # The continued text did not fit after all (the fit check is an estimate): start over.
+                    self._reset(f"{choice.model_id} cannot fit the text so far; it restarts the answer")
+                    self._tokens, self._part_start = [], 0
+                    prefix, max_tokens = "", request.sampling.max_tokens
+                    output = await self._generate(request, choice, attempt, grounded, prefix, max_tokens)
             except ActivityError as error:
                 if self._lifecycle and isinstance(error.cause, CancelledError):
                     raise RequestCancelled() from None
@@ -263,6 +249,8 @@ class InferenceWorkflow:
                     raise final from None
                 fallbacks.append(FallbackRecord(choice.model_id, failure_reason(error)))
                 if self._lifecycle:
+                    if not request.stream:
+                        self._absorb_heartbeat(error)
                     self._parts.append(self._part(f"failed: {fallbacks[-1].reason}"))
                 workflow.logger.warning("falling back from %s: %s", choice.model_id, fallbacks[-1].reason)
                 continue
@@ -274,6 +262,54 @@ class InferenceWorkflow:
         raise ApplicationError(
             f"gave up after {policy.max_selections} selections: {_tried(fallbacks)}", type="UNAVAILABLE"
         )
+
+    async def _generate(
+        self,
+        request: InferenceInput,
+        choice: ModelChoice,
+        attempt: int,
+        grounded: InferenceInput,
+        prefix: str,
+        max_tokens: int,
+    ) -> GenerateOutput:
+        policy = request.policy
+        output: GenerateOutput = await workflow.execute_activity(
+            GENERATE_ACTIVITY,
+            GenerateInput(
+                request_id=request.request_id,
+                messages=grounded.messages,
+                prompt=grounded.prompt,
+                sampling=replace(request.sampling, max_tokens=max_tokens),
+                stream_to_workflow_id=workflow.info().workflow_id if request.stream else "",
+                attempt=attempt,
+                assistant_prefix=prefix,
+            ),
+            result_type=GenerateOutput,
+            task_queue=choice.task_queue,
+            start_to_close_timeout=timedelta(seconds=policy.generate_timeout_s),
+            heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_s),
+            # Queued on purpose (every model full) means wait; otherwise a slow start means saturated.
+            schedule_to_start_timeout=None if choice.queued else timedelta(seconds=policy.saturation_timeout_s),
+            retry_policy=RetryPolicy(
+                maximum_attempts=policy.generate_attempts,
+                initial_interval=timedelta(milliseconds=200),
+                non_retryable_error_types=sorted(INPUT_ERROR_CODES),
+            ),
+            # A cancelled request ends only once the model has stopped and freed its context.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        return output
+
+    def _absorb_heartbeat(self, error: ActivityError) -> None:
+        """Without a stream, a model that died after heartbeating leaves its progress in the timeout: the next
+        model can continue from it too (the SDK throttles heartbeats, so it may trail by a few seconds)."""
+        cause = error.cause
+        if not isinstance(cause, TimeoutError) or not cause.last_heartbeat_details:
+            return
+        details = cause.last_heartbeat_details[0]
+        if isinstance(details, dict) and isinstance(details.get("text"), str):
+            self._tokens = [int(token) for token in details.get("token_ids", ())]
+            self._text = self._text[: self._part_start] + details["text"]
 
     def _complete_without_model(self, choice: ModelChoice) -> GenerateOutput:
         return GenerateOutput(
