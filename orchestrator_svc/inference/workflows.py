@@ -209,6 +209,7 @@ class InferenceWorkflow:
                 retry_policy=SELECT_RETRY,
             )
         except ActivityError as error:
+            self._raise_if_cancelled(error)
             raise from_activity_failure(error, "retrieval failed: ") from None
         return tuple(hits)
 
@@ -242,8 +243,7 @@ class InferenceWorkflow:
                     prefix, max_tokens = "", request.sampling.max_tokens
                     output = await self._generate(request, choice, attempt, grounded, prefix, max_tokens)
             except ActivityError as error:
-                if self._lifecycle and isinstance(error.cause, CancelledError):
-                    raise RequestCancelled() from None
+                self._raise_if_cancelled(error)
                 final = input_failure(error)
                 if final:
                     raise final from None
@@ -262,6 +262,11 @@ class InferenceWorkflow:
         raise ApplicationError(
             f"gave up after {policy.max_selections} selections: {_tried(fallbacks)}", type="UNAVAILABLE"
         )
+
+    def _raise_if_cancelled(self, error: ActivityError) -> None:
+        """An activity cancelled because the workflow was: the request ends CANCELLED with its text so far."""
+        if self._lifecycle and isinstance(error.cause, CancelledError):
+            raise RequestCancelled() from None
 
     async def _generate(
         self,
@@ -333,6 +338,7 @@ class InferenceWorkflow:
             )
             return choice
         except ActivityError as error:
+            self._raise_if_cancelled(error)
             failure = from_activity_failure(error)
             if fallbacks:
                 failure = ApplicationError(
