@@ -325,3 +325,9 @@ async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
         return True
 
     await eventually(idle, timeout_s=5)
+
+
+async def test_cancelling_an_unknown_request_is_not_found(harness: Harness) -> None:
+    with pytest.raises(PlatformError) as error:
+        await harness.service.cancel(f"never-{uuid.uuid4().hex}")
+    assert error.value.code == "NOT_FOUND"
