@@ -1,5 +1,7 @@
 """Bad lifecycle inputs get a precise status: unknown policy values and malformed request ids name their field."""
 
+from typing import Any
+
 import pytest
 from llmorch.v1 import orchestrator_pb2, types_pb2
 
@@ -8,7 +10,7 @@ from orchestrator_svc.inference.contracts import CONTINUE, RESTART
 from orchestrator_svc.inference.servicer import check_request_id, request_digest, request_from_proto
 
 
-def generate_request(**fields: object) -> orchestrator_pb2.GenerateRequest:
+def generate_request(**fields: Any) -> orchestrator_pb2.GenerateRequest:
     return orchestrator_pb2.GenerateRequest(prompt="hello", sampling=types_pb2.SamplingParams(max_tokens=4), **fields)
 
 
