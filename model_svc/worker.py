@@ -143,16 +143,20 @@ class ModelActivities:
         stream = self._stub.GenerateStream(
             model_pb2.GenerateStreamRequest(generation=proto), timeout=activity_timeout_s()
         )
-        async for chunk in stream:
-            if chunk.HasField("final"):
-                await flush()
-                final: model_pb2.GenerateResponse = chunk.final
-                return final
-            progress.add(chunk.delta, list(chunk.token_ids))
-            pending_text.append(chunk.delta)
-            pending_ids.extend(chunk.token_ids)
-            if time.monotonic() - last_flush >= STREAM_FLUSH_INTERVAL_S:
-                await flush()
+        try:
+            async for chunk in stream:
+                if chunk.HasField("final"):
+                    await flush()
+                    final: model_pb2.GenerateResponse = chunk.final
+                    return final
+                progress.add(chunk.delta, list(chunk.token_ids))
+                pending_text.append(chunk.delta)
+                pending_ids.extend(chunk.token_ids)
+                if time.monotonic() - last_flush >= STREAM_FLUSH_INTERVAL_S:
+                    await flush()
+        finally:
+            # Cancelled while signalling, the call would otherwise stay open and the replica keep generating.
+            stream.cancel()
         raise ApplicationError("model stream ended without a final message", type="UNAVAILABLE")
 
     async def close(self) -> None:
