@@ -354,10 +354,20 @@ class EnginePool:
                     return
         finally:
             cancelled.set()
-            # The context goes back only once its thread has stopped, so it is never shared.
-            await asyncio.shield(worker)
-            self._free.put_nowait(engine)
-            self._on_load_change()
+
+            def release(_: object = None) -> None:
+                self._free.put_nowait(engine)
+                self._on_load_change()
+
+            # The context goes back only once its thread has stopped, so it is never shared; even when this
+            # caller is cancelled while it waits (a client that goes away just as the generation ends).
+            try:
+                await asyncio.shield(worker)
+            finally:
+                if worker.done():
+                    release()
+                else:
+                    worker.add_done_callback(release)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         async for item in self.stream(request):

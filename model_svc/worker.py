@@ -154,9 +154,10 @@ class ModelActivities:
                 pending_ids.extend(chunk.token_ids)
                 if time.monotonic() - last_flush >= STREAM_FLUSH_INTERVAL_S:
                     await flush()
-        finally:
+        except BaseException:
             # Cancelled while signalling, the call would otherwise stay open and the replica keep generating.
             stream.cancel()
+            raise
         raise ApplicationError("model stream ended without a final message", type="UNAVAILABLE")
 
     async def close(self) -> None:

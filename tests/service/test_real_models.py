@@ -68,8 +68,8 @@ async def test_greedy_generation_is_repeatable_and_stop_strings_end_it(
 @pytest.mark.parametrize(
     "sampling",
     [
-        types_pb2.SamplingParams(max_tokens=48, temperature=0.0),
-        types_pb2.SamplingParams(max_tokens=48, temperature=0.8, seed=1234),
+        types_pb2.SamplingParams(max_tokens=32, temperature=0.0),
+        types_pb2.SamplingParams(max_tokens=32, temperature=0.8, seed=1234),
     ],
     ids=["greedy", "seeded"],
 )
@@ -85,7 +85,7 @@ async def test_a_resumed_stream_continues_token_for_token(
     pieces = [(c.delta, list(c.token_ids)) for c in chunks[:-1]]
     assert "".join(text for text, _ in pieces) == whole.text
     assert sum(len(ids) for _, ids in pieces) == whole.usage.completion_tokens
-    for cut in sorted({1, len(pieces) // 3, len(pieces) // 2, len(pieces) - 2} - {0}):
+    for cut in sorted({len(pieces) // 3, len(pieces) - 2} - {0}):
         resumed_request = model_pb2.GenerateRequest()
         resumed_request.CopyFrom(generation)
         resumed_request.resume_token_ids.extend(token for _, ids in pieces[:cut] for token in ids)
