@@ -137,6 +137,7 @@ async def test_a_killed_replica_is_resumed_token_exactly_on_the_survivor(
     assert client_text(events) == final.text and streamed_before and final.text.startswith(streamed_before)
     assert not [e for e in events if e.WhichOneof("event") == "reset"], "the client saw only a pause"
     (part,) = final.provenance.parts
+    print(f"{temperature=}: resumed at {part.resumed_at_tokens}, the survivor generated {part.generated_tokens}")
     assert part.model_id == DEFAULT_MODEL_ID and part.attempts >= 2
     assert part.resumed_at_tokens >= KILL_AFTER_TOKENS
     assert part.generated_tokens <= MAX_TOKENS - part.resumed_at_tokens
@@ -163,3 +164,4 @@ async def test_a_fallback_continues_the_streamed_text_on_another_model(
     assert [p.model_id for p in final.provenance.parts] == [DEFAULT_MODEL_ID, SECOND_MODEL_ID]
     assert final.provenance.parts[1].carried_chars >= len(streamed_before)
     assert final.provenance.model_id == SECOND_MODEL_ID
+    print(f"fallback: {len(streamed_before)} characters streamed before the kill, parts {final.provenance.parts}")
