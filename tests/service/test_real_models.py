@@ -68,8 +68,8 @@ async def test_greedy_generation_is_repeatable_and_stop_strings_end_it(
 @pytest.mark.parametrize(
     "sampling",
     [
-        types_pb2.SamplingParams(max_tokens=32, temperature=0.0),
-        types_pb2.SamplingParams(max_tokens=32, temperature=0.8, seed=1234),
+        types_pb2.SamplingParams(max_tokens=24, temperature=0.0),
+        types_pb2.SamplingParams(max_tokens=24, temperature=0.8, seed=1234),
     ],
     ids=["greedy", "seeded"],
 )
