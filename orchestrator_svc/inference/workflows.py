@@ -158,7 +158,9 @@ class InferenceWorkflow:
         self._carried_tokens = 0
         self._parts = [replace(part, outcome=f"discarded ({reason})") for part in self._parts]
 
-    def _begin_selection(self, request: InferenceInput, attempt: int, choice: ModelChoice) -> tuple[str, int]:
+    def _begin_selection(
+        self, request: InferenceInput, grounded: InferenceInput, attempt: int, choice: ModelChoice
+    ) -> tuple[str, int]:
         """Start a selection's part: continue the text so far (the prefix) or restart; returns the prefix and
         the max_tokens left for this model."""
         self._attempt, self._choice = attempt, choice
@@ -173,7 +175,7 @@ class InferenceWorkflow:
             remaining = request.sampling.max_tokens - self._carried_tokens
             if request.on_fallback == RESTART:
                 self._reset(f"fallback to {choice.model_id} restarts the answer (policy restart)")
-            elif not prefix_fits(request, self._text, max(remaining, 0), choice.context_limit):
+            elif not prefix_fits(grounded, self._text, max(remaining, 0), choice.context_limit):
                 self._reset(f"fallback to {choice.model_id} restarts the answer (the text so far does not fit)")
         self._tokens, self._part_start = [], len(self._text)
         return self._text, request.sampling.max_tokens - self._carried_tokens
@@ -220,12 +222,12 @@ class InferenceWorkflow:
         fallbacks = self._fallbacks
         for attempt in range(1, policy.max_selections + 1):
             choice = await self._select(request, fallbacks)
-            prefix, max_tokens = self._begin_selection(request, attempt, choice)
             # Each model has its own context limit, so the grounding is fitted per selection.
             citations = fit_citations(
                 retrieved, len(query_text(request)), choice.context_limit, request.sampling.max_tokens
             )
             grounded = augment(request, citations)
+            prefix, max_tokens = self._begin_selection(request, grounded, attempt, choice)
             workflow.logger.info("attempt %d: %s chosen (%s)", attempt, choice.model_id, choice.reason)
             if max_tokens <= 0:  # earlier models generated the whole budget before failing
                 self._parts.append(self._part("completed"))

@@ -76,6 +76,7 @@ class FakeModel:
     activities: ModelActivities
     worker: Worker
     crashes: list[int]
+    context_limit: int = 4096
     runner: "asyncio.Task[None] | None" = None
 
     @property
@@ -91,7 +92,9 @@ class Harness:
     models: dict[str, FakeModel] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
 
-    async def add_model(self, name: str, crashes: int = 0, after: int = 10, token_ms: float = 1.0) -> FakeModel:
+    async def add_model(
+        self, name: str, crashes: int = 0, after: int = 10, token_ms: float = 1.0, context_limit: int = 4096
+    ) -> FakeModel:
         model_id = f"{name}-{uuid.uuid4().hex[:6]}"
         budget = [crashes]
         engines = [CrashingEngine(model_id, budget, after, token_ms) for _ in range(8)]
@@ -103,7 +106,7 @@ class Harness:
         await server.start()
         activities = ModelActivities(f"127.0.0.1:{port}", self.client)
         worker = create_worker(self.client, f"llm.{model_id}", activities, max_concurrency=8)
-        model = FakeModel(model_id, servicer, server, activities, worker, budget)
+        model = FakeModel(model_id, servicer, server, activities, worker, budget, context_limit)
         model.runner = asyncio.create_task(worker.run())
         self.models[name] = model
         self.order.append(name)
@@ -114,7 +117,7 @@ class Harness:
         for name in self.order:
             model = self.models[name]
             if model.model_id not in request.excluded:
-                return ModelChoice(model.model_id, model.task_queue, "first-available", 4096)
+                return ModelChoice(model.model_id, model.task_queue, "first-available", model.context_limit)
         raise PlatformError("no model left", "UNAVAILABLE")
 
     async def close(self) -> None:
@@ -264,6 +267,18 @@ async def test_a_fallback_with_restart_signals_a_reset(harness: Harness) -> None
     assert run.result.text.startswith(backup.model_id) and doomed.model_id not in run.result.text
     assert [p.outcome.split(" ")[0] for p in run.result.parts] == ["discarded", "completed"]
     assert CONTINUE != RESTART
+
+
+async def test_a_fallback_whose_context_cannot_hold_the_text_restarts_with_a_reset(harness: Harness) -> None:
+    await harness.add_model("doomed", crashes=100, after=10, token_ms=30)  # several flushes before it dies
+    backup = await harness.add_model("small", context_limit=100)
+    run = await stream(harness.service, request(max_tokens=30))
+
+    assert run.client_text() == run.result.text
+    assert [r.reason for r in run.resets()] == [
+        f"fallback to {backup.model_id} restarts the answer (the text so far does not fit)"
+    ]
+    assert run.result.text.startswith(backup.model_id)
 
 
 async def test_cancel_stops_the_generation_frees_the_model_and_keeps_the_partial_text(harness: Harness) -> None:
