@@ -67,6 +67,8 @@ async def ask(client: OrchestratorClient, args: argparse.Namespace) -> None:
             print(f"[{event.selected.model_id}: {event.selected.reason}]", file=sys.stderr)
         elif kind == "delta":
             print(event.delta, end="", flush=True)
+        elif kind == "reset":  # the text so far is void; what follows starts the answer over
+            print(f"\n[reset: {event.reset.reason}]", file=sys.stderr)
         elif kind == "completed":
             provenance = event.completed.provenance
             print()

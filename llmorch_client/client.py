@@ -58,6 +58,13 @@ class OrchestratorClient:
         async for event in call:
             yield event
 
+    async def cancel(self, request_id: str, timeout_s: float = 60) -> orchestrator_pb2.CancelRequestResponse:
+        """Cancel a running request; returns once it has ended, with the text generated until then."""
+        reply: orchestrator_pb2.CancelRequestResponse = await self.api.CancelRequest(
+            orchestrator_pb2.CancelRequestRequest(request_id=request_id), timeout=timeout_s
+        )
+        return reply
+
     async def list_models(
         self, model_type: types_pb2.ModelType.ValueType = types_pb2.MODEL_TYPE_UNSPECIFIED, timeout_s: float = 10
     ) -> list[orchestrator_pb2.Model]:

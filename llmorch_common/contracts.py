@@ -7,6 +7,8 @@ from dataclasses import dataclass
 GENERATE_ACTIVITY = "generate"
 EMBED_ACTIVITY = "embed"
 STREAM_SIGNAL = "append_delta"
+# The workflow's record of what a selection streamed: a retried generate activity resumes from it.
+PROGRESS_QUERY = "generation_progress"
 # finish_reason words in results (strings, so recorded histories stay as they are); the wire enum is FinishReason.
 STOP = "stop"
 LENGTH = "length"
@@ -41,6 +43,8 @@ class GenerateInput:
     # When set, the activity streams deltas to this workflow as signals so the API can relay them.
     stream_to_workflow_id: str = ""
     attempt: int = 1
+    # Another model's partial answer, to continue after a fallback; the output's text does not repeat it.
+    assistant_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class GenerateOutput:
     generation_ms: float
     model_id: str
     queue_wait_ms: float = 0.0
+    # completion_tokens and text cover the whole generation on this model; the last activity attempt resumed
+    # after resumed_tokens of them (recorded by the workflow or heartbeated) and generated the rest itself.
+    resumed_tokens: int = 0
+    activity_attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,20 @@ class StreamDelta:
 
     attempt: int
     text: str
+    # The tokens text decodes from, and the index of the first of them in this selection's generation: the
+    # workflow appends a delta only where its record ends, so a retry's or a late delta never doubles text.
+    # start -1 (workers from before resumption) appends unchecked.
+    token_ids: tuple[int, ...] = ()
+    start: int = -1
+
+
+@dataclass(frozen=True)
+class GenerationProgress:
+    """What one selection has streamed so far: its tokens and their text. A retry resumes from here."""
+
+    attempt: int
+    token_ids: tuple[int, ...] = ()
+    text: str = ""
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,17 @@ No gRPC here: the servicer converts protobuf to these types and maps PlatformErr
 
 import asyncio
 import hashlib
+import random
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmorch_common.contracts import CANCELLED, LENGTH, ChatTurn, Sampling
-from llmorch_common.errors import PlatformError, out_of_range, resource_exhausted
+from llmorch_common.contracts import CANCELLED, LENGTH, STOP, ChatTurn, Sampling
+from llmorch_common.errors import FieldViolation, PlatformError, invalid_argument, out_of_range, resource_exhausted
 
 if TYPE_CHECKING:
     from llama_cpp import Llama  # loading llama.cpp is deferred until a real engine is built
@@ -25,16 +26,32 @@ class GenerationRequest:
     messages: tuple[ChatTurn, ...]
     prompt: str
     sampling: Sampling
+    # Tokens this model already generated for the request: replayed, then generation continues after them.
+    resume_token_ids: tuple[int, ...] = ()
+    # Text the answer already starts with (another model's), appended to the rendered prompt.
+    assistant_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Streamed text and the tokens it decodes from: the pieces so far always equal the detokenized tokens so far,
+    so the token ids a client has seen text for are a resume point that repeats or skips nothing."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """text and completion_tokens cover what this call generated, after any resumed tokens."""
+
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token_ms: float
     generation_ms: float
+    resumed_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,14 +62,20 @@ class PreparedPrompt:
     stops: list[str]
 
 
-DeltaSink = Callable[[str], None]
+DeltaSink = Callable[[Piece], None]
+# llama-cpp-python's defaults for what create_completion does, kept so answers read as before.
+PENALTY_LAST_N = 64
+TOP_K = 40
+MIN_P = 0.05
 
 
 class Engine(Protocol):
     """One context: runs one generation at a time, on a worker thread."""
 
     def generate(self, request: GenerationRequest, on_delta: DeltaSink, cancelled: threading.Event) -> GenerationResult:
-        """Blocking; calls on_delta per piece of text and stops early once `cancelled` is set."""
+        """Blocking; calls on_delta per piece of text and stops early once `cancelled` is set.
+
+        With resume_token_ids it continues after them, generating at most max_tokens minus their number."""
         ...
 
 
@@ -101,6 +124,10 @@ class LlamaEngine:
         return len(self._llama.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
 
     def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
+        text, stops = self._render_turns(request)
+        return text + request.assistant_prefix, stops
+
+    def _render_turns(self, request: GenerationRequest) -> tuple[str, list[str]]:
         if self._formatter is None:
             return (transcript(request.messages) if request.messages else request.prompt), []
         # A chat model given a raw prompt answers it as a single user turn.
@@ -111,44 +138,116 @@ class LlamaEngine:
         return formatted.prompt, [stop for stop in stops if stop]
 
     def generate(self, request: GenerationRequest, on_delta: DeltaSink, cancelled: threading.Event) -> GenerationResult:
+        """Token by token, as llama-cpp-python's own loop does, but resumable: the prompt is evaluated as one batch
+        and every generated or replayed token one at a time, so a resumed run sees the same logits (a batch of
+        prompt and recorded tokens does not), and each position samples with its own seed."""
         prompt = self.prepare(request)
         tokens = prompt.tokens
         sampling = request.sampling
+        resumed = list(request.resume_token_ids)
         if len(tokens) + sampling.max_tokens > self._context_limit:
             raise out_of_range(
                 f"prompt is {len(tokens)} tokens; with max_tokens={sampling.max_tokens} it exceeds "
                 f"the context limit of {self._context_limit}"
             )
+        vocab = self._llama.n_vocab()
+        if any(token < 0 or token >= vocab for token in resumed):
+            raise invalid_argument([FieldViolation("generation.resume_token_ids", f"ids must be in [0, {vocab})")])
         started = time.perf_counter()
-        first_token_at: float | None = None
+        llama = self._llama
+        llama.reset()  # type: ignore[no-untyped-call]
+        llama.eval(tokens)
+        for token in resumed:
+            llama.eval([token])
+        base_seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
+        stops = [*prompt.stops, *sampling.stop]
+        generated = list(resumed)
+        new_bytes, emitted = b"", 0
+        pending_ids: list[int] = []
         pieces: list[str] = []
+        first_token_at: float | None = None
         finish_reason = LENGTH
-        stream: Any = self._llama.create_completion(
-            tokens,
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            stop=[*prompt.stops, *sampling.stop] or None,
-            seed=sampling.seed,
-            repeat_penalty=sampling.repeat_penalty,
-            stream=True,
-        )
+
+        def emit(text: str) -> None:
+            nonlocal emitted, pending_ids
+            if text or pending_ids:
+                pieces.append(text)
+                on_delta(Piece(text, tuple(pending_ids)))
+            emitted, pending_ids = len(new_bytes), []
+
+        while len(generated) < sampling.max_tokens:
+            if cancelled.is_set():
+                finish_reason = CANCELLED
+                break
+            token = self._sample(generated, sampling, base_seed + len(generated))
+            if _is_end_of_generation(llama, token):
+                finish_reason = STOP
+                break
+            first_token_at = first_token_at or time.perf_counter()
+            generated.append(token)
+            pending_ids.append(token)
+            new_bytes += llama.detokenize([token])
+            text = _complete_text(new_bytes[emitted:])
+            if text is None:
+                continue  # a character is still incomplete
+            cut = min((i for i in (text.find(stop) for stop in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                emit(text[:cut])
+                finish_reason = STOP
+                break
+            if not any(_ends_with_prefix(text, stop) for stop in stops):
+                emit(text)  # otherwise held back: it may be the start of a stop string
+            if len(generated) < sampling.max_tokens:
+                llama.eval([token])
+        if emitted < len(new_bytes):
+            emit(new_bytes[emitted:].decode(errors="ignore"))  # held back, and nothing can complete it now
+        new_tokens = len(generated) - len(resumed)
+        result = _result("".join(pieces), finish_reason, len(tokens), new_tokens, started, first_token_at)
+        return replace(result, resumed_tokens=len(resumed))
+
+    def _sample(self, generated: list[int], sampling: Sampling, seed: int) -> int:
+        """One token. A fresh sampler per position, fed the recent tokens for its repeat penalty, seeded with
+        request seed + position: the same position draws the same way whether or not the run was resumed."""
+        from llama_cpp import _internals
+
+        llama = self._llama
+        sampler = _internals.LlamaSampler()  # type: ignore[no-untyped-call]
         try:
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                if choice["text"]:
-                    first_token_at = first_token_at or time.perf_counter()
-                    pieces.append(choice["text"])
-                    on_delta(choice["text"])
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-                if cancelled.is_set():
-                    finish_reason = CANCELLED
-                    break
+            sampler.add_penalties(llama.n_vocab(), PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
+            if sampling.temperature == 0:
+                sampler.add_greedy()  # type: ignore[no-untyped-call]
+            else:
+                sampler.add_top_k(TOP_K)
+                sampler.add_top_p(sampling.top_p, 1)
+                sampler.add_min_p(MIN_P, 1)
+                sampler.add_temp(sampling.temperature)
+                sampler.add_dist(seed & 0xFFFFFFFF)
+            for token in generated[-PENALTY_LAST_N:]:
+                sampler.accept(token)
+            return int(sampler.sample(llama._ctx, -1))
         finally:
-            stream.close()  # frees the context at once when cancelled mid-generation
-        text = "".join(pieces)
-        return _result(text, finish_reason, len(tokens), self.count_tokens(text), started, first_token_at)
+            sampler.close()  # type: ignore[no-untyped-call]
+
+
+def _is_end_of_generation(llama: "Llama", token: int) -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
+
+
+def _complete_text(data: bytes) -> str | None:
+    """The text of `data`, or None while it ends inside a multi-byte character."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError as error:
+        if error.reason == "unexpected end of data":
+            return None
+        return data.decode(errors="replace")
+
+
+def _ends_with_prefix(text: str, stop: str) -> bool:
+    """Whether text ends with a proper prefix of stop, so the next tokens could complete it."""
+    return any(text.endswith(stop[:n]) for n in range(1, len(stop)))
 
 
 class FakeEngine:
@@ -161,23 +260,31 @@ class FakeEngine:
         self._token_s = token_ms / 1000
 
     def generate(self, request: GenerationRequest, on_delta: DeltaSink, cancelled: threading.Event) -> GenerationResult:
+        """Word i of the answer is token id i, so a resumed run continues the same answer exactly."""
         prompt = transcript(request.messages) if request.messages else request.prompt
-        prompt_tokens = len(prompt.split())
+        prompt_tokens = len(prompt.split()) + len(request.assistant_prefix.split())
         if prompt_tokens + request.sampling.max_tokens > self._context_limit:
             raise out_of_range(f"prompt is {prompt_tokens} tokens; exceeds the context limit of {self._context_limit}")
+        resumed = len(request.resume_token_ids)
+        if list(request.resume_token_ids) != list(range(resumed)):
+            raise invalid_argument([FieldViolation("generation.resume_token_ids", "not tokens this engine generated")])
         started = time.perf_counter()
         digest = hashlib.sha256(f"{self._model_id}|{prompt}".encode()).hexdigest()
-        words = [f"{self._model_id}-{digest[i % 60 : i % 60 + 4]}" for i in range(request.sampling.max_tokens)]
         pieces: list[str] = []
         first_token_at: float | None = None
-        for index, word in enumerate(words):
-            if cancelled.wait(self._first_token_s if index == 0 else self._token_s):
-                return _result("".join(pieces), CANCELLED, prompt_tokens, index, started, first_token_at)
+        for index in range(resumed, request.sampling.max_tokens):
+            if cancelled.wait(self._first_token_s if index == resumed else self._token_s):
+                cut_short = _result("".join(pieces), CANCELLED, prompt_tokens, index - resumed, started, first_token_at)
+                return replace(cut_short, resumed_tokens=resumed)
             first_token_at = first_token_at or time.perf_counter()
-            piece = word if index == 0 else " " + word
+            word = f"{self._model_id}-{digest[index % 60 : index % 60 + 4]}"
+            piece = word if index == 0 and not request.assistant_prefix else " " + word
             pieces.append(piece)
-            on_delta(piece)
-        return _result("".join(pieces), LENGTH, prompt_tokens, len(words), started, first_token_at)
+            on_delta(Piece(piece, (index,)))
+        result = _result(
+            "".join(pieces), LENGTH, prompt_tokens, request.sampling.max_tokens - resumed, started, first_token_at
+        )
+        return replace(result, resumed_tokens=resumed)
 
 
 def _result(
@@ -213,7 +320,7 @@ class EnginePool:
     def in_flight(self) -> int:
         return self._size - self._free.qsize()
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | GenerationResult, None]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Piece | GenerationResult, None]:
         """Yield text deltas, then the GenerationResult. Closing the iterator early cancels the generation."""
         try:
             engine = await asyncio.wait_for(self._free.get(), self._admission_timeout_s or None)
@@ -223,11 +330,11 @@ class EnginePool:
             ) from None
         self._on_load_change()
         loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[str | BaseException | GenerationResult] = asyncio.Queue()
+        deltas: asyncio.Queue[Piece | BaseException | GenerationResult] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def push(text: str) -> None:
-            loop.call_soon_threadsafe(deltas.put_nowait, text)
+        def push(piece: Piece) -> None:
+            loop.call_soon_threadsafe(deltas.put_nowait, piece)
 
         def run() -> None:
             try:
@@ -247,10 +354,20 @@ class EnginePool:
                     return
         finally:
             cancelled.set()
-            # The context goes back only once its thread has stopped, so it is never shared.
-            await asyncio.shield(worker)
-            self._free.put_nowait(engine)
-            self._on_load_change()
+
+            def release(_: object = None) -> None:
+                self._free.put_nowait(engine)
+                self._on_load_change()
+
+            # The context goes back only once its thread has stopped, so it is never shared; even when this
+            # caller is cancelled while it waits (a client that goes away just as the generation ends).
+            try:
+                await asyncio.shield(worker)
+            finally:
+                if worker.done():
+                    release()
+                else:
+                    worker.add_done_callback(release)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         async for item in self.stream(request):

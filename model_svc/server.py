@@ -6,13 +6,13 @@ from contextlib import aclosing
 import grpc
 from llmorch.internal.v1 import metadata_pb2, model_pb2, model_pb2_grpc
 from llmorch.v1 import types_pb2
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from llmorch_common.errors import unavailable
+from llmorch_common.errors import FieldViolation, invalid_argument, unavailable
 from llmorch_common.finish_reason import finish_reason_to_proto
 from llmorch_common.grpc_edge import stream_edge, unary_edge
-from llmorch_common.validation import check_generation, resolve_sampling, to_turns
-from model_svc.engine import EnginePool, GenerationRequest, GenerationResult
+from llmorch_common.validation import MAX_PROMPT_CHARS, check_generation, resolve_sampling, to_turns
+from model_svc.engine import EnginePool, GenerationRequest, GenerationResult, Piece
 
 # Buckets span a fake engine's milliseconds to a CPU model's minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -23,6 +23,12 @@ GENERATION_TIME = Histogram(
     "llmorch_model_generation_seconds", "Model generation time, total", ["model_id"], buckets=LATENCY_BUCKETS
 )
 IN_FLIGHT = Gauge("llmorch_model_in_flight", "Generations running on this replica", ["model_id"])
+GENERATED_TOKENS = Counter(
+    "llmorch_model_generated_tokens", "Tokens this replica generated itself (resumed tokens not counted)", ["model_id"]
+)
+RESUMED_TOKENS = Counter(
+    "llmorch_model_resumed_tokens", "Tokens replayed to resume a generation another attempt started", ["model_id"]
+)
 
 SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
@@ -41,14 +47,28 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         check_generation(list(request.messages), request.prompt, request.sampling)
         if self.pool is None or self.draining:
             raise unavailable(f"model {self.metadata.model_id} is {'draining' if self.draining else 'loading'}")
+        sampling = resolve_sampling(request.sampling)
+        violations = []
+        if len(request.resume_token_ids) >= sampling.max_tokens:
+            violations.append(FieldViolation("generation.resume_token_ids", "must be fewer than sampling.max_tokens"))
+        if len(request.assistant_prefix) > MAX_PROMPT_CHARS:
+            violations.append(FieldViolation("generation.assistant_prefix", f"at most {MAX_PROMPT_CHARS} characters"))
+        if violations:
+            raise invalid_argument(violations)
         generation = GenerationRequest(
-            to_turns(list(request.messages)), request.prompt, resolve_sampling(request.sampling)
+            to_turns(list(request.messages)),
+            request.prompt,
+            sampling,
+            resume_token_ids=tuple(request.resume_token_ids),
+            assistant_prefix=request.assistant_prefix,
         )
         return self.pool, generation
 
     def _response(self, result: GenerationResult) -> model_pb2.GenerateResponse:
         TIME_TO_FIRST_TOKEN.labels(self.metadata.model_id).observe(result.time_to_first_token_ms / 1000)
         GENERATION_TIME.labels(self.metadata.model_id).observe(result.generation_ms / 1000)
+        GENERATED_TOKENS.labels(self.metadata.model_id).inc(result.completion_tokens)
+        RESUMED_TOKENS.labels(self.metadata.model_id).inc(result.resumed_tokens)
         return model_pb2.GenerateResponse(
             text=result.text,
             finish_reason=finish_reason_to_proto(result.finish_reason),
@@ -56,6 +76,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             time_to_first_token_ms=result.time_to_first_token_ms,
             generation_ms=result.generation_ms,
             model_id=self.metadata.model_id,
+            resumed_tokens=result.resumed_tokens,
         )
 
     @unary_edge
@@ -73,10 +94,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         # aclosing: when the client goes away, the generation stops and its context is freed at once.
         async with aclosing(pool.stream(generation)) as items:
             async for item in items:
-                if isinstance(item, GenerationResult):
-                    yield model_pb2.GenerateStreamResponse(final=self._response(item))
+                if isinstance(item, Piece):
+                    yield model_pb2.GenerateStreamResponse(delta=item.text, token_ids=item.token_ids)
                 else:
-                    yield model_pb2.GenerateStreamResponse(delta=item)
+                    yield model_pb2.GenerateStreamResponse(final=self._response(item))
 
     @unary_edge
     async def GetModelInfo(

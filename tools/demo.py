@@ -33,6 +33,8 @@ async def run_demo(target: str) -> None:
         async for event in client.stream(request):
             if event.WhichOneof("event") == "delta":
                 print(event.delta, end="", flush=True)
+            elif event.WhichOneof("event") == "reset":
+                print("\nA (restarted): ", end="", flush=True)
             elif event.WhichOneof("event") == "completed":
                 print_provenance(event.completed.provenance)
 

@@ -39,12 +39,32 @@ class InferenceInput:
     stream: bool = False
     # Digest of the request as the client sent it; a reused request_id must match it.
     request_digest: str = ""
+    # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
+    on_fallback: str = "continue"
 
 
 @dataclass(frozen=True)
 class FallbackRecord:
     model_id: str
     reason: str
+
+
+CONTINUE = "continue"
+RESTART = "restart"
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One model's share of the answer (provenance): where it resumed, what it carried and generated."""
+
+    model_id: str
+    selection: int
+    attempts: int = 0
+    resumed_at_tokens: int = 0
+    generated_tokens: int = 0
+    carried_chars: int = 0
+    chars: int = 0
+    outcome: str = "completed"
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,7 @@ class InferenceResult:
     run_id: str
     fallbacks: tuple[FallbackRecord, ...] = ()
     citations: tuple[CitationRecord, ...] = ()
+    parts: tuple[PartRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,15 +100,17 @@ class ModelChoice:
 
 @dataclass(frozen=True)
 class StreamCursor:
-    """How much of the current attempt's text a streaming client has seen."""
+    """How much of the answer a streaming client has seen: the selection it last heard of, the text's epoch (it
+    changes when text must be discarded; -1 for a client that has seen nothing) and its length."""
 
     attempt: int
     offset: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
 class StreamSnapshot:
-    """Text the client has not seen yet; a new attempt (after a fallback) restarts the text from empty."""
+    """Text the client has not seen yet. reset: discard what was seen; text then starts the answer over."""
 
     attempt: int
     model_id: str
@@ -95,3 +118,6 @@ class StreamSnapshot:
     text: str
     offset: int
     done: bool
+    epoch: int = 0
+    reset: bool = False
+    reset_reason: str = ""

@@ -63,3 +63,9 @@ def augment(request: InferenceInput, citations: tuple[CitationRecord, ...]) -> I
     turns = list(request.messages)
     turns[last_user] = ChatTurn("user", grounded)
     return replace(request, messages=tuple(turns))
+
+
+def prefix_fits(request: InferenceInput, prefix: str, max_tokens: int, context_limit: int) -> bool:
+    """Whether the prompt, an answer prefix to continue and max_tokens more fit a model's context (estimated)."""
+    prompt_chars = sum(len(turn.content) for turn in request.messages) + len(request.prompt) + len(prefix)
+    return prompt_chars // CHARS_PER_TOKEN + OVERHEAD_TOKENS + max_tokens <= context_limit

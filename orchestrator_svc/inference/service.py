@@ -1,6 +1,7 @@
 """Inference's rules, without gRPC: admission, the model and collection checks, idempotent start of one
 InferenceWorkflow per request, the stream relay, and what a finished or failed run means for the caller."""
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -14,7 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from llmorch_common.contracts import ChatTurn, Sampling
+from llmorch_common.contracts import CANCELLED, ChatTurn, Sampling
 from llmorch_common.errors import (
     PlatformError,
     already_exists,
@@ -24,6 +25,7 @@ from llmorch_common.errors import (
 )
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference.contracts import (
+    CONTINUE,
     DispatchPolicy,
     InferenceInput,
     InferenceResult,
@@ -74,11 +76,16 @@ class InferenceRequest:
     rag_top_k: int
     # What makes two requests "the same" for idempotency: the request without its id, deterministically serialised.
     digest: str
+    # After a fallback: continue the text so far on the next model, or restart (contracts.CONTINUE / RESTART).
+    on_fallback: str = CONTINUE
+    # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
+    cancel_on_disconnect: bool = False
 
 
 @dataclass(frozen=True)
 class Selected:
-    """The router chose a model; after a fallback a new one arrives and the deltas before it are void."""
+    """The router chose a model; after a fallback a new one arrives, and the text so far stays unless a Reset
+    follows."""
 
     model_id: str
     reason: str
@@ -91,11 +98,18 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class Reset:
+    """Discard every delta so far: the deltas that follow spell the answer from its start."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Completed:
     result: InferenceResult
 
 
-StreamEvent = Selected | Delta | Completed
+StreamEvent = Selected | Delta | Reset | Completed
 
 
 class RequestState(StrEnum):
@@ -127,6 +141,7 @@ class InferenceService:
         self._store = store
         self._embeddings = embeddings
         self._in_flight = 0
+        self._cancels: set[asyncio.Task[None]] = set()
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -142,30 +157,79 @@ class InferenceService:
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
         handle = await self._start(await self._workflow_input(request, stream=False))
-        return await self._result(handle, started)
+        with self._cancelled_on_disconnect(request, handle):
+            return await self._result(handle, started)
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
-        """Relay the run's text as it grows, by long-polling its watch_stream update, then its result."""
+        """Relay the run's text as it grows, by long-polling its watch_stream update, then its result.
+
+        The deltas since the last Reset always spell the final text: whatever the run streamed, the result settles
+        it (the tail the long-poll missed when the run closed, or a Reset and the whole text if they disagree)."""
         started = time.perf_counter()
         handle = await self._start(await self._workflow_input(request, stream=True))
-        cursor = StreamCursor(attempt=0, offset=0)
-        while True:
-            try:
-                snapshot: StreamSnapshot = await handle.execute_update(
-                    WATCH_STREAM_UPDATE, cursor, result_type=StreamSnapshot
-                )
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                break  # the run already closed: its result below is all there is to send
-            if snapshot.attempt != cursor.attempt:
-                yield Selected(snapshot.model_id, snapshot.reason, snapshot.attempt)
-            if snapshot.text:
-                yield Delta(snapshot.text)
-            cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text))
-            if snapshot.done:
-                break
-        yield Completed(await self._result(handle, started))
+        with self._cancelled_on_disconnect(request, handle):
+            cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
+            streamed = ""
+            while True:
+                try:
+                    snapshot: StreamSnapshot = await handle.execute_update(
+                        WATCH_STREAM_UPDATE, cursor, result_type=StreamSnapshot
+                    )
+                except RPCError as error:
+                    if error.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    break  # the run already closed: its result below settles the stream
+                if snapshot.attempt != cursor.attempt:
+                    yield Selected(snapshot.model_id, snapshot.reason, snapshot.attempt)
+                if snapshot.reset and streamed:
+                    yield Reset(snapshot.reset_reason)
+                if snapshot.reset:
+                    streamed = ""
+                if snapshot.text:
+                    yield Delta(snapshot.text)
+                    streamed += snapshot.text
+                cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text), snapshot.epoch)
+                if snapshot.done:
+                    break
+            result = await self._result(handle, started)
+            if not result.text.startswith(streamed):
+                yield Reset("the final text differs from what was streamed")
+                streamed = ""
+            if len(result.text) > len(streamed):
+                yield Delta(result.text[len(streamed) :])
+            yield Completed(result)
+
+    @contextlib.contextmanager
+    def _cancelled_on_disconnect(
+        self, request: InferenceRequest, handle: WorkflowHandle[InferenceWorkflow, InferenceResult]
+    ) -> Iterator[None]:
+        """With DISCONNECT_POLICY_CANCEL, a caller that goes away (its handler is cancelled or its stream closed
+        early) cancels the run; otherwise the run goes on and can be reattached or fetched."""
+        finished = False
+        try:
+            yield
+            finished = True
+        finally:
+            if request.cancel_on_disconnect and not finished:
+                task = asyncio.ensure_future(self._request_cancel(handle))
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
+
+    async def _request_cancel(self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult]) -> None:
+        with contextlib.suppress(RPCError):
+            await handle.cancel()
+
+    async def cancel(self, request_id: str) -> RequestStatus:
+        """Cancel a running request and wait until it has ended (its model stopped); an ended one is left as is."""
+        status = await self.status(request_id)
+        if status.state != RequestState.RUNNING:
+            return status
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+        with contextlib.suppress(RPCError):  # it may have ended in the meantime: its status says how
+            await handle.cancel()
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        return await self.status(request_id)
 
     async def status(self, request_id: str) -> RequestStatus:
         handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
@@ -179,7 +243,10 @@ class InferenceService:
         if status == WorkflowExecutionStatus.RUNNING:
             return RequestStatus(RequestState.RUNNING)
         if status == WorkflowExecutionStatus.COMPLETED:
-            return RequestStatus(RequestState.COMPLETED, result=await handle.result())
+            result = await handle.result()
+            # A cancelled run ends with the text it had (finish_reason cancelled): cancelled, with its partial text.
+            state = RequestState.CANCELLED if result.finish_reason == CANCELLED else RequestState.COMPLETED
+            return RequestStatus(state, result=result)
         if status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT):
             try:
                 await handle.result()
@@ -208,6 +275,7 @@ class InferenceService:
             rag=rag,
             stream=stream,
             request_digest=request.digest,
+            on_fallback=request.on_fallback,
         )
 
     async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:

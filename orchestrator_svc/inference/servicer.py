@@ -18,12 +18,14 @@ from llmorch_common.validation import (
     resolve_sampling,
     to_turns,
 )
-from orchestrator_svc.inference.contracts import InferenceResult
+from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceResult
 from orchestrator_svc.inference.service import (
     Delta,
     InferenceRequest,
     InferenceService,
     RequestState,
+    RequestStatus,
+    Reset,
     Selected,
     StreamEvent,
 )
@@ -42,11 +44,25 @@ REQUEST_STATES = {
 }
 
 
+FALLBACK_POLICIES = {
+    orchestrator_pb2.FALLBACK_POLICY_UNSPECIFIED: CONTINUE,
+    orchestrator_pb2.FALLBACK_POLICY_CONTINUE: CONTINUE,
+    orchestrator_pb2.FALLBACK_POLICY_RESTART: RESTART,
+}
+DISCONNECT_POLICIES = {
+    orchestrator_pb2.DISCONNECT_POLICY_UNSPECIFIED: False,
+    orchestrator_pb2.DISCONNECT_POLICY_KEEP_RUNNING: False,
+    orchestrator_pb2.DISCONNECT_POLICY_CANCEL: True,
+}
+
+
 def request_digest(request: orchestrator_pb2.GenerateRequest) -> str:
-    """What makes two requests "the same" for idempotency: everything but the id, deterministically serialised."""
+    """What makes two requests "the same" for idempotency: everything but the id and what a disconnect does (a
+    property of the connection), deterministically serialised."""
     content = orchestrator_pb2.GenerateRequest()
     content.CopyFrom(request)
     content.request_id = ""
+    content.on_disconnect = orchestrator_pb2.DISCONNECT_POLICY_UNSPECIFIED
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -57,6 +73,10 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest) -> InferenceRe
     top_k = resolve_top_k(request.rag.top_k)
     if request.rag.collection:
         violations += top_k_violations(top_k, "rag.top_k")
+    if request.fallback not in FALLBACK_POLICIES:
+        violations.append(FieldViolation("fallback", "must be a FallbackPolicy value"))
+    if request.on_disconnect not in DISCONNECT_POLICIES:
+        violations.append(FieldViolation("on_disconnect", "must be a DisconnectPolicy value"))
     if violations:
         raise invalid_argument(violations)
     return InferenceRequest(
@@ -68,6 +88,8 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest) -> InferenceRe
         rag_collection=request.rag.collection,
         rag_top_k=top_k,
         digest=request_digest(request),
+        on_fallback=FALLBACK_POLICIES[request.fallback],
+        cancel_on_disconnect=DISCONNECT_POLICIES[request.on_disconnect],
     )
 
 
@@ -94,6 +116,19 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
             ],
             workflow_id=result.workflow_id,
             run_id=result.run_id,
+            parts=[
+                types_pb2.GenerationPart(
+                    model_id=p.model_id,
+                    selection=p.selection,
+                    attempts=p.attempts,
+                    resumed_at_tokens=p.resumed_at_tokens,
+                    generated_tokens=p.generated_tokens,
+                    carried_chars=p.carried_chars,
+                    chars=p.chars,
+                    outcome=p.outcome,
+                )
+                for p in result.parts
+            ],
         ),
     )
 
@@ -106,6 +141,8 @@ def event_to_proto(request_id: str, event: StreamEvent) -> orchestrator_pb2.Gene
         )
     elif isinstance(event, Delta):
         reply.delta = event.text
+    elif isinstance(event, Reset):
+        reply.reset.CopyFrom(orchestrator_pb2.StreamReset(reason=event.reason))
     else:
         reply.completed.CopyFrom(result_to_proto(event.result))
     return reply
@@ -137,14 +174,26 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def GetRequest(
         self, request: orchestrator_pb2.GetRequestRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GetRequestResponse:
-        if not REQUEST_ID_PATTERN.match(request.request_id):
-            raise invalid_argument([FieldViolation("request_id", REQUEST_ID_RULE)])
+        check_request_id(request.request_id)
         status = await self._service.status(request.request_id)
         reply = orchestrator_pb2.GetRequestResponse(request_id=request.request_id, status=REQUEST_STATES[status.state])
         if status.result:
             reply.result.CopyFrom(result_to_proto(status.result))
         if status.error:
             reply.error_code, reply.error_message = status.error.code, status.error.message
+        return reply
+
+    @unary_edge
+    async def CancelRequest(
+        self, request: orchestrator_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.CancelRequestResponse:
+        check_request_id(request.request_id)
+        status: RequestStatus = await self._service.cancel(request.request_id)
+        reply = orchestrator_pb2.CancelRequestResponse(
+            request_id=request.request_id, status=REQUEST_STATES[status.state]
+        )
+        if status.result:
+            reply.result.CopyFrom(result_to_proto(status.result))
         return reply
 
     @unary_edge
@@ -170,6 +219,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 for vector, count in zip(embedded.vectors, embedded.token_counts, strict=True)
             ],
         )
+
+
+def check_request_id(request_id: str) -> None:
+    if not REQUEST_ID_PATTERN.match(request_id):
+        raise invalid_argument([FieldViolation("request_id", REQUEST_ID_RULE)])
 
 
 def register(server: grpc.aio.Server, servicer: OrchestratorServicer) -> list[str]:

@@ -1,7 +1,12 @@
 """ModelService on a real grpc.aio server: contract, health, errors, and that cancellation frees the context."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
 
 import grpc
 import pytest
@@ -10,8 +15,9 @@ from helpers import eventually
 from llmorch.internal.v1 import metadata_pb2, model_pb2, model_pb2_grpc
 from llmorch.v1 import types_pb2
 
+from llmorch_common.contracts import Sampling
 from llmorch_common.grpc_edge import create_server, set_serving
-from model_svc.engine import EnginePool, FakeEngine
+from model_svc.engine import EnginePool, FakeEngine, GenerationRequest, Piece
 from model_svc.server import SERVICE_NAME, ModelServicer, register
 
 
@@ -106,3 +112,74 @@ async def _idle(model: RunningModel) -> bool:
 
 async def _busy(model: RunningModel) -> bool:
     return await model.in_flight() == 1
+
+
+async def test_stream_carries_token_ids_and_a_resume_continues_after_them(model: RunningModel) -> None:
+    whole = [c async for c in model.stub.GenerateStream(model_pb2.GenerateStreamRequest(generation=request(4)))]
+    ids = [token for chunk in whole[:-1] for token in chunk.token_ids]
+    assert len(ids) == 4
+
+    resumed_request = request(4)
+    resumed_request.resume_token_ids.extend(ids[:2])
+    resumed = await model.stub.Generate(resumed_request)
+    first_two = "".join(c.delta for c in whole[:2])
+    assert first_two + resumed.text == whole[-1].final.text, "the resumed text continues exactly"
+    assert (resumed.resumed_tokens, resumed.usage.completion_tokens) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("resume", "prefix", "field"),
+    [
+        ([0, 1, 2], "", "generation.resume_token_ids"),  # as many as max_tokens: nothing left to generate
+        ([5], "", "generation.resume_token_ids"),  # not tokens this engine generated
+        ([], "x" * 100_001, "generation.assistant_prefix"),
+    ],
+)
+async def test_bad_resume_input_is_invalid_argument(
+    model: RunningModel, resume: list[int], prefix: str, field: str
+) -> None:
+    bad = request(3)
+    bad.resume_token_ids.extend(resume)
+    bad.assistant_prefix = prefix
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await model.stub.Generate(bad)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (error.value.details() or "")
+
+
+class SlowToStopEngine(FakeEngine):
+    """Takes 300 ms to notice a cancellation, like a llama.cpp decode that must finish first."""
+
+    def generate(
+        self, request: GenerationRequest, on_delta: Callable[[Piece], None], cancelled: threading.Event
+    ) -> Any:
+        def slow(piece: Piece) -> None:
+            on_delta(piece)
+            if cancelled.is_set():
+                time.sleep(0.3)
+
+        return super().generate(request, slow, cancelled)
+
+
+async def test_a_context_comes_back_even_if_its_caller_is_cancelled_while_it_stops() -> None:
+    pool = EnginePool([SlowToStopEngine("slow-stop", 256, first_token_ms=1, token_ms=20)], admission_timeout_s=0.3)
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        generation = GenerationRequest((), "hello", Sampling(max_tokens=200))
+        async with aclosing(pool.stream(generation)) as items:
+            async for _ in items:
+                first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()  # the pool starts stopping the engine...
+    await asyncio.sleep(0.05)
+    task.cancel()  # ...and its caller is cancelled again while it waits for the thread
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    async def freed() -> bool:
+        return pool.in_flight == 0
+
+    await eventually(freed, timeout_s=3)

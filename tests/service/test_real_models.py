@@ -63,3 +63,33 @@ async def test_greedy_generation_is_repeatable_and_stop_strings_end_it(
     )
     stopped = await real_model.Generate(stopped_request, timeout=60)
     assert stop_at not in stopped.text and stopped.finish_reason == types_pb2.FINISH_REASON_STOP
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        types_pb2.SamplingParams(max_tokens=24, temperature=0.0),
+        types_pb2.SamplingParams(max_tokens=24, temperature=0.8, seed=1234),
+    ],
+    ids=["greedy", "seeded"],
+)
+async def test_a_resumed_stream_continues_token_for_token(
+    real_model: model_pb2_grpc.ModelServiceStub, sampling: types_pb2.SamplingParams
+) -> None:
+    """Cut the streamed token ids anywhere: resuming after them gives the rest of the uninterrupted answer."""
+    generation = model_pb2.GenerateRequest(
+        messages=[types_pb2.ChatMessage(role="user", content="Tell me about bread, in detail.")], sampling=sampling
+    )
+    chunks = [c async for c in real_model.GenerateStream(model_pb2.GenerateStreamRequest(generation=generation))]
+    whole = chunks[-1].final
+    pieces = [(c.delta, list(c.token_ids)) for c in chunks[:-1]]
+    assert "".join(text for text, _ in pieces) == whole.text
+    assert sum(len(ids) for _, ids in pieces) == whole.usage.completion_tokens
+    for cut in sorted({len(pieces) // 3, len(pieces) - 2} - {0}):
+        resumed_request = model_pb2.GenerateRequest()
+        resumed_request.CopyFrom(generation)
+        resumed_request.resume_token_ids.extend(token for _, ids in pieces[:cut] for token in ids)
+        resumed = await real_model.Generate(resumed_request, timeout=60)
+        streamed = "".join(text for text, _ in pieces[:cut])
+        assert streamed + resumed.text == whole.text, f"cut after piece {cut}"
+        assert resumed.resumed_tokens + resumed.usage.completion_tokens == whole.usage.completion_tokens

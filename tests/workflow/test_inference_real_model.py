@@ -234,9 +234,10 @@ async def test_stream_of_a_finished_request_replays_its_final_answer(
     events = [
         e async for e in orchestrator.stub.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request))
     ]
-    assert [e.WhichOneof("event") for e in events] == ["completed"]
-    assert events[0].completed.provenance.run_id == first.provenance.run_id
-    assert events[0].completed.text == first.text
+    # Like every stream, it spells the answer in deltas (here one, the whole text) before `completed` (ADR 0010).
+    assert [e.WhichOneof("event") for e in events] == ["delta", "completed"]
+    assert events[1].completed.provenance.run_id == first.provenance.run_id
+    assert events[0].delta == events[1].completed.text == first.text
 
 
 async def test_both_real_models_are_listed_and_the_base_model_can_be_named(

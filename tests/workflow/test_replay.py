@@ -20,6 +20,8 @@ RECORDED = sorted(HISTORIES.glob("*.json"))
 def test_histories_are_committed() -> None:
     names = {path.stem for path in RECORDED}
     assert {"inference_fallback", "inference_rag", "inference_stream", "ingestion_worker_killed"} <= names
+    # Recorded after resumption (ADR 0010), beside the older ones that must still replay.
+    assert {"inference_stream_resumed", "inference_fallback_continued", "inference_cancelled"} <= names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.stem)

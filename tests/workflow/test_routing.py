@@ -337,7 +337,7 @@ async def test_two_replicas_share_one_queue_and_double_capacity(
     assert all(r.provenance.timings.queue_wait_ms < 1000 for r in replies), "neither waited for the other"
 
 
-async def test_stream_restarts_on_the_fallback_model(
+async def test_stream_continues_on_the_fallback_model(
     orchestrator: Orchestrator, start_replica: StartReplica, temporal_address: str, tmp_path: Path
 ) -> None:
     doomed = await start_doomed_default(orchestrator, start_replica, temporal_address, tmp_path, "s")
@@ -348,13 +348,18 @@ async def test_stream_restarts_on_the_fallback_model(
         if event.WhichOneof("event") == "delta" and doomed.process and doomed.process.poll() is None:
             doomed.kill()  # the first model dies after its first streamed text
 
+    kinds = [e.WhichOneof("event") for e in events]
     selected = [e.selected for e in events if e.WhichOneof("event") == "selected"]
     assert [(s.model_id, s.attempt) for s in selected] == [("s-doomed", 1), ("s-backup", 2)]
-    after_fallback = events[[e.WhichOneof("event") for e in events].index("selected", 1) + 1 :]
-    final = after_fallback[-1].completed
-    assert "".join(e.delta for e in after_fallback[:-1]) == final.text, "deltas of attempt 2 spell the answer"
+    assert "reset" not in kinds, "the backup continues the text: nothing to discard"
+    final = events[-1].completed
+    before_fallback = "".join(e.delta for e in events[: kinds.index("selected", 1)])
+    assert before_fallback and final.text.startswith(before_fallback)
+    assert "".join(e.delta for e in events[:-1]) == final.text, "the deltas spell the answer"
     assert final.provenance.model_id == "s-backup"
     assert [f.model_id for f in final.provenance.fallbacks] == ["s-doomed"]
+    assert [p.model_id for p in final.provenance.parts] == ["s-doomed", "s-backup"]
+    assert final.provenance.parts[1].carried_chars == len(before_fallback)
 
 
 async def test_a_crashed_replica_that_stays_silent_is_forgotten(

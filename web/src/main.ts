@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { GenerateRequestSchema, GenerateResponse, Model } from "./gen/llmorch/v1/orchestrator_pb.js";
-import { OrchestratorService } from "./gen/llmorch/v1/orchestrator_pb.js";
+import { DisconnectPolicy, OrchestratorService } from "./gen/llmorch/v1/orchestrator_pb.js";
 import { FinishReason, HealthState, ModelType } from "./gen/llmorch/v1/types_pb.js";
 
 const MODELS_REFRESH_MS = 3000;
@@ -105,6 +105,8 @@ function buildRequest(): MessageInitShape<typeof GenerateRequestSchema> {
     messages: [{ role: "user", content: ui.question.value.trim() }],
     modelId: ui.model.value,
     sampling: { maxTokens: Number(ui.maxTokens.value) || 128 },
+    // The Cancel button aborts the stream; this makes that cancel the request too and free the model.
+    onDisconnect: DisconnectPolicy.CANCEL,
   };
   if (collection) request.rag = { collection, topK: Number(ui.topK.value) || 5 };
   return request;
@@ -174,8 +176,7 @@ async function ask(request: MessageInitShape<typeof GenerateRequestSchema>): Pro
       switch (event.event.case) {
         case "selected": {
           const s = event.event.value;
-          // A new selection after a fallback voids the earlier attempt's text.
-          if (s.attempt > 1) ui.answer.textContent = "";
+          // After a fallback the next model continues the text; only a reset event voids it.
           setStatus(`Generating with ${s.modelId} (${s.reason}, attempt ${s.attempt})…`);
           break;
         }
@@ -183,6 +184,10 @@ async function ask(request: MessageInitShape<typeof GenerateRequestSchema>): Pro
           deltas += 1;
           ui.answer.append(event.event.value);
           ui.answer.dataset.deltas = String(deltas);
+          break;
+        case "reset":
+          ui.answer.textContent = "";
+          setStatus(`Restarting: ${event.event.value.reason}…`);
           break;
         case "completed":
           renderFinal(event.event.value);

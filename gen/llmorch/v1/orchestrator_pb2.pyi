@@ -20,6 +20,60 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _FallbackPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FallbackPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FallbackPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FALLBACK_POLICY_UNSPECIFIED: _FallbackPolicy.ValueType  # 0
+    """FALLBACK_POLICY_UNSPECIFIED is FALLBACK_POLICY_CONTINUE."""
+    FALLBACK_POLICY_CONTINUE: _FallbackPolicy.ValueType  # 1
+    """FALLBACK_POLICY_CONTINUE: the next model continues the text already generated (given to it as the start of
+    its answer), so a streaming client sees only a pause. When that text does not fit the next model's context,
+    the request restarts as with RESTART. Provenance.parts records what happened.
+    """
+    FALLBACK_POLICY_RESTART: _FallbackPolicy.ValueType  # 2
+    """FALLBACK_POLICY_RESTART: the next model starts the answer over; a streaming client gets a reset event first."""
+
+class FallbackPolicy(_FallbackPolicy, metaclass=_FallbackPolicyEnumTypeWrapper):
+    """FallbackPolicy chooses how a fallback model treats the answer's text generated so far."""
+
+FALLBACK_POLICY_UNSPECIFIED: FallbackPolicy.ValueType  # 0
+"""FALLBACK_POLICY_UNSPECIFIED is FALLBACK_POLICY_CONTINUE."""
+FALLBACK_POLICY_CONTINUE: FallbackPolicy.ValueType  # 1
+"""FALLBACK_POLICY_CONTINUE: the next model continues the text already generated (given to it as the start of
+its answer), so a streaming client sees only a pause. When that text does not fit the next model's context,
+the request restarts as with RESTART. Provenance.parts records what happened.
+"""
+FALLBACK_POLICY_RESTART: FallbackPolicy.ValueType  # 2
+"""FALLBACK_POLICY_RESTART: the next model starts the answer over; a streaming client gets a reset event first."""
+Global___FallbackPolicy: _TypeAlias = FallbackPolicy  # noqa: Y015
+
+class _DisconnectPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisconnectPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisconnectPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCONNECT_POLICY_UNSPECIFIED: _DisconnectPolicy.ValueType  # 0
+    """DISCONNECT_POLICY_UNSPECIFIED is DISCONNECT_POLICY_KEEP_RUNNING."""
+    DISCONNECT_POLICY_KEEP_RUNNING: _DisconnectPolicy.ValueType  # 1
+    """DISCONNECT_POLICY_KEEP_RUNNING: the request runs to its end; reattach with the same request_id or GetRequest."""
+    DISCONNECT_POLICY_CANCEL: _DisconnectPolicy.ValueType  # 2
+    """DISCONNECT_POLICY_CANCEL: the request is cancelled as by CancelRequest, freeing the model."""
+
+class DisconnectPolicy(_DisconnectPolicy, metaclass=_DisconnectPolicyEnumTypeWrapper):
+    """DisconnectPolicy chooses what a client disconnect (or a deadline) does to its request."""
+
+DISCONNECT_POLICY_UNSPECIFIED: DisconnectPolicy.ValueType  # 0
+"""DISCONNECT_POLICY_UNSPECIFIED is DISCONNECT_POLICY_KEEP_RUNNING."""
+DISCONNECT_POLICY_KEEP_RUNNING: DisconnectPolicy.ValueType  # 1
+"""DISCONNECT_POLICY_KEEP_RUNNING: the request runs to its end; reattach with the same request_id or GetRequest."""
+DISCONNECT_POLICY_CANCEL: DisconnectPolicy.ValueType  # 2
+"""DISCONNECT_POLICY_CANCEL: the request is cancelled as by CancelRequest, freeing the model."""
+Global___DisconnectPolicy: _TypeAlias = DisconnectPolicy  # noqa: Y015
+
 class _RequestStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -64,6 +118,8 @@ class GenerateRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _builtins.int
     MODEL_ID_FIELD_NUMBER: _builtins.int
     RAG_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """request_id makes the call idempotent: the same id with the same request returns the same run,
     the same id with a different request fails with ALREADY_EXISTS. Empty means a fresh random id.
@@ -73,6 +129,14 @@ class GenerateRequest(_message.Message):
     """prompt is a raw prompt, at most 100000 characters."""
     model_id: _builtins.str
     """model_id asks for a specific model; empty lets the router choose."""
+    fallback: Global___FallbackPolicy.ValueType
+    """fallback says what happens to text already generated when the model fails and another one takes over;
+    UNSPECIFIED means CONTINUE.
+    """
+    on_disconnect: Global___DisconnectPolicy.ValueType
+    """on_disconnect says what a client that goes away before the answer is complete does to the request;
+    UNSPECIFIED means KEEP_RUNNING. It is not part of what makes two requests "the same" (request_id).
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]:
         """messages is a chat conversation; exactly one of messages and prompt must be set."""
@@ -94,10 +158,12 @@ class GenerateRequest(_message.Message):
         sampling: _types_pb2.SamplingParams | None = ...,
         model_id: _builtins.str = ...,
         rag: _types_pb2.RagOptions | None = ...,
+        fallback: Global___FallbackPolicy.ValueType = ...,
+        on_disconnect: Global___DisconnectPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rag", b"rag", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model_id", b"model_id", "prompt", b"prompt", "rag", b"rag", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "messages", b"messages", "model_id", b"model_id", "on_disconnect", b"on_disconnect", "prompt", b"prompt", "rag", b"rag", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,7 +233,9 @@ Global___GenerateStreamRequest: _TypeAlias = GenerateStreamRequest  # noqa: Y015
 
 @_typing.final
 class ModelSelected(_message.Message):
-    """ModelSelected reports the router's choice; after a fallback a new one arrives and earlier deltas are void."""
+    """ModelSelected reports the router's choice; after a fallback a new one arrives. Earlier deltas stay valid unless
+    a reset event follows.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -205,6 +273,7 @@ class GenerateStreamResponse(_message.Message):
     SELECTED_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """request_id is the request's id, on every event."""
     delta: _builtins.str
@@ -217,6 +286,10 @@ class GenerateStreamResponse(_message.Message):
     def completed(self) -> Global___GenerateResponse:
         """completed is the final response, sent last."""
 
+    @_builtins.property
+    def reset(self) -> Global___StreamReset:
+        """reset says: discard every delta received so far; the deltas that follow spell the answer from its start."""
+
     def __init__(
         self,
         *,
@@ -224,16 +297,39 @@ class GenerateStreamResponse(_message.Message):
         selected: Global___ModelSelected | None = ...,
         delta: _builtins.str = ...,
         completed: Global___GenerateResponse | None = ...,
+        reset: Global___StreamReset | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "delta", b"delta", "event", b"event", "selected", b"selected"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "delta", b"delta", "event", b"event", "reset", b"reset", "selected", b"selected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "delta", b"delta", "event", b"event", "request_id", b"request_id", "selected", b"selected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "delta", b"delta", "event", b"event", "request_id", b"request_id", "reset", b"reset", "selected", b"selected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["selected", "delta", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["selected", "delta", "completed", "reset"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___GenerateStreamResponse: _TypeAlias = GenerateStreamResponse  # noqa: Y015
+
+@_typing.final
+class StreamReset(_message.Message):
+    """StreamReset tells a streaming client to discard the text it has received."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """reason says why, e.g. "fallback to gemma3-270m restarts the answer"."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamReset: _TypeAlias = StreamReset  # noqa: Y015
 
 @_typing.final
 class GetRequestRequest(_message.Message):
@@ -258,6 +354,62 @@ class GetRequestRequest(_message.Message):
 Global___GetRequestRequest: _TypeAlias = GetRequestRequest  # noqa: Y015
 
 @_typing.final
+class CancelRequestRequest(_message.Message):
+    """CancelRequestRequest names the request to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """request_id is the request's id; at most 128 characters of [A-Za-z0-9._:-]."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequestRequest: _TypeAlias = CancelRequestRequest  # noqa: Y015
+
+@_typing.final
+class CancelRequestResponse(_message.Message):
+    """CancelRequestResponse is the request's state once the cancellation has taken effect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """request_id echoes the request."""
+    status: Global___RequestStatus.ValueType
+    """status is CANCELLED when this call stopped it, or the status it had already ended with."""
+    @_builtins.property
+    def result(self) -> Global___GenerateResponse:
+        """result holds the text generated until the request ended (finish_reason CANCELLED when this call stopped it);
+        unset when it ended with an error.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        status: Global___RequestStatus.ValueType = ...,
+        result: Global___GenerateResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "result", b"result", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequestResponse: _TypeAlias = CancelRequestResponse  # noqa: Y015
+
+@_typing.final
 class GetRequestResponse(_message.Message):
     """GetRequestResponse is the state of an earlier request."""
 
@@ -278,7 +430,9 @@ class GetRequestResponse(_message.Message):
     """error_message explains the failure when status is FAILED."""
     @_builtins.property
     def result(self) -> Global___GenerateResponse:
-        """result is set when status is COMPLETED."""
+        """result is set when status is COMPLETED, and when it is CANCELLED by CancelRequest or a disconnect (then with
+        the text generated until then and finish_reason CANCELLED).
+        """
 
     def __init__(
         self,

@@ -51,6 +51,11 @@ class OrchestratorServiceStub:
                 request_serializer=llmorch_dot_v1_dot_orchestrator__pb2.GetRequestRequest.SerializeToString,
                 response_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.GetRequestResponse.FromString,
                 _registered_method=True)
+        self.CancelRequest = channel.unary_unary(
+                '/llmorch.v1.OrchestratorService/CancelRequest',
+                request_serializer=llmorch_dot_v1_dot_orchestrator__pb2.CancelRequestRequest.SerializeToString,
+                response_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.CancelRequestResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/llmorch.v1.OrchestratorService/ListModels',
                 request_serializer=llmorch_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
@@ -80,6 +85,8 @@ class OrchestratorServiceServicer:
 
     def GenerateStream(self, request, context):
         """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response.
+        The deltas since the last reset event, joined, always equal completed.text: a retried or resumed generation
+        continues where the stream stopped, and text a client must discard is announced by a reset event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,6 +94,16 @@ class OrchestratorServiceServicer:
 
     def GetRequest(self, request, context):
         """GetRequest returns the status and, once finished, the result of an earlier request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRequest(self, request, context):
+        """CancelRequest cancels a running request: its generation stops, the model's context is freed, and the request
+        ends CANCELLED with the text generated until then (GetRequest shows it). It returns once the request has
+        ended. Cancelling a request that already ended changes nothing and returns its status.
+        Errors: INVALID_ARGUMENT (malformed request_id), NOT_FOUND (no such request), DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +142,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.GetRequest,
                     request_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.GetRequestRequest.FromString,
                     response_serializer=llmorch_dot_v1_dot_orchestrator__pb2.GetRequestResponse.SerializeToString,
+            ),
+            'CancelRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRequest,
+                    request_deserializer=llmorch_dot_v1_dot_orchestrator__pb2.CancelRequestRequest.FromString,
+                    response_serializer=llmorch_dot_v1_dot_orchestrator__pb2.CancelRequestResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -220,6 +242,33 @@ class OrchestratorService:
             '/llmorch.v1.OrchestratorService/GetRequest',
             llmorch_dot_v1_dot_orchestrator__pb2.GetRequestRequest.SerializeToString,
             llmorch_dot_v1_dot_orchestrator__pb2.GetRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmorch.v1.OrchestratorService/CancelRequest',
+            llmorch_dot_v1_dot_orchestrator__pb2.CancelRequestRequest.SerializeToString,
+            llmorch_dot_v1_dot_orchestrator__pb2.CancelRequestResponse.FromString,
             options,
             channel_credentials,
             insecure,

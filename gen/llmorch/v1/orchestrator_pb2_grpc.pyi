@@ -42,9 +42,18 @@ class OrchestratorServiceStub:
     UNAVAILABLE (no model can serve), DEADLINE_EXCEEDED.
     """
     GenerateStream: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.GenerateStreamRequest, _orchestrator_pb2.GenerateStreamResponse]
-    """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response."""
+    """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response.
+    The deltas since the last reset event, joined, always equal completed.text: a retried or resumed generation
+    continues where the stream stopped, and text a client must discard is announced by a reset event.
+    """
     GetRequest: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRequestRequest, _orchestrator_pb2.GetRequestResponse]
     """GetRequest returns the status and, once finished, the result of an earlier request."""
+    CancelRequest: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelRequestRequest, _orchestrator_pb2.CancelRequestResponse]
+    """CancelRequest cancels a running request: its generation stops, the model's context is freed, and the request
+    ends CANCELLED with the text generated until then (GetRequest shows it). It returns once the request has
+    ended. Cancelling a request that already ended changes nothing and returns its status.
+    Errors: INVALID_ARGUMENT (malformed request_id), NOT_FOUND (no such request), DEADLINE_EXCEEDED.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListModelsRequest, _orchestrator_pb2.ListModelsResponse]
     """ListModels lists the registered models with their live health and load."""
     Embed: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.EmbedRequest, _orchestrator_pb2.EmbedResponse]
@@ -67,9 +76,18 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     UNAVAILABLE (no model can serve), DEADLINE_EXCEEDED.
     """
     GenerateStream: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.GenerateStreamRequest, _orchestrator_pb2.GenerateStreamResponse]  # type: ignore[assignment]
-    """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response."""
+    """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response.
+    The deltas since the last reset event, joined, always equal completed.text: a retried or resumed generation
+    continues where the stream stopped, and text a client must discard is announced by a reset event.
+    """
     GetRequest: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetRequestRequest, _orchestrator_pb2.GetRequestResponse]  # type: ignore[assignment]
     """GetRequest returns the status and, once finished, the result of an earlier request."""
+    CancelRequest: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelRequestRequest, _orchestrator_pb2.CancelRequestResponse]  # type: ignore[assignment]
+    """CancelRequest cancels a running request: its generation stops, the model's context is freed, and the request
+    ends CANCELLED with the text generated until then (GetRequest shows it). It returns once the request has
+    ended. Cancelling a request that already ended changes nothing and returns its status.
+    Errors: INVALID_ARGUMENT (malformed request_id), NOT_FOUND (no such request), DEADLINE_EXCEEDED.
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListModelsRequest, _orchestrator_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the registered models with their live health and load."""
     Embed: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.EmbedRequest, _orchestrator_pb2.EmbedResponse]  # type: ignore[assignment]
@@ -101,7 +119,10 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.GenerateStreamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.GenerateStreamResponse], _abc.AsyncIterator[_orchestrator_pb2.GenerateStreamResponse]]:
-        """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response."""
+        """GenerateStream answers one request and streams events: the selected model, text deltas, then the final response.
+        The deltas since the last reset event, joined, always equal completed.text: a retried or resumed generation
+        continues where the stream stopped, and text a client must discard is announced by a reset event.
+        """
 
     @_abc_1.abstractmethod
     def GetRequest(
@@ -110,6 +131,18 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.GetRequestResponse, _abc.Awaitable[_orchestrator_pb2.GetRequestResponse]]:
         """GetRequest returns the status and, once finished, the result of an earlier request."""
+
+    @_abc_1.abstractmethod
+    def CancelRequest(
+        self,
+        request: _orchestrator_pb2.CancelRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.CancelRequestResponse, _abc.Awaitable[_orchestrator_pb2.CancelRequestResponse]]:
+        """CancelRequest cancels a running request: its generation stops, the model's context is freed, and the request
+        ends CANCELLED with the text generated until then (GetRequest shows it). It returns once the request has
+        ended. Cancelling a request that already ended changes nothing and returns its status.
+        Errors: INVALID_ARGUMENT (malformed request_id), NOT_FOUND (no such request), DEADLINE_EXCEEDED.
+        """
 
     @_abc_1.abstractmethod
     def ListModels(

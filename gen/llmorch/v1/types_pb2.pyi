@@ -376,6 +376,7 @@ class Provenance(_message.Message):
     CITATIONS_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """model_id is the model that produced the answer."""
     selection_reason: _builtins.str
@@ -400,6 +401,12 @@ class Provenance(_message.Message):
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
         """citations lists the retrieved chunks, best first; empty without RAG."""
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationPart]:
+        """parts lists, in order, each model's share of the answer: one part without failures; a failed model's part
+        followed by the next model's after a fallback. The text of the kept parts, joined, is the answer.
+        """
+
     def __init__(
         self,
         *,
@@ -411,11 +418,66 @@ class Provenance(_message.Message):
         citations: _abc.Iterable[Global___Citation] | None = ...,
         workflow_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
+        parts: _abc.Iterable[Global___GenerationPart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "fallbacks", b"fallbacks", "model_id", b"model_id", "run_id", b"run_id", "selection_reason", b"selection_reason", "timings", b"timings", "usage", b"usage", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "fallbacks", b"fallbacks", "model_id", b"model_id", "parts", b"parts", "run_id", b"run_id", "selection_reason", b"selection_reason", "timings", b"timings", "usage", b"usage", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
+
+@_typing.final
+class GenerationPart(_message.Message):
+    """GenerationPart is one model's contribution to an answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RESUMED_AT_TOKENS_FIELD_NUMBER: _builtins.int
+    GENERATED_TOKENS_FIELD_NUMBER: _builtins.int
+    CARRIED_CHARS_FIELD_NUMBER: _builtins.int
+    CHARS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model that generated this part."""
+    selection: _builtins.int
+    """selection counts router selections for this request, from 1 (ModelSelected.attempt)."""
+    attempts: _builtins.int
+    """attempts is the number of times the generation ran on this model (Temporal activity attempts); 0 when unknown."""
+    resumed_at_tokens: _builtins.int
+    """resumed_at_tokens is the number of this model's own tokens its last attempt continued from (recorded while
+    streaming), 0 for a fresh start: a retry on another replica, or the same one restarted, resumes there.
+    """
+    generated_tokens: _builtins.int
+    """generated_tokens is what the replica of the last attempt generated itself, after resumed_at_tokens."""
+    carried_chars: _builtins.int
+    """carried_chars is the length of the answer text this part started from: text of earlier parts continued after
+    a fallback (FALLBACK_POLICY_CONTINUE); 0 when the part starts the answer.
+    """
+    chars: _builtins.int
+    """chars is the length of the text this part added to the answer."""
+    outcome: _builtins.str
+    """outcome is "completed", "cancelled", "discarded (restart)" or "failed: <reason>"."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        selection: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        resumed_at_tokens: _builtins.int = ...,
+        generated_tokens: _builtins.int = ...,
+        carried_chars: _builtins.int = ...,
+        chars: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "carried_chars", b"carried_chars", "chars", b"chars", "generated_tokens", b"generated_tokens", "model_id", b"model_id", "outcome", b"outcome", "resumed_at_tokens", b"resumed_at_tokens", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerationPart: _TypeAlias = GenerationPart  # noqa: Y015

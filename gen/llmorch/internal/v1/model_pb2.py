@@ -26,7 +26,7 @@ from llmorch.internal.v1 import metadata_pb2 as llmorch_dot_internal_dot_v1_dot_
 from llmorch.v1 import types_pb2 as llmorch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmorch/internal/v1/model.proto\x12\x13llmorch.internal.v1\x1a\"llmorch/internal/v1/metadata.proto\x1a\x16llmorch/v1/types.proto\"\xb5\x01\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32\x17.llmorch.v1.ChatMessageR\x08messages\x12\x16\n\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x36\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.llmorch.v1.SamplingParamsR\x08sampling\"\x82\x02\n\x10GenerateResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12=\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.llmorch.v1.FinishReasonR\x0c\x66inishReason\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmorch.v1.UsageR\x05usage\x12\x32\n\x16time_to_first_token_ms\x18\x04 \x01(\x01R\x12timeToFirstTokenMs\x12#\n\rgeneration_ms\x18\x05 \x01(\x01R\x0cgenerationMs\x12\x19\n\x08model_id\x18\x06 \x01(\tR\x07modelId\"]\n\x15GenerateStreamRequest\x12\x44\n\ngeneration\x18\x01 \x01(\x0b\x32$.llmorch.internal.v1.GenerateRequestR\ngeneration\"k\n\x16GenerateStreamResponse\x12\x14\n\x05\x64\x65lta\x18\x01 \x01(\tR\x05\x64\x65lta\x12;\n\x05\x66inal\x18\x02 \x01(\x0b\x32%.llmorch.internal.v1.GenerateResponseR\x05\x66inal\"\x15\n\x13GetModelInfoRequest\"\x89\x01\n\x14GetModelInfoResponse\x12>\n\x08metadata\x18\x01 \x01(\x0b\x32\".llmorch.internal.v1.ModelMetadataR\x08metadata\x12\x1b\n\tin_flight\x18\x02 \x01(\x05R\x08inFlight\x12\x14\n\x05ready\x18\x03 \x01(\x08R\x05ready2\xbe\x02\n\x0cModelService\x12W\n\x08Generate\x12$.llmorch.internal.v1.GenerateRequest\x1a%.llmorch.internal.v1.GenerateResponse\x12k\n\x0eGenerateStream\x12*.llmorch.internal.v1.GenerateStreamRequest\x1a+.llmorch.internal.v1.GenerateStreamResponse0\x01\x12h\n\x0cGetModelInfo\x12(.llmorch.internal.v1.GetModelInfoRequest\x1a).llmorch.internal.v1.GetModelInfoResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmorch/internal/v1/model.proto\x12\x13llmorch.internal.v1\x1a\"llmorch/internal/v1/metadata.proto\x1a\x16llmorch/v1/types.proto\"\x8a\x02\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32\x17.llmorch.v1.ChatMessageR\x08messages\x12\x16\n\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x36\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.llmorch.v1.SamplingParamsR\x08sampling\x12(\n\x10resume_token_ids\x18\x05 \x03(\x05R\x0eresumeTokenIds\x12)\n\x10\x61ssistant_prefix\x18\x06 \x01(\tR\x0f\x61ssistantPrefix\"\xa9\x02\n\x10GenerateResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12=\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.llmorch.v1.FinishReasonR\x0c\x66inishReason\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x11.llmorch.v1.UsageR\x05usage\x12\x32\n\x16time_to_first_token_ms\x18\x04 \x01(\x01R\x12timeToFirstTokenMs\x12#\n\rgeneration_ms\x18\x05 \x01(\x01R\x0cgenerationMs\x12\x19\n\x08model_id\x18\x06 \x01(\tR\x07modelId\x12%\n\x0eresumed_tokens\x18\x07 \x01(\x05R\rresumedTokens\"]\n\x15GenerateStreamRequest\x12\x44\n\ngeneration\x18\x01 \x01(\x0b\x32$.llmorch.internal.v1.GenerateRequestR\ngeneration\"\x88\x01\n\x16GenerateStreamResponse\x12\x14\n\x05\x64\x65lta\x18\x01 \x01(\tR\x05\x64\x65lta\x12;\n\x05\x66inal\x18\x02 \x01(\x0b\x32%.llmorch.internal.v1.GenerateResponseR\x05\x66inal\x12\x1b\n\ttoken_ids\x18\x03 \x03(\x05R\x08tokenIds\"\x15\n\x13GetModelInfoRequest\"\x89\x01\n\x14GetModelInfoResponse\x12>\n\x08metadata\x18\x01 \x01(\x0b\x32\".llmorch.internal.v1.ModelMetadataR\x08metadata\x12\x1b\n\tin_flight\x18\x02 \x01(\x05R\x08inFlight\x12\x14\n\x05ready\x18\x03 \x01(\x08R\x05ready2\xbe\x02\n\x0cModelService\x12W\n\x08Generate\x12$.llmorch.internal.v1.GenerateRequest\x1a%.llmorch.internal.v1.GenerateResponse\x12k\n\x0eGenerateStream\x12*.llmorch.internal.v1.GenerateStreamRequest\x1a+.llmorch.internal.v1.GenerateStreamResponse0\x01\x12h\n\x0cGetModelInfo\x12(.llmorch.internal.v1.GetModelInfoRequest\x1a).llmorch.internal.v1.GetModelInfoResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['GetModelInfo']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['GetModelInfo']._serialized_options = b'\220\002\001'
   _globals['_GENERATEREQUEST']._serialized_start=117
-  _globals['_GENERATEREQUEST']._serialized_end=298
-  _globals['_GENERATERESPONSE']._serialized_start=301
-  _globals['_GENERATERESPONSE']._serialized_end=559
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=561
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=654
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=656
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=763
-  _globals['_GETMODELINFOREQUEST']._serialized_start=765
-  _globals['_GETMODELINFOREQUEST']._serialized_end=786
-  _globals['_GETMODELINFORESPONSE']._serialized_start=789
-  _globals['_GETMODELINFORESPONSE']._serialized_end=926
-  _globals['_MODELSERVICE']._serialized_start=929
-  _globals['_MODELSERVICE']._serialized_end=1247
+  _globals['_GENERATEREQUEST']._serialized_end=383
+  _globals['_GENERATERESPONSE']._serialized_start=386
+  _globals['_GENERATERESPONSE']._serialized_end=683
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=685
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=778
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=781
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=917
+  _globals['_GETMODELINFOREQUEST']._serialized_start=919
+  _globals['_GETMODELINFOREQUEST']._serialized_end=940
+  _globals['_GETMODELINFORESPONSE']._serialized_start=943
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1080
+  _globals['_MODELSERVICE']._serialized_start=1083
+  _globals['_MODELSERVICE']._serialized_end=1401
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmorch/v1/orchestrator.proto.
  */
 export const file_llmorch_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch1sbG1vcmNoL3YxL29yY2hlc3RyYXRvci5wcm90bxIKbGxtb3JjaC52MSLFAQoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoIbWVzc2FnZXMYAiADKAsyFy5sbG1vcmNoLnYxLkNoYXRNZXNzYWdlEg4KBnByb21wdBgDIAEoCRIsCghzYW1wbGluZxgEIAEoCzIaLmxsbW9yY2gudjEuU2FtcGxpbmdQYXJhbXMSEAoIbW9kZWxfaWQYBSABKAkSIwoDcmFnGAYgASgLMhYubGxtb3JjaC52MS5SYWdPcHRpb25zIpcBChBHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIqCgpwcm92ZW5hbmNlGAQgASgLMhYubGxtb3JjaC52MS5Qcm92ZW5hbmNlEi8KDWZpbmlzaF9yZWFzb24YBSABKA4yGC5sbG1vcmNoLnYxLkZpbmlzaFJlYXNvbkoECAMQBCJFChVHZW5lcmF0ZVN0cmVhbVJlcXVlc3QSLAoHcmVxdWVzdBgBIAEoCzIbLmxsbW9yY2gudjEuR2VuZXJhdGVSZXF1ZXN0IkIKDU1vZGVsU2VsZWN0ZWQSEAoIbW9kZWxfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg8KB2F0dGVtcHQYAyABKAUiqAEKFkdlbmVyYXRlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRItCghzZWxlY3RlZBgCIAEoCzIZLmxsbW9yY2gudjEuTW9kZWxTZWxlY3RlZEgAEg8KBWRlbHRhGAMgASgJSAASMQoJY29tcGxldGVkGAQgASgLMhwubGxtb3JjaC52MS5HZW5lcmF0ZVJlc3BvbnNlSABCBwoFZXZlbnQiJwoRR2V0UmVxdWVzdFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSKsAQoSR2V0UmVxdWVzdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkubGxtb3JjaC52MS5SZXF1ZXN0U3RhdHVzEiwKBnJlc3VsdBgDIAEoCzIcLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRISCgplcnJvcl9jb2RlGAQgASgJEhUKDWVycm9yX21lc3NhZ2UYBSABKAkiPgoRTGlzdE1vZGVsc1JlcXVlc3QSKQoKbW9kZWxfdHlwZRgBIAEoDjIVLmxsbW9yY2gudjEuTW9kZWxUeXBlIjcKEkxpc3RNb2RlbHNSZXNwb25zZRIhCgZtb2RlbHMYASADKAsyES5sbG1vcmNoLnYxLk1vZGVsIsMCCgVNb2RlbBIQCghtb2RlbF9pZBgBIAEoCRISCgptb2RlbF9uYW1lGAIgASgJEikKCm1vZGVsX3R5cGUYAyABKA4yFS5sbG1vcmNoLnYxLk1vZGVsVHlwZRIQCghwcmlvcml0eRgEIAEoBRISCgppc19kZWZhdWx0GAUgASgIEhUKDWNvbnRleHRfbGltaXQYBiABKAUSLwoNaGFyZHdhcmVfdHlwZRgHIAEoDjIYLmxsbW9yY2gudjEuSGFyZHdhcmVUeXBlEicKBmhlYWx0aBgIIAEoDjIXLmxsbW9yY2gudjEuSGVhbHRoU3RhdGUSEQoJaW5fZmxpZ2h0GAkgASgFEhAKCGNhcGFjaXR5GAogASgFEhMKC3F1ZXVlX2RlcHRoGAsgASgDEhgKEHNlcnZpbmdfcmVwbGljYXMYDCABKAUiHQoMRW1iZWRSZXF1ZXN0Eg0KBXRleHRzGAEgAygJIjAKCUVtYmVkZGluZxIOCgZ2YWx1ZXMYASADKAISEwoLdG9rZW5fY291bnQYAiABKAUiTAoNRW1iZWRSZXNwb25zZRIpCgplbWJlZGRpbmdzGAEgAygLMhUubGxtb3JjaC52MS5FbWJlZGRpbmcSEAoIbW9kZWxfaWQYAiABKAkqogEKDVJlcXVlc3RTdGF0dXMSHgoaUkVRVUVTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZSRVFVRVNUX1NUQVRVU19SVU5OSU5HEAESHAoYUkVRVUVTVF9TVEFUVVNfQ09NUExFVEVEEAISGQoVUkVRVUVTVF9TVEFUVVNfRkFJTEVEEAMSHAoYUkVRVUVTVF9TVEFUVVNfQ0FOQ0VMTEVEEAQyngMKE09yY2hlc3RyYXRvclNlcnZpY2USRQoIR2VuZXJhdGUSGy5sbG1vcmNoLnYxLkdlbmVyYXRlUmVxdWVzdBocLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRJZCg5HZW5lcmF0ZVN0cmVhbRIhLmxsbW9yY2gudjEuR2VuZXJhdGVTdHJlYW1SZXF1ZXN0GiIubGxtb3JjaC52MS5HZW5lcmF0ZVN0cmVhbVJlc3BvbnNlMAESUAoKR2V0UmVxdWVzdBIdLmxsbW9yY2gudjEuR2V0UmVxdWVzdFJlcXVlc3QaHi5sbG1vcmNoLnYxLkdldFJlcXVlc3RSZXNwb25zZSIDkAIBElAKCkxpc3RNb2RlbHMSHS5sbG1vcmNoLnYxLkxpc3RNb2RlbHNSZXF1ZXN0Gh4ubGxtb3JjaC52MS5MaXN0TW9kZWxzUmVzcG9uc2UiA5ACARJBCgVFbWJlZBIYLmxsbW9yY2gudjEuRW1iZWRSZXF1ZXN0GhkubGxtb3JjaC52MS5FbWJlZFJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_llmorch_v1_types]);
+  fileDesc("Ch1sbG1vcmNoL3YxL29yY2hlc3RyYXRvci5wcm90bxIKbGxtb3JjaC52MSKoAgoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoIbWVzc2FnZXMYAiADKAsyFy5sbG1vcmNoLnYxLkNoYXRNZXNzYWdlEg4KBnByb21wdBgDIAEoCRIsCghzYW1wbGluZxgEIAEoCzIaLmxsbW9yY2gudjEuU2FtcGxpbmdQYXJhbXMSEAoIbW9kZWxfaWQYBSABKAkSIwoDcmFnGAYgASgLMhYubGxtb3JjaC52MS5SYWdPcHRpb25zEiwKCGZhbGxiYWNrGAcgASgOMhoubGxtb3JjaC52MS5GYWxsYmFja1BvbGljeRIzCg1vbl9kaXNjb25uZWN0GAggASgOMhwubGxtb3JjaC52MS5EaXNjb25uZWN0UG9saWN5IpcBChBHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEdGV4dBgCIAEoCRIqCgpwcm92ZW5hbmNlGAQgASgLMhYubGxtb3JjaC52MS5Qcm92ZW5hbmNlEi8KDWZpbmlzaF9yZWFzb24YBSABKA4yGC5sbG1vcmNoLnYxLkZpbmlzaFJlYXNvbkoECAMQBCJFChVHZW5lcmF0ZVN0cmVhbVJlcXVlc3QSLAoHcmVxdWVzdBgBIAEoCzIbLmxsbW9yY2gudjEuR2VuZXJhdGVSZXF1ZXN0IkIKDU1vZGVsU2VsZWN0ZWQSEAoIbW9kZWxfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg8KB2F0dGVtcHQYAyABKAUi0gEKFkdlbmVyYXRlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRItCghzZWxlY3RlZBgCIAEoCzIZLmxsbW9yY2gudjEuTW9kZWxTZWxlY3RlZEgAEg8KBWRlbHRhGAMgASgJSAASMQoJY29tcGxldGVkGAQgASgLMhwubGxtb3JjaC52MS5HZW5lcmF0ZVJlc3BvbnNlSAASKAoFcmVzZXQYBSABKAsyFy5sbG1vcmNoLnYxLlN0cmVhbVJlc2V0SABCBwoFZXZlbnQiHQoLU3RyZWFtUmVzZXQSDgoGcmVhc29uGAEgASgJIicKEUdldFJlcXVlc3RSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiKgoUQ2FuY2VsUmVxdWVzdFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSKEAQoVQ2FuY2VsUmVxdWVzdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkubGxtb3JjaC52MS5SZXF1ZXN0U3RhdHVzEiwKBnJlc3VsdBgDIAEoCzIcLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZSKsAQoSR2V0UmVxdWVzdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkubGxtb3JjaC52MS5SZXF1ZXN0U3RhdHVzEiwKBnJlc3VsdBgDIAEoCzIcLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRISCgplcnJvcl9jb2RlGAQgASgJEhUKDWVycm9yX21lc3NhZ2UYBSABKAkiPgoRTGlzdE1vZGVsc1JlcXVlc3QSKQoKbW9kZWxfdHlwZRgBIAEoDjIVLmxsbW9yY2gudjEuTW9kZWxUeXBlIjcKEkxpc3RNb2RlbHNSZXNwb25zZRIhCgZtb2RlbHMYASADKAsyES5sbG1vcmNoLnYxLk1vZGVsIsMCCgVNb2RlbBIQCghtb2RlbF9pZBgBIAEoCRISCgptb2RlbF9uYW1lGAIgASgJEikKCm1vZGVsX3R5cGUYAyABKA4yFS5sbG1vcmNoLnYxLk1vZGVsVHlwZRIQCghwcmlvcml0eRgEIAEoBRISCgppc19kZWZhdWx0GAUgASgIEhUKDWNvbnRleHRfbGltaXQYBiABKAUSLwoNaGFyZHdhcmVfdHlwZRgHIAEoDjIYLmxsbW9yY2gudjEuSGFyZHdhcmVUeXBlEicKBmhlYWx0aBgIIAEoDjIXLmxsbW9yY2gudjEuSGVhbHRoU3RhdGUSEQoJaW5fZmxpZ2h0GAkgASgFEhAKCGNhcGFjaXR5GAogASgFEhMKC3F1ZXVlX2RlcHRoGAsgASgDEhgKEHNlcnZpbmdfcmVwbGljYXMYDCABKAUiHQoMRW1iZWRSZXF1ZXN0Eg0KBXRleHRzGAEgAygJIjAKCUVtYmVkZGluZxIOCgZ2YWx1ZXMYASADKAISEwoLdG9rZW5fY291bnQYAiABKAUiTAoNRW1iZWRSZXNwb25zZRIpCgplbWJlZGRpbmdzGAEgAygLMhUubGxtb3JjaC52MS5FbWJlZGRpbmcSEAoIbW9kZWxfaWQYAiABKAkqbAoORmFsbGJhY2tQb2xpY3kSHwobRkFMTEJBQ0tfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHAoYRkFMTEJBQ0tfUE9MSUNZX0NPTlRJTlVFEAESGwoXRkFMTEJBQ0tfUE9MSUNZX1JFU1RBUlQQAip3ChBEaXNjb25uZWN0UG9saWN5EiEKHURJU0NPTk5FQ1RfUE9MSUNZX1VOU1BFQ0lGSUVEEAASIgoeRElTQ09OTkVDVF9QT0xJQ1lfS0VFUF9SVU5OSU5HEAESHAoYRElTQ09OTkVDVF9QT0xJQ1lfQ0FOQ0VMEAIqogEKDVJlcXVlc3RTdGF0dXMSHgoaUkVRVUVTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZSRVFVRVNUX1NUQVRVU19SVU5OSU5HEAESHAoYUkVRVUVTVF9TVEFUVVNfQ09NUExFVEVEEAISGQoVUkVRVUVTVF9TVEFUVVNfRkFJTEVEEAMSHAoYUkVRVUVTVF9TVEFUVVNfQ0FOQ0VMTEVEEAQy+QMKE09yY2hlc3RyYXRvclNlcnZpY2USRQoIR2VuZXJhdGUSGy5sbG1vcmNoLnYxLkdlbmVyYXRlUmVxdWVzdBocLmxsbW9yY2gudjEuR2VuZXJhdGVSZXNwb25zZRJZCg5HZW5lcmF0ZVN0cmVhbRIhLmxsbW9yY2gudjEuR2VuZXJhdGVTdHJlYW1SZXF1ZXN0GiIubGxtb3JjaC52MS5HZW5lcmF0ZVN0cmVhbVJlc3BvbnNlMAESUAoKR2V0UmVxdWVzdBIdLmxsbW9yY2gudjEuR2V0UmVxdWVzdFJlcXVlc3QaHi5sbG1vcmNoLnYxLkdldFJlcXVlc3RSZXNwb25zZSIDkAIBElkKDUNhbmNlbFJlcXVlc3QSIC5sbG1vcmNoLnYxLkNhbmNlbFJlcXVlc3RSZXF1ZXN0GiEubGxtb3JjaC52MS5DYW5jZWxSZXF1ZXN0UmVzcG9uc2UiA5ACAhJQCgpMaXN0TW9kZWxzEh0ubGxtb3JjaC52MS5MaXN0TW9kZWxzUmVxdWVzdBoeLmxsbW9yY2gudjEuTGlzdE1vZGVsc1Jlc3BvbnNlIgOQAgESQQoFRW1iZWQSGC5sbG1vcmNoLnYxLkVtYmVkUmVxdWVzdBoZLmxsbW9yY2gudjEuRW1iZWRSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_llmorch_v1_types]);
 
 /**
  * GenerateRequest is one question to the platform.
@@ -63,6 +63,22 @@ export type GenerateRequest = Message<"llmorch.v1.GenerateRequest"> & {
    * @generated from field: llmorch.v1.RagOptions rag = 6;
    */
   rag?: RagOptions | undefined;
+
+  /**
+   * fallback says what happens to text already generated when the model fails and another one takes over;
+   * UNSPECIFIED means CONTINUE.
+   *
+   * @generated from field: llmorch.v1.FallbackPolicy fallback = 7;
+   */
+  fallback: FallbackPolicy;
+
+  /**
+   * on_disconnect says what a client that goes away before the answer is complete does to the request;
+   * UNSPECIFIED means KEEP_RUNNING. It is not part of what makes two requests "the same" (request_id).
+   *
+   * @generated from field: llmorch.v1.DisconnectPolicy on_disconnect = 8;
+   */
+  onDisconnect: DisconnectPolicy;
 };
 
 /**
@@ -137,7 +153,8 @@ export const GenerateStreamRequestSchema: GenMessage<GenerateStreamRequest> = /*
   messageDesc(file_llmorch_v1_orchestrator, 2);
 
 /**
- * ModelSelected reports the router's choice; after a fallback a new one arrives and earlier deltas are void.
+ * ModelSelected reports the router's choice; after a fallback a new one arrives. Earlier deltas stay valid unless
+ * a reset event follows.
  *
  * @generated from message llmorch.v1.ModelSelected
  */
@@ -213,6 +230,14 @@ export type GenerateStreamResponse = Message<"llmorch.v1.GenerateStreamResponse"
      */
     value: GenerateResponse;
     case: "completed";
+  } | {
+    /**
+     * reset says: discard every delta received so far; the deltas that follow spell the answer from its start.
+     *
+     * @generated from field: llmorch.v1.StreamReset reset = 5;
+     */
+    value: StreamReset;
+    case: "reset";
   } | { case: undefined; value?: undefined };
 };
 
@@ -222,6 +247,27 @@ export type GenerateStreamResponse = Message<"llmorch.v1.GenerateStreamResponse"
  */
 export const GenerateStreamResponseSchema: GenMessage<GenerateStreamResponse> = /*@__PURE__*/
   messageDesc(file_llmorch_v1_orchestrator, 4);
+
+/**
+ * StreamReset tells a streaming client to discard the text it has received.
+ *
+ * @generated from message llmorch.v1.StreamReset
+ */
+export type StreamReset = Message<"llmorch.v1.StreamReset"> & {
+  /**
+   * reason says why, e.g. "fallback to gemma3-270m restarts the answer".
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message llmorch.v1.StreamReset.
+ * Use `create(StreamResetSchema)` to create a new message.
+ */
+export const StreamResetSchema: GenMessage<StreamReset> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 5);
 
 /**
  * GetRequestRequest names an earlier request.
@@ -242,7 +288,64 @@ export type GetRequestRequest = Message<"llmorch.v1.GetRequestRequest"> & {
  * Use `create(GetRequestRequestSchema)` to create a new message.
  */
 export const GetRequestRequestSchema: GenMessage<GetRequestRequest> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 5);
+  messageDesc(file_llmorch_v1_orchestrator, 6);
+
+/**
+ * CancelRequestRequest names the request to cancel.
+ *
+ * @generated from message llmorch.v1.CancelRequestRequest
+ */
+export type CancelRequestRequest = Message<"llmorch.v1.CancelRequestRequest"> & {
+  /**
+   * request_id is the request's id; at most 128 characters of [A-Za-z0-9._:-].
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message llmorch.v1.CancelRequestRequest.
+ * Use `create(CancelRequestRequestSchema)` to create a new message.
+ */
+export const CancelRequestRequestSchema: GenMessage<CancelRequestRequest> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 7);
+
+/**
+ * CancelRequestResponse is the request's state once the cancellation has taken effect.
+ *
+ * @generated from message llmorch.v1.CancelRequestResponse
+ */
+export type CancelRequestResponse = Message<"llmorch.v1.CancelRequestResponse"> & {
+  /**
+   * request_id echoes the request.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * status is CANCELLED when this call stopped it, or the status it had already ended with.
+   *
+   * @generated from field: llmorch.v1.RequestStatus status = 2;
+   */
+  status: RequestStatus;
+
+  /**
+   * result holds the text generated until the request ended (finish_reason CANCELLED when this call stopped it);
+   * unset when it ended with an error.
+   *
+   * @generated from field: llmorch.v1.GenerateResponse result = 3;
+   */
+  result?: GenerateResponse | undefined;
+};
+
+/**
+ * Describes the message llmorch.v1.CancelRequestResponse.
+ * Use `create(CancelRequestResponseSchema)` to create a new message.
+ */
+export const CancelRequestResponseSchema: GenMessage<CancelRequestResponse> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_orchestrator, 8);
 
 /**
  * GetRequestResponse is the state of an earlier request.
@@ -265,7 +368,8 @@ export type GetRequestResponse = Message<"llmorch.v1.GetRequestResponse"> & {
   status: RequestStatus;
 
   /**
-   * result is set when status is COMPLETED.
+   * result is set when status is COMPLETED, and when it is CANCELLED by CancelRequest or a disconnect (then with
+   * the text generated until then and finish_reason CANCELLED).
    *
    * @generated from field: llmorch.v1.GenerateResponse result = 3;
    */
@@ -291,7 +395,7 @@ export type GetRequestResponse = Message<"llmorch.v1.GetRequestResponse"> & {
  * Use `create(GetRequestResponseSchema)` to create a new message.
  */
 export const GetRequestResponseSchema: GenMessage<GetRequestResponse> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 6);
+  messageDesc(file_llmorch_v1_orchestrator, 9);
 
 /**
  * ListModelsRequest filters the model list.
@@ -312,7 +416,7 @@ export type ListModelsRequest = Message<"llmorch.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 7);
+  messageDesc(file_llmorch_v1_orchestrator, 10);
 
 /**
  * ListModelsResponse lists registered models.
@@ -333,7 +437,7 @@ export type ListModelsResponse = Message<"llmorch.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 8);
+  messageDesc(file_llmorch_v1_orchestrator, 11);
 
 /**
  * Model is what a user needs to know about one registered model: what it is, and whether it can serve now.
@@ -434,7 +538,7 @@ export type Model = Message<"llmorch.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 9);
+  messageDesc(file_llmorch_v1_orchestrator, 12);
 
 /**
  * EmbedRequest is a batch of texts to embed.
@@ -456,7 +560,7 @@ export type EmbedRequest = Message<"llmorch.v1.EmbedRequest"> & {
  * Use `create(EmbedRequestSchema)` to create a new message.
  */
 export const EmbedRequestSchema: GenMessage<EmbedRequest> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 10);
+  messageDesc(file_llmorch_v1_orchestrator, 13);
 
 /**
  * Embedding is one text's vector.
@@ -484,7 +588,7 @@ export type Embedding = Message<"llmorch.v1.Embedding"> & {
  * Use `create(EmbeddingSchema)` to create a new message.
  */
 export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 11);
+  messageDesc(file_llmorch_v1_orchestrator, 14);
 
 /**
  * EmbedResponse holds one embedding per input text, in order.
@@ -512,7 +616,77 @@ export type EmbedResponse = Message<"llmorch.v1.EmbedResponse"> & {
  * Use `create(EmbedResponseSchema)` to create a new message.
  */
 export const EmbedResponseSchema: GenMessage<EmbedResponse> = /*@__PURE__*/
-  messageDesc(file_llmorch_v1_orchestrator, 12);
+  messageDesc(file_llmorch_v1_orchestrator, 15);
+
+/**
+ * FallbackPolicy chooses how a fallback model treats the answer's text generated so far.
+ *
+ * @generated from enum llmorch.v1.FallbackPolicy
+ */
+export enum FallbackPolicy {
+  /**
+   * FALLBACK_POLICY_UNSPECIFIED is FALLBACK_POLICY_CONTINUE.
+   *
+   * @generated from enum value: FALLBACK_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * FALLBACK_POLICY_CONTINUE: the next model continues the text already generated (given to it as the start of
+   * its answer), so a streaming client sees only a pause. When that text does not fit the next model's context,
+   * the request restarts as with RESTART. Provenance.parts records what happened.
+   *
+   * @generated from enum value: FALLBACK_POLICY_CONTINUE = 1;
+   */
+  CONTINUE = 1,
+
+  /**
+   * FALLBACK_POLICY_RESTART: the next model starts the answer over; a streaming client gets a reset event first.
+   *
+   * @generated from enum value: FALLBACK_POLICY_RESTART = 2;
+   */
+  RESTART = 2,
+}
+
+/**
+ * Describes the enum llmorch.v1.FallbackPolicy.
+ */
+export const FallbackPolicySchema: GenEnum<FallbackPolicy> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_orchestrator, 0);
+
+/**
+ * DisconnectPolicy chooses what a client disconnect (or a deadline) does to its request.
+ *
+ * @generated from enum llmorch.v1.DisconnectPolicy
+ */
+export enum DisconnectPolicy {
+  /**
+   * DISCONNECT_POLICY_UNSPECIFIED is DISCONNECT_POLICY_KEEP_RUNNING.
+   *
+   * @generated from enum value: DISCONNECT_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * DISCONNECT_POLICY_KEEP_RUNNING: the request runs to its end; reattach with the same request_id or GetRequest.
+   *
+   * @generated from enum value: DISCONNECT_POLICY_KEEP_RUNNING = 1;
+   */
+  KEEP_RUNNING = 1,
+
+  /**
+   * DISCONNECT_POLICY_CANCEL: the request is cancelled as by CancelRequest, freeing the model.
+   *
+   * @generated from enum value: DISCONNECT_POLICY_CANCEL = 2;
+   */
+  CANCEL = 2,
+}
+
+/**
+ * Describes the enum llmorch.v1.DisconnectPolicy.
+ */
+export const DisconnectPolicySchema: GenEnum<DisconnectPolicy> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_orchestrator, 1);
 
 /**
  * RequestStatus is the lifecycle state of a request's workflow.
@@ -560,7 +734,7 @@ export enum RequestStatus {
  * Describes the enum llmorch.v1.RequestStatus.
  */
 export const RequestStatusSchema: GenEnum<RequestStatus> = /*@__PURE__*/
-  enumDesc(file_llmorch_v1_orchestrator, 0);
+  enumDesc(file_llmorch_v1_orchestrator, 2);
 
 /**
  * OrchestratorService is the public API for models: every call to Generate runs one durable Temporal workflow;
@@ -584,6 +758,8 @@ export const OrchestratorService: GenService<{
   },
   /**
    * GenerateStream answers one request and streams events: the selected model, text deltas, then the final response.
+   * The deltas since the last reset event, joined, always equal completed.text: a retried or resumed generation
+   * continues where the stream stopped, and text a client must discard is announced by a reset event.
    *
    * @generated from rpc llmorch.v1.OrchestratorService.GenerateStream
    */
@@ -601,6 +777,19 @@ export const OrchestratorService: GenService<{
     methodKind: "unary";
     input: typeof GetRequestRequestSchema;
     output: typeof GetRequestResponseSchema;
+  },
+  /**
+   * CancelRequest cancels a running request: its generation stops, the model's context is freed, and the request
+   * ends CANCELLED with the text generated until then (GetRequest shows it). It returns once the request has
+   * ended. Cancelling a request that already ended changes nothing and returns its status.
+   * Errors: INVALID_ARGUMENT (malformed request_id), NOT_FOUND (no such request), DEADLINE_EXCEEDED.
+   *
+   * @generated from rpc llmorch.v1.OrchestratorService.CancelRequest
+   */
+  cancelRequest: {
+    methodKind: "unary";
+    input: typeof CancelRequestRequestSchema;
+    output: typeof CancelRequestResponseSchema;
   },
   /**
    * ListModels lists the registered models with their live health and load.

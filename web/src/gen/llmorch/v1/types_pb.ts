@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmorch/v1/types.proto.
  */
 export const file_llmorch_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChZsbG1vcmNoL3YxL3R5cGVzLnByb3RvEgpsbG1vcmNoLnYxIiwKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCSLaAQoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoBUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgCSAGIAQESEgoFdG9wX3AYAyABKAJIAogBARIMCgRzdG9wGAQgAygJEhEKBHNlZWQYBSABKANIA4gBARIbCg5yZXBlYXRfcGVuYWx0eRgGIAEoAkgEiAEBQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCBwoFX3NlZWRCEQoPX3JlcGVhdF9wZW5hbHR5Ii8KClJhZ09wdGlvbnMSEgoKY29sbGVjdGlvbhgBIAEoCRINCgV0b3BfaxgCIAEoBSI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgFEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgFIkkKCENpdGF0aW9uEhAKCGNodW5rX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRINCgVzY29yZRgDIAEoAhIMCgR0ZXh0GAQgASgJIn8KB1RpbWluZ3MSFQoNcXVldWVfd2FpdF9tcxgBIAEoARIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAIgASgBEhUKDWdlbmVyYXRpb25fbXMYAyABKAESFAoMcmV0cmlldmFsX21zGAQgASgBEhAKCHRvdGFsX21zGAUgASgBIiwKCEZhbGxiYWNrEhAKCG1vZGVsX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSL3AQoKUHJvdmVuYW5jZRIQCghtb2RlbF9pZBgBIAEoCRIYChBzZWxlY3Rpb25fcmVhc29uGAIgASgJEicKCWZhbGxiYWNrcxgDIAMoCzIULmxsbW9yY2gudjEuRmFsbGJhY2sSIAoFdXNhZ2UYBCABKAsyES5sbG1vcmNoLnYxLlVzYWdlEiQKB3RpbWluZ3MYBSABKAsyEy5sbG1vcmNoLnYxLlRpbWluZ3MSJwoJY2l0YXRpb25zGAYgAygLMhQubGxtb3JjaC52MS5DaXRhdGlvbhITCgt3b3JrZmxvd19pZBgHIAEoCRIOCgZydW5faWQYCCABKAkqVQoJTW9kZWxUeXBlEhoKFk1PREVMX1RZUEVfVU5TUEVDSUZJRUQQABISCg5NT0RFTF9UWVBFX0xMTRABEhgKFE1PREVMX1RZUEVfRU1CRURESU5HEAIqWwoMSGFyZHdhcmVUeXBlEh0KGUhBUkRXQVJFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFIQVJEV0FSRV9UWVBFX0NQVRABEhUKEUhBUkRXQVJFX1RZUEVfR1BVEAIqYwoLSGVhbHRoU3RhdGUSHAoYSEVBTFRIX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUSEVBTFRIX1NUQVRFX1NFUlZJTkcQARIcChhIRUFMVEhfU1RBVEVfTk9UX1NFUlZJTkcQAip8CgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQA2IGcHJvdG8z");
+  fileDesc("ChZsbG1vcmNoL3YxL3R5cGVzLnByb3RvEgpsbG1vcmNoLnYxIiwKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCSLaAQoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoBUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgCSAGIAQESEgoFdG9wX3AYAyABKAJIAogBARIMCgRzdG9wGAQgAygJEhEKBHNlZWQYBSABKANIA4gBARIbCg5yZXBlYXRfcGVuYWx0eRgGIAEoAkgEiAEBQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCBwoFX3NlZWRCEQoPX3JlcGVhdF9wZW5hbHR5Ii8KClJhZ09wdGlvbnMSEgoKY29sbGVjdGlvbhgBIAEoCRINCgV0b3BfaxgCIAEoBSI5CgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgFEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgFIkkKCENpdGF0aW9uEhAKCGNodW5rX2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRINCgVzY29yZRgDIAEoAhIMCgR0ZXh0GAQgASgJIn8KB1RpbWluZ3MSFQoNcXVldWVfd2FpdF9tcxgBIAEoARIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAIgASgBEhUKDWdlbmVyYXRpb25fbXMYAyABKAESFAoMcmV0cmlldmFsX21zGAQgASgBEhAKCHRvdGFsX21zGAUgASgBIiwKCEZhbGxiYWNrEhAKCG1vZGVsX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKiAgoKUHJvdmVuYW5jZRIQCghtb2RlbF9pZBgBIAEoCRIYChBzZWxlY3Rpb25fcmVhc29uGAIgASgJEicKCWZhbGxiYWNrcxgDIAMoCzIULmxsbW9yY2gudjEuRmFsbGJhY2sSIAoFdXNhZ2UYBCABKAsyES5sbG1vcmNoLnYxLlVzYWdlEiQKB3RpbWluZ3MYBSABKAsyEy5sbG1vcmNoLnYxLlRpbWluZ3MSJwoJY2l0YXRpb25zGAYgAygLMhQubGxtb3JjaC52MS5DaXRhdGlvbhITCgt3b3JrZmxvd19pZBgHIAEoCRIOCgZydW5faWQYCCABKAkSKQoFcGFydHMYCSADKAsyGi5sbG1vcmNoLnYxLkdlbmVyYXRpb25QYXJ0IrMBCg5HZW5lcmF0aW9uUGFydBIQCghtb2RlbF9pZBgBIAEoCRIRCglzZWxlY3Rpb24YAiABKAUSEAoIYXR0ZW1wdHMYAyABKAUSGQoRcmVzdW1lZF9hdF90b2tlbnMYBCABKAUSGAoQZ2VuZXJhdGVkX3Rva2VucxgFIAEoBRIVCg1jYXJyaWVkX2NoYXJzGAYgASgFEg0KBWNoYXJzGAcgASgFEg8KB291dGNvbWUYCCABKAkqVQoJTW9kZWxUeXBlEhoKFk1PREVMX1RZUEVfVU5TUEVDSUZJRUQQABISCg5NT0RFTF9UWVBFX0xMTRABEhgKFE1PREVMX1RZUEVfRU1CRURESU5HEAIqWwoMSGFyZHdhcmVUeXBlEh0KGUhBUkRXQVJFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFIQVJEV0FSRV9UWVBFX0NQVRABEhUKEUhBUkRXQVJFX1RZUEVfR1BVEAIqYwoLSGVhbHRoU3RhdGUSHAoYSEVBTFRIX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUSEVBTFRIX1NUQVRFX1NFUlZJTkcQARIcChhIRUFMVEhfU1RBVEVfTk9UX1NFUlZJTkcQAip8CgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQA2IGcHJvdG8z");
 
 /**
  * ChatMessage is one turn of a conversation.
@@ -332,6 +332,14 @@ export type Provenance = Message<"llmorch.v1.Provenance"> & {
    * @generated from field: string run_id = 8;
    */
   runId: string;
+
+  /**
+   * parts lists, in order, each model's share of the answer: one part without failures; a failed model's part
+   * followed by the next model's after a fallback. The text of the kept parts, joined, is the answer.
+   *
+   * @generated from field: repeated llmorch.v1.GenerationPart parts = 9;
+   */
+  parts: GenerationPart[];
 };
 
 /**
@@ -340,6 +348,78 @@ export type Provenance = Message<"llmorch.v1.Provenance"> & {
  */
 export const ProvenanceSchema: GenMessage<Provenance> = /*@__PURE__*/
   messageDesc(file_llmorch_v1_types, 7);
+
+/**
+ * GenerationPart is one model's contribution to an answer.
+ *
+ * @generated from message llmorch.v1.GenerationPart
+ */
+export type GenerationPart = Message<"llmorch.v1.GenerationPart"> & {
+  /**
+   * model_id is the model that generated this part.
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * selection counts router selections for this request, from 1 (ModelSelected.attempt).
+   *
+   * @generated from field: int32 selection = 2;
+   */
+  selection: number;
+
+  /**
+   * attempts is the number of times the generation ran on this model (Temporal activity attempts); 0 when unknown.
+   *
+   * @generated from field: int32 attempts = 3;
+   */
+  attempts: number;
+
+  /**
+   * resumed_at_tokens is the number of this model's own tokens its last attempt continued from (recorded while
+   * streaming), 0 for a fresh start: a retry on another replica, or the same one restarted, resumes there.
+   *
+   * @generated from field: int32 resumed_at_tokens = 4;
+   */
+  resumedAtTokens: number;
+
+  /**
+   * generated_tokens is what the replica of the last attempt generated itself, after resumed_at_tokens.
+   *
+   * @generated from field: int32 generated_tokens = 5;
+   */
+  generatedTokens: number;
+
+  /**
+   * carried_chars is the length of the answer text this part started from: text of earlier parts continued after
+   * a fallback (FALLBACK_POLICY_CONTINUE); 0 when the part starts the answer.
+   *
+   * @generated from field: int32 carried_chars = 6;
+   */
+  carriedChars: number;
+
+  /**
+   * chars is the length of the text this part added to the answer.
+   *
+   * @generated from field: int32 chars = 7;
+   */
+  chars: number;
+
+  /**
+   * outcome is "completed", "cancelled", "discarded (restart)" or "failed: <reason>".
+   *
+   * @generated from field: string outcome = 8;
+   */
+  outcome: string;
+};
+
+/**
+ * Describes the message llmorch.v1.GenerationPart.
+ * Use `create(GenerationPartSchema)` to create a new message.
+ */
+export const GenerationPartSchema: GenMessage<GenerationPart> = /*@__PURE__*/
+  messageDesc(file_llmorch_v1_types, 8);
 
 /**
  * ModelType says what kind of work a registered model serves.

@@ -1,0 +1,114 @@
+"""What the generation lifecycle (ADR 0010) adds to each request's workflow history, measured on recorded histories.
+
+python -m tools.bench.history_cost [HISTORY.json ...]   (default: tests/workflow/histories/inference_*.json)
+
+For every payload in a history it strips the fields the lifecycle added (token ids and positions on stream signals,
+the stream epoch, the continuation prefix, the provenance parts, ...) and re-encodes it the way the SDK's JSON
+converter does; the difference, plus the patch marker, is the extra cost. No server is needed.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+
+ROOT = Path(__file__).resolve().parents[2]
+HISTORIES = ROOT / "tests" / "workflow" / "histories"
+LIFECYCLE_FIELDS = frozenset(
+    {
+        "token_ids",
+        "start",
+        "assistant_prefix",
+        "resumed_tokens",
+        "activity_attempts",
+        "parts",
+        "epoch",
+        "reset",
+        "reset_reason",
+        "on_fallback",
+    }
+)
+PATCH_MARKER = "core_patch"
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in LIFECYCLE_FIELDS}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def payload_extra(payload: Payload) -> int:
+    """Bytes of this JSON payload that the lifecycle fields take."""
+    if payload.metadata.get("encoding") != b"json/plain":
+        return 0
+    value = json.loads(payload.data)
+    return len(payload.data) - len(json.dumps(_strip(value), separators=(",", ":")).encode())
+
+
+def _payloads(message: Any) -> list[Payload]:
+    """Every Payload inside a history event, wherever it sits (single, repeated or map fields)."""
+    found: list[Payload] = []
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        if isinstance(value, Payload):
+            items: list[Any] = [value]
+        elif hasattr(value, "ListFields"):
+            items = [value]
+        elif hasattr(value, "values"):  # map field
+            items = list(value.values())
+        else:  # repeated field
+            items = list(value)
+        for item in items:
+            if isinstance(item, Payload):
+                found.append(item)
+            elif hasattr(item, "ListFields"):
+                found.extend(_payloads(item))
+    return found
+
+
+def measure(path: Path) -> dict[str, Any]:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    total = extra = signals = signal_extra = 0
+    for event in history.events:
+        size = event.ByteSize()
+        total += size
+        marker = event.marker_recorded_event_attributes.marker_name
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and marker == PATCH_MARKER:
+            extra += size
+            continue
+        added = sum(payload_extra(p) for p in _payloads(event))
+        extra += added
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            signals += 1
+            signal_extra += added
+    return {
+        "history": path.stem,
+        "events": len(history.events),
+        "bytes": total,
+        "lifecycle_bytes": extra,
+        "share": extra / total if total else 0.0,
+        "stream_signals": signals,
+        "bytes_per_signal": signal_extra / signals if signals else 0.0,
+    }
+
+
+def main(argv: list[str]) -> None:
+    paths = [Path(a) for a in argv] or sorted(HISTORIES.glob("inference_*.json"))
+    print(f"{'history':32} {'events':>6} {'bytes':>8} {'lifecycle':>9} {'share':>6} {'signals':>7} {'B/signal':>8}")
+    for path in paths:
+        row = measure(path)
+        print(
+            f"{row['history']:32} {row['events']:>6} {row['bytes']:>8} {row['lifecycle_bytes']:>9} "
+            f"{row['share']:>6.1%} {row['stream_signals']:>7} {row['bytes_per_signal']:>8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
