@@ -2,12 +2,18 @@
 
 Order (seed §7): the user's model if healthy; the default; the highest priority; the first available.
 A model at capacity is skipped (seed §8); when every healthy model is full, the request queues on the best one.
+Capacity comes from facts that cannot drift: in-flight counts the replicas heartbeat (expired after a short TTL by
+the registry) and a queue backlog only while its age or growth shows that tasks really wait.
 """
 
 from dataclasses import dataclass
 
 from llmorch_common.errors import PlatformError, not_found, unavailable
 from orchestrator_svc.inference.contracts import ModelChoice
+
+# A backlog whose oldest task has waited this long is real queueing, whatever the counters say. Shorter waits are
+# the normal hand-off between a task's add and its dispatch, which in-flight counts already cover.
+WAITING_AGE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -19,13 +25,25 @@ class Candidate:
     healthy: bool
     in_flight: int
     capacity: int  # max_concurrency x serving replicas
-    backlog: int  # tasks waiting on the model's queue
+    backlog: int  # Temporal's approximate count of tasks waiting on the model's queue
     context_limit: int
     registration_order: int
+    backlog_age_s: float = 0.0  # age of the oldest waiting task, as Temporal reports it
+    backlog_add_rate: float = 0.0  # tasks added to the queue per second, recently
+    backlog_dispatch_rate: float = 0.0  # tasks dispatched from it per second, recently
+
+    @property
+    def waiting(self) -> bool:
+        """Tasks really wait on the queue. The approximate count alone can stay above zero for good (a task lost
+        with a killed worker), and read as "full" it starved the default model; a real wait has an age that grows,
+        or more tasks arriving than leaving."""
+        if self.backlog <= 0 or self.backlog_age_s <= 0:
+            return False
+        return self.backlog_age_s >= WAITING_AGE_S or self.backlog_add_rate > self.backlog_dispatch_rate
 
     @property
     def full(self) -> bool:
-        return self.backlog > 0 or self.in_flight >= self.capacity
+        return self.in_flight >= self.capacity or self.waiting
 
 
 def select(candidates: list[Candidate], requested: str, excluded: frozenset[str]) -> ModelChoice:
