@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench gen lint check-gen browser api-baseline
+.PHONY: setup demo up down status test bench gen lint check-gen browser postgres api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -30,6 +30,10 @@ $(WEB_STAMP): web/package-lock.json
 browser:
 	tools/install_browser.sh
 
+# Debian's PostgreSQL binaries: the registry's shared database in the tests and in `make up REPLICAS=2`.
+postgres:
+	tools/install_postgres.sh
+
 demo: setup
 	$(PY) -m tools.launcher demo
 
@@ -44,7 +48,7 @@ status:
 	$(PY) -m tools.launcher status
 
 # Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
-test: setup browser lint
+test: setup browser postgres lint
 	$(PY) -m pytest -q -rs
 
 bench: setup

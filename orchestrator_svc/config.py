@@ -35,7 +35,18 @@ class OrchestratorSettings(BaseSettings):
     temporal_address: str = Field(TEMPORAL_ADDRESS, description="Temporal frontend host:port")
     temporal_namespace: str = Field(TEMPORAL_NAMESPACE, description="Temporal namespace")
     task_queue: str = Field(ORCHESTRATOR_TASK_QUEUE, description="Queue of workflows and control-plane activities")
-    registry_db: Path = Field(Path("data/registry.db"), description="SQLite file of the model registry")
+    database_url: str = Field(
+        "sqlite:///data/registry.db",
+        pattern=r"^(sqlite:///|postgres(ql)?://)",
+        description="The registry's database: sqlite:///relative/file.db or sqlite:////absolute/file.db for one API "
+        "replica, postgresql://user:password@host:port/db for several (they share it and follow each other's changes)",
+    )
+    registry_load_ttl_s: float = Field(
+        5.0, gt=0, le=600, description="A replica's in-flight count not renewed by a heartbeat this long reads as 0"
+    )
+    registry_sync_interval_s: float = Field(
+        2.0, gt=0, le=600, description="Bound on how stale this replica's registry cache gets if a notification is lost"
+    )
     registry_stale_after_s: float = Field(
         300.0, gt=0, le=86400, description="A replica down and without heartbeats this long is removed"
     )

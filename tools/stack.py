@@ -9,6 +9,7 @@ stack, restarts a process that dies (with backoff, as Kubernetes would) and stop
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -183,6 +184,97 @@ def validate_envoy(config: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+POSTGRES_USER = "llmorch"
+POSTGRES_DB = "postgres"
+
+
+def postgres_bin(program: str) -> Path:
+    """Debian's PostgreSQL binaries (tools/install_postgres.sh installs them): the newest major version present."""
+    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True):
+        if (bindir / program).exists():
+            return bindir / program
+    found = shutil.which(program)
+    if found is None:
+        raise FileNotFoundError(f"PostgreSQL's {program} is not installed: run tools/install_postgres.sh")
+    return Path(found)
+
+
+def _as_postgres_user(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """PostgreSQL refuses to run as root, and CI runs as root: run it as the package's `postgres` user then."""
+    return ("runuser", "-u", "postgres", "--", *argv) if os.geteuid() == 0 else argv
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A PostgreSQL cluster in `root` (initdb'd once, kept across restarts) with a generated password."""
+
+    root: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def password(self) -> str:
+        return (self.root / "password").read_text().strip()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{POSTGRES_USER}:{self.password}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+
+    def init(self) -> "PostgresCluster":
+        """initdb on first use: a random password (never a default one), scram auth, TCP on loopback only."""
+        if (self.data / "PG_VERSION").exists():
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        password_file = self.root / "password"
+        password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        password_file.chmod(0o600)
+        if os.geteuid() == 0:
+            # The postgres user must reach its directory; the password stays readable by it and root only.
+            for path in (self.root, password_file):
+                shutil.chown(path, "postgres", "postgres")
+            for parent in self.root.parents:
+                if parent.stat().st_mode & 0o001 == 0:
+                    parent.chmod(parent.stat().st_mode | 0o001)  # traverse only, nothing listed or read
+        argv = (
+            str(postgres_bin("initdb")),
+            "-D",
+            str(self.data),
+            "-U",
+            POSTGRES_USER,
+            f"--pwfile={password_file}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        result = subprocess.run(_as_postgres_user(argv), capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr or result.stdout}")
+        return self
+
+    def spec(self, fsync: bool = True) -> ProcessSpec:
+        argv = (
+            str(postgres_bin("postgres")),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            f"fsync={'on' if fsync else 'off'}",
+        )
+        return ProcessSpec(
+            "postgres", _as_postgres_user(argv), tcp_port=self.port, info=f"PostgreSQL 127.0.0.1:{self.port}"
+        )
 
 
 def script_spec(name: str, argv: tuple[str, ...], restart: bool = False) -> ProcessSpec:
@@ -418,7 +510,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
         "ORCH_TEMPORAL_METRICS_PORT": str(ports.worker_sdk_metrics),
         "ORCH_TEMPORAL_ADDRESS": temporal_address,
-        "ORCH_REGISTRY_DB": str(home / "registry.db"),
+        "ORCH_DATABASE_URL": f"sqlite:///{home / 'registry.db'}",
         "ORCH_REGISTRY_ADDRESS": api_target,
         "ORCH_VECTOR_STORE": "lancedb",
         "ORCH_VECTOR_PATH": str(home / "vectors"),

@@ -13,7 +13,9 @@ LONG_LIVED = {"Popen", "create_subprocess_exec", "create_subprocess_shell", "sta
 LONG_LIVED_PREFIXES = ("exec", "spawn", "posix_spawn")
 # Calls that run a tool to completion (grpcurl, node, helm): allowed, unless they name a process of the stack.
 RUN_TO_COMPLETION = {"run", "call", "check_call", "check_output"}
-STACK_PROGRAMS = re.compile(r"\b(temporal|envoy|model_svc|embed_svc|orchestrator_svc)\b", re.IGNORECASE)
+STACK_PROGRAMS = re.compile(
+    r"\b(temporal|envoy|model_svc|embed_svc|orchestrator_svc|postgres|initdb|pg_ctl)\b", re.IGNORECASE
+)
 
 
 def _name(node: ast.expr) -> str:
