@@ -208,7 +208,14 @@ def test_workloads_run_as_non_root(gpu_docs: list[dict[str, Any]]) -> None:
 def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu_docs: list[dict[str, Any]]) -> None:
     deployments = _by_kind(default_docs, "Deployment")
     api = deployments["llmorch-api"]
-    assert api["spec"]["strategy"]["type"] == "Recreate"  # SQLite registry: one writer
+    # Stateless API replicas on a shared PostgreSQL registry: rolled one at a time, never all down.
+    assert api["spec"]["replicas"] >= 2
+    assert api["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert _by_kind(default_docs, "PodDisruptionBudget")["llmorch-api"]["spec"]["maxUnavailable"] == 1
+    assert _env(api["spec"]["template"]["spec"]["containers"][0])["ORCH_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "llmorch-database", "key": "url"}
+    }
+    assert _by_kind(default_docs, "Service")["llmorch-api-pods"]["spec"]["clusterIP"] == "None"
     (api_container,) = api["spec"]["template"]["spec"]["containers"]
     assert api_container["args"] == ["api"]
     assert _env(api_container)["ORCH_TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc.cluster.local:7233"
@@ -219,6 +226,15 @@ def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu
     (monitor,) = _by_kind(gpu_docs, "ServiceMonitor").values()
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "stats"}
     assert "llmorch-data" in _by_kind(gpu_docs, "PersistentVolumeClaim")
+
+
+def test_single_api_replica_on_sqlite_is_recreated(helm: ModuleType) -> None:
+    """Without a database Secret the registry is SQLite in the pod: one replica, one writer, Recreate, no PDB."""
+    docs = _render(helm, {"database": {"existingSecret": ""}, "orchestrator": {"api": {"replicas": 1}}})
+    api = _by_kind(docs, "Deployment")["llmorch-api"]
+    assert api["spec"]["strategy"]["type"] == "Recreate"
+    assert "ORCH_DATABASE_URL" not in _env(api["spec"]["template"]["spec"]["containers"][0])
+    assert "llmorch-api" not in _by_kind(docs, "PodDisruptionBudget")
 
 
 def test_chart_ports_match_constants(helm: ModuleType) -> None:
@@ -246,8 +262,8 @@ def test_values_schema_rejects_bad_models(helm: ModuleType) -> None:
 def test_helm_envoy_configmap_is_a_valid_envoy_config(default_docs: list[dict[str, Any]], tmp_path: Path) -> None:
     config = _by_kind(default_docs, "ConfigMap")["llmorch-envoy"]["data"]["envoy.yaml"]
     assert "__ORCHESTRATOR_HOST__" not in config
-    assert "address: llmorch-api" in config
-    local = config.replace("address: llmorch-api", "address: 127.0.0.1").replace(
+    assert "address: llmorch-api-pods" in config  # the headless Service: every API pod is an Envoy host
+    local = config.replace("address: llmorch-api-pods", "address: 127.0.0.1").replace(
         "/etc/envoy/web", str(ROOT / "web" / "dist")
     )
     path = tmp_path / "envoy.yaml"

@@ -77,3 +77,13 @@ prometheus.io/path: {{ default "/metrics" .path | quote }}
   value: {{ $v | toString | quote }}
 {{- end }}
 {{- end -}}
+
+
+{{/* ORCH_DATABASE_URL from the Secret, when one is named; otherwise the SQLite default in the pod's data/. */}}
+{{- define "llmorch.databaseEnv" -}}
+{{- with .Values.database.existingSecret }}
+- name: ORCH_DATABASE_URL
+  valueFrom:
+    secretKeyRef: { name: {{ . | quote }}, key: {{ $.Values.database.secretKey | quote }} }
+{{- end }}
+{{- end -}}
