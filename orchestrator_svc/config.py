@@ -68,8 +68,11 @@ class OrchestratorSettings(BaseSettings):
     max_in_flight: int = Field(
         1000, ge=1, le=1_000_000, description="Requests this API replica waits on at once; more get RESOURCE_EXHAUSTED"
     )
-    vector_store: Literal["memory", "sqlite", "lancedb"] = Field(
-        "lancedb", description="memory works only when API and worker share a process (tests)"
+    vector_store: Literal["memory", "sqlite", "lancedb", "postgres"] = Field(
+        "lancedb",
+        description="memory works only when API and worker share a process (tests); sqlite and lancedb need one "
+        "disk for API and workers; postgres keeps vectors and staged documents in database_url, for any number of "
+        "API replicas and workers",
     )
     vector_path: Path = Field(Path("data/vectors"), description="LanceDB directory, or the SQLite file for sqlite")
     staging_db: Path = Field(Path("data/ingestion.db"), description="SQLite file documents wait in during ingestion")

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import aiosqlite
 import psycopg
-from yoyo import get_backend, read_migrations
 
+from orchestrator_svc.database import PgConnection, is_postgres, migrate, sqlite_path
 from orchestrator_svc.registry.records import Hardware, ModelMetadata, ModelType
 
 log = logging.getLogger(__name__)
@@ -79,42 +78,11 @@ class RegistryStore(Protocol):
     async def close(self) -> None: ...
 
 
-def migrate(database_url: str) -> None:
-    """Apply every pending migration (blocking; yoyo holds its own lock while two replicas race)."""
-    backend = get_backend(_yoyo_url(database_url))
-    migrations = read_migrations(str(MIGRATIONS))
-    with backend.lock():
-        backend.apply_migrations(backend.to_apply(migrations))
-
-
-def _yoyo_url(database_url: str) -> str:
-    scheme, rest = database_url.split("://", 1)
-    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else database_url
-
-
-def sqlite_path(database_url: str) -> Path:
-    """`sqlite:///data/registry.db` is relative to the working directory; `sqlite:////abs/file.db` is absolute."""
-    return Path(database_url.removeprefix("sqlite:///"))
-
-
 async def open_store(database_url: str) -> RegistryStore:
-    scheme = urlsplit(database_url).scheme
-    if scheme == "sqlite":
-        sqlite_path(database_url).parent.mkdir(parents=True, exist_ok=True)
-    elif scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"database URL must be sqlite:///… or postgresql://…, not {scheme or database_url!r}")
-    for attempt in range(3):
-        try:
-            await asyncio.to_thread(migrate, database_url)
-            break
-        except Exception as error:  # two replicas creating yoyo's own tables at once: the loser retries
-            if attempt == 2:
-                raise
-            log.warning("migration attempt %d failed (%s); retrying", attempt + 1, error)
-            await asyncio.sleep(0.5 * (attempt + 1))
-    if scheme == "sqlite":
-        return await SqliteStore.open(sqlite_path(database_url))
-    return await PostgresStore.open(database_url)
+    await migrate(database_url, MIGRATIONS)
+    if is_postgres(database_url):
+        return await PostgresStore.open(database_url)
+    return await SqliteStore.open(sqlite_path(database_url))
 
 
 def registration_rows(rows: list[StoredReplica], metadata: ModelMetadata) -> list[StoredReplica]:
@@ -205,30 +173,16 @@ class SqliteStore:
 class PostgresStore:
     def __init__(self, url: str) -> None:
         self._url = url
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()  # one connection: one statement or transaction at a time
+        self._db = PgConnection(url)
 
     @classmethod
     async def open(cls, url: str) -> "PostgresStore":
         store = cls(url)
-        await store._connection()
+        await store.version()
         return store
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
-        return self._conn
-
     async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]]) -> Any:
-        """Run `work` on the connection; a connection lost to a database restart is reopened once."""
-        async with self._lock:
-            try:
-                return await work(await self._connection())
-            except psycopg.OperationalError:
-                if self._conn is not None and not self._conn.broken:
-                    raise
-                log.warning("registry database connection lost; reconnecting")
-                return await work(await self._connection())
+        return await self._db.run(work)
 
     async def version(self) -> int:
         async def read(conn: psycopg.AsyncConnection[Any]) -> int:
@@ -309,5 +263,4 @@ class PostgresStore:
             await asyncio.sleep(LISTEN_RETRY_S)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        await self._db.close()
