@@ -216,6 +216,9 @@ def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu
         "secretKeyRef": {"name": "llmorch-database", "key": "url"}
     }
     assert _by_kind(default_docs, "Service")["llmorch-api-pods"]["spec"]["clusterIP"] == "None"
+    # Retrieval state in the database too (ADR 0011): the default install needs no ReadWriteMany volume.
+    worker_env = _env(deployments["llmorch-worker"]["spec"]["template"]["spec"]["containers"][0])
+    assert worker_env["ORCH_VECTOR_STORE"] == "postgres" and "secretKeyRef" in worker_env["ORCH_DATABASE_URL"]
     (api_container,) = api["spec"]["template"]["spec"]["containers"]
     assert api_container["args"] == ["api"]
     assert _env(api_container)["ORCH_TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc.cluster.local:7233"
