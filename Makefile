@@ -37,8 +37,11 @@ postgres:
 demo: setup
 	$(PY) -m tools.launcher demo
 
-up: setup
-	$(PY) -m tools.launcher up
+# `make up REPLICAS=2`: two API replicas behind Envoy and two orchestrator workers, the registry on a PostgreSQL
+# cluster in data/postgres (Debian's binaries, a free port, a generated password). `make demo` stays single-node.
+REPLICAS ?= 1
+up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
+	LLMORCH_STACK_REPLICAS=$(REPLICAS) $(PY) -m tools.launcher up
 
 down:
 	$(PY) -m tools.launcher down
