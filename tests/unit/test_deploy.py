@@ -300,7 +300,9 @@ def compose() -> dict[str, Any]:
 def test_compose_services_present(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
         "postgresql",
+        "temporal-schema",
         "temporal",
+        "temporal-namespace",
         "temporal-ui",
         "orchestrator-api",
         "orchestrator-worker",
@@ -319,13 +321,30 @@ def test_compose_every_service_is_health_gated(compose: dict[str, Any]) -> None:
         depends = service.get("depends_on", {})
         assert isinstance(depends, dict), f"{name}: depends_on must be the long form with conditions"
         for target, rule in depends.items():
-            assert rule.get("condition") in {"service_healthy", "service_completed_successfully"}, (name, target)
-            assert "healthcheck" in services[target], f"{name} waits on {target}, which has no healthcheck"
+            condition = rule.get("condition")
+            assert condition in {"service_healthy", "service_completed_successfully"}, (name, target)
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits on {target}, which has no healthcheck"
+            else:  # a one-shot job: it must not be restarted forever once done
+                assert str(services[target].get("restart", "no")).startswith(("no", "on-failure")), target
         assert "healthcheck" in service or depends, f"{name} has neither a healthcheck nor a gated depends_on"
 
 
 def _published(service: dict[str, Any]) -> set[str]:
     return {str(p) for p in service.get("ports", [])}
+
+
+def test_compose_registry_shares_temporals_postgres_and_temporal_is_current(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("orchestrator-api", "orchestrator-worker"):
+        env = services[name]["environment"]
+        assert (
+            env["ORCH_DATABASE_URL"].startswith("postgresql://")
+            and "@postgresql:5432/llmorch" in env["ORCH_DATABASE_URL"]
+        )
+        assert env["ORCH_VECTOR_STORE"] == "postgres"
+    version = services["temporal"]["image"].rsplit(":", 1)[1]
+    assert tuple(int(part) for part in version.split(".")[:2]) >= (1, 31)
 
 
 def test_compose_ports_match_constants(compose: dict[str, Any]) -> None:
