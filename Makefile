@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench gen lint check-gen browser postgres api-baseline
+.PHONY: setup demo up down status test bench reliability gen lint check-gen browser postgres api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -57,6 +57,10 @@ test: setup browser postgres lint
 bench: setup
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
+
+# Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
+reliability: setup postgres
+	$(PY) -m tools.reliability --write
 
 gen: setup
 	buf generate
