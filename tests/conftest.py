@@ -1,6 +1,7 @@
 """Shared fixtures, each server started once per session by the stack definition: a real Temporal dev server, and
 PostgreSQL (the registry's shared database) exactly as the multi-replica stack runs it."""
 
+import asyncio
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +29,12 @@ def temporal_address(temporal_server: Child) -> str:
 
 @pytest.fixture(scope="session")
 async def temporal_client(temporal_address: str) -> Client:
+    # The port accepts before the frontend is healthy ("Frontend is not healthy yet"): try again for a while.
+    for _ in range(60):
+        try:
+            return await Client.connect(temporal_address)
+        except RuntimeError:
+            await asyncio.sleep(0.5)
     return await Client.connect(temporal_address)
 
 
