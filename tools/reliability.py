@@ -146,7 +146,7 @@ async def inject_faults(stack: Stack, report: Report, load_s: float) -> None:
     await asyncio.sleep(2)
     await temporal.start()
     report.faults.append(f"{time.monotonic() - started:5.1f} s  Temporal serving again")
-    await at(5 * step, "restart PostgreSQL (SIGTERM, then start)")
+    await at(5 * step, "restart PostgreSQL (fast shutdown, then start on the same data directory)")
     postgres = stack.child("postgres")
     await postgres.terminate(30)
     await postgres.start()

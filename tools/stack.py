@@ -68,6 +68,7 @@ class ProcessSpec:
     tcp_port: int | None = None  # ready once something accepts connections here (no gRPC health)
     restart: bool = True  # a supervised stack restarts it when it dies
     info: str = ""
+    stop_signal: signal.Signals = signal.SIGTERM  # what `stop` sends first (PostgreSQL: SIGINT, its fast shutdown)
 
 
 def temporal_spec(
@@ -202,8 +203,12 @@ def postgres_bin(program: str) -> Path:
 
 
 def _as_postgres_user(argv: tuple[str, ...]) -> tuple[str, ...]:
-    """PostgreSQL refuses to run as root, and CI runs as root: run it as the package's `postgres` user then."""
-    return ("runuser", "-u", "postgres", "--", *argv) if os.geteuid() == 0 else argv
+    """PostgreSQL refuses to run as root, and CI runs as root: run it as the package's `postgres` user then.
+    setpriv execs in place (runuser would stay as a parent and SIGKILL the server on SIGTERM), so the process the
+    stack signals is PostgreSQL itself."""
+    if os.geteuid() != 0:
+        return argv
+    return ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--reset-env", *argv)
 
 
 @dataclass(frozen=True)
@@ -272,8 +277,10 @@ class PostgresCluster:
             "-c",
             f"fsync={'on' if fsync else 'off'}",
         )
+        info = f"PostgreSQL 127.0.0.1:{self.port}"
+        # SIGINT is PostgreSQL's fast shutdown; SIGTERM ("smart") would wait for every client to disconnect.
         return ProcessSpec(
-            "postgres", _as_postgres_user(argv), tcp_port=self.port, info=f"PostgreSQL 127.0.0.1:{self.port}"
+            "postgres", _as_postgres_user(argv), tcp_port=self.port, info=info, stop_signal=signal.SIGINT
         )
 
 
@@ -367,7 +374,7 @@ class Child:
         if self.process is None:
             return None
         if self.alive() and not self.sigterm_sent:
-            self.signal(signal.SIGTERM)
+            self.signal(self.spec.stop_signal)
             self.sigterm_sent = True
         try:
             self.process.wait(timeout_s)
