@@ -251,7 +251,7 @@ def markdown(report: Report, argv: list[str]) -> str:
         "",
         "## Machine",
         "",
-        machine.markdown(described),
+        machine.markdown(described).replace("(`make bench` runs it without flags)", "(`make reliability` runs it)"),
         "",
     ]
     if report.lost:
