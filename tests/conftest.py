@@ -2,6 +2,7 @@
 PostgreSQL (the registry's shared database) exactly as the multi-replica stack runs it."""
 
 import asyncio
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -50,6 +51,7 @@ async def postgres_cluster() -> AsyncIterator[PostgresCluster]:
     await child.start(60)
     yield cluster
     await child.terminate(30)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

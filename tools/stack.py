@@ -686,12 +686,6 @@ class Stack:
         return [f"127.0.0.1:{port}" for port in self.ports.apis[: self.config.api_replicas]]
 
     @property
-    def database_url(self) -> str:
-        if self.config.postgres:
-            return postgres_cluster(self.home, self.ports).url
-        return f"sqlite:///{self.home / 'registry.db'}"
-
-    @property
     def envoy_target(self) -> str:
         return f"127.0.0.1:{self.ports.envoy}"
 
