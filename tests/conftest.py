@@ -40,7 +40,7 @@ async def temporal_client(temporal_address: str) -> Client:
 
 
 @pytest.fixture(scope="session")
-async def postgres_cluster() -> AsyncIterator[PostgresCluster]:
+async def postgres_server() -> AsyncIterator[tuple[PostgresCluster, Child]]:
     """One PostgreSQL for the session (initdb and start take about a second); each test gets its own database.
 
     Under /tmp rather than pytest's tmp_path: PostgreSQL runs as the `postgres` user when the tests run as root,
@@ -49,9 +49,14 @@ async def postgres_cluster() -> AsyncIterator[PostgresCluster]:
     cluster = PostgresCluster(root / "postgres", free_port()).init()
     child = Child(cluster.spec(fsync=False), root / "postgres.log")
     await child.start(60)
-    yield cluster
+    yield cluster, child
     await child.terminate(30)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(postgres_server: tuple[PostgresCluster, Child]) -> PostgresCluster:
+    return postgres_server[0]
 
 
 @pytest.fixture

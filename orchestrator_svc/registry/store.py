@@ -258,7 +258,7 @@ class PostgresStore:
                     await handler(Event("connected"))
                     async for notification in conn.notifies():
                         await handler(Event.parse(notification.payload))
-            except psycopg.OperationalError as error:
+            except Exception as error:  # a restart, a network cut, a sync that failed meanwhile: listen again
                 log.warning("registry notifications lost (%s); listening again", error)
             await asyncio.sleep(LISTEN_RETRY_S)
 

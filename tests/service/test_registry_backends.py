@@ -17,6 +17,7 @@ from helpers import eventually
 from orchestrator_svc.registry.records import Hardware, Health, ModelMetadata, ModelType
 from orchestrator_svc.registry.service import Registry
 from orchestrator_svc.registry.store import open_store
+from tools.stack import Child, PostgresCluster
 
 OpenRegistry = Callable[..., AbstractAsyncContextManager[Registry]]
 
@@ -220,3 +221,28 @@ async def test_a_registry_db_from_before_migrations_is_adopted(tmp_path: Path) -
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_replicas_follow_each_other_across_a_postgres_restart(
+    postgres_url: str, postgres_server: tuple[PostgresCluster, Child]
+) -> None:
+    """The caches keep serving while PostgreSQL restarts; the notification feed reconnects by itself."""
+    _, server = postgres_server
+    one = Registry(await open_store(postgres_url), sync_interval_s=60.0)
+    two = Registry(await open_store(postgres_url), sync_interval_s=60.0)
+    await one.open()
+    await two.open()
+    try:
+        await eventually(lambda: _async(two.events_received["connected"] == 1))
+        await one.register(metadata("before"))
+        await eventually(lambda: _async(two.model_ids() == ["before"]))
+        await server.terminate(30)
+        assert (one.model_ids(), two.model_ids()) == (["before"], ["before"])  # selection never waits on it
+        await server.start(60)
+        await eventually(lambda: _async(two.events_received["connected"] >= 2), timeout_s=30)
+        await one.register(metadata("after", "127.0.0.1:2"))  # its connection broke: reopened once, then written
+        await eventually(lambda: _async(two.model_ids() == ["after", "before"]), timeout_s=30)
+        assert two.events_received["poll"] == 0
+    finally:
+        await one.close()
+        await two.close()
