@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench gen lint check-gen debian api-baseline
+.PHONY: setup demo up down status test bench reliability gen lint check-gen debian postgres api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -33,11 +33,18 @@ DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:pro
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)
 
+# Debian's PostgreSQL binaries: the registry's shared database in the tests and in `make up REPLICAS=2`.
+postgres:
+	tools/install_postgres.sh
+
 demo: setup
 	$(PY) -m tools.launcher demo
 
-up: setup
-	$(PY) -m tools.launcher up
+# `make up REPLICAS=2`: two API replicas behind Envoy and two orchestrator workers, the registry on a PostgreSQL
+# cluster in data/postgres (Debian's binaries, a free port, a generated password). `make demo` stays single-node.
+REPLICAS ?= 1
+up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
+	LLMORCH_STACK_REPLICAS=$(REPLICAS) $(PY) -m tools.launcher up
 
 down:
 	$(PY) -m tools.launcher down
@@ -47,12 +54,16 @@ status:
 	$(PY) -m tools.launcher status
 
 # Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
-test: setup debian lint
+test: setup debian postgres lint
 	$(PY) -m pytest -q -rs --durations=15
 
 bench: setup
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
+
+# Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
+reliability: setup postgres
+	$(PY) -m tools.reliability --write
 
 gen: setup
 	buf generate

@@ -22,6 +22,7 @@ from orchestrator_svc.registry import servicer as registry
 from orchestrator_svc.registry.queue_stats import QueueStats
 from orchestrator_svc.registry.records import ModelType, RegisteredModel
 from orchestrator_svc.registry.service import Registry
+from orchestrator_svc.registry.store import open_store
 from orchestrator_svc.resources import Resources
 from orchestrator_svc.retrieval import servicer as retrieval
 from orchestrator_svc.retrieval.activities import RetrievalActivities
@@ -61,7 +62,14 @@ async def start_api(
     That worker is what makes eager workflow start possible: Temporal hands the first workflow task back in the
     start response, saving a dispatch, and model selection reads the registry in-process instead of over gRPC.
     """
-    model_registry = Registry(settings.registry_db, settings.registry_stale_after_s, QueueStats(client).backlog)
+    queue_stats = QueueStats(client)
+    model_registry = Registry(
+        await open_store(settings.database_url),
+        settings.registry_stale_after_s,
+        queue_stats.backlog,
+        settings.registry_load_ttl_s,
+        settings.registry_sync_interval_s,
+    )
     await model_registry.open()
     service = InferenceService(client, settings, model_registry, resources.store, resources.embeddings)
     retrieval_service = RetrievalService(
@@ -88,7 +96,7 @@ async def start_api(
         async def list_llms() -> list[RegisteredModel]:
             return await model_registry.live_models(ModelType.LLM)
 
-        started.worker = create_worker(client, settings, resources, list_llms)
+        started.worker = create_worker(client, settings, resources, list_llms, queue_stats)
         started._worker_task = asyncio.create_task(started.worker.run())
     await server.start()
     await set_serving(health_servicer, names, True)
@@ -96,9 +104,14 @@ async def start_api(
 
 
 def create_worker(
-    client: Client, settings: OrchestratorSettings, resources: Resources, list_models: ModelLister
+    client: Client,
+    settings: OrchestratorSettings,
+    resources: Resources,
+    list_models: ModelLister,
+    queue_stats: QueueStats | None = None,
 ) -> Worker:
-    selection = SelectionActivities(list_models)
+    """`queue_stats` defaults to stats read on the worker's own client."""
+    selection = SelectionActivities(list_models, (queue_stats or QueueStats(client)).load)
     retrieval_activities = RetrievalActivities(resources.store)
     ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
     return Worker(

@@ -35,7 +35,18 @@ class OrchestratorSettings(BaseSettings):
     temporal_address: str = Field(TEMPORAL_ADDRESS, description="Temporal frontend host:port")
     temporal_namespace: str = Field(TEMPORAL_NAMESPACE, description="Temporal namespace")
     task_queue: str = Field(ORCHESTRATOR_TASK_QUEUE, description="Queue of workflows and control-plane activities")
-    registry_db: Path = Field(Path("data/registry.db"), description="SQLite file of the model registry")
+    database_url: str = Field(
+        "sqlite:///data/registry.db",
+        pattern=r"^(sqlite:///|postgres(ql)?://)",
+        description="The registry's database: sqlite:///relative/file.db or sqlite:////absolute/file.db for one API "
+        "replica, postgresql://user:password@host:port/db for several (they share it and follow each other's changes)",
+    )
+    registry_load_ttl_s: float = Field(
+        5.0, gt=0, le=600, description="A replica's in-flight count not renewed by a heartbeat this long reads as 0"
+    )
+    registry_sync_interval_s: float = Field(
+        2.0, gt=0, le=600, description="Bound on how stale this replica's registry cache gets if a notification is lost"
+    )
     registry_stale_after_s: float = Field(
         300.0, gt=0, le=86400, description="A replica down and without heartbeats this long is removed"
     )
@@ -57,8 +68,11 @@ class OrchestratorSettings(BaseSettings):
     max_in_flight: int = Field(
         1000, ge=1, le=1_000_000, description="Requests this API replica waits on at once; more get RESOURCE_EXHAUSTED"
     )
-    vector_store: Literal["memory", "sqlite", "lancedb"] = Field(
-        "lancedb", description="memory works only when API and worker share a process (tests)"
+    vector_store: Literal["memory", "sqlite", "lancedb", "postgres"] = Field(
+        "lancedb",
+        description="memory works only when API and worker share a process (tests); sqlite and lancedb need one "
+        "disk for API and workers; postgres keeps vectors and staged documents in database_url, for any number of "
+        "API replicas and workers",
     )
     vector_path: Path = Field(Path("data/vectors"), description="LanceDB directory, or the SQLite file for sqlite")
     staging_db: Path = Field(Path("data/ingestion.db"), description="SQLite file documents wait in during ingestion")

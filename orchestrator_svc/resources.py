@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
-from orchestrator_svc.retrieval.staging import Staging
+from orchestrator_svc.retrieval.staging import PostgresStaging, SqliteStaging, Staging
 from orchestrator_svc.retrieval.vectorstore.base import VectorStore
 from orchestrator_svc.retrieval.vectorstore.factory import open_store
 
@@ -17,8 +17,14 @@ class Resources:
 
     @classmethod
     async def open(cls, settings: OrchestratorSettings) -> "Resources":
-        store = await open_store(settings.vector_store, settings.vector_path)
-        return cls(store, await Staging.open(settings.staging_db), EmbeddingClient(settings.embedding_address))
+        """`postgres` keeps vectors and staged documents in the shared database: no pod owns them (ADR 0012)."""
+        store = await open_store(settings.vector_store, settings.vector_path, database_url=settings.database_url)
+        staging: Staging
+        if settings.vector_store == "postgres":
+            staging = await PostgresStaging.open(settings.database_url)
+        else:
+            staging = await SqliteStaging.open(settings.staging_db)
+        return cls(store, staging, EmbeddingClient(settings.embedding_address))
 
     async def close(self) -> None:
         await self.embeddings.close()

@@ -105,7 +105,7 @@ def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
         "metrics_port": 0,
         "worker_metrics_port": 0,
         "task_queue": f"orchestrator-{uuid.uuid4().hex[:8]}",
-        "registry_db": tmp / "registry.db",
+        "database_url": f"sqlite:///{tmp / 'registry.db'}",
         "staging_db": tmp / "staging.db",
         "vector_store": "memory",
         "vector_path": tmp / "vectors",

@@ -7,6 +7,7 @@ the routing, retry, timeout and health-check policy.
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmorch_common.constants import ENVOY_ADMIN_PORT, ENVOY_PORT, ORCHESTRATOR_PORT
@@ -26,8 +27,12 @@ def render(
     admin_port: int = ENVOY_ADMIN_PORT,
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
+    more_orchestrator_ports: Sequence[int] = (),
 ) -> str:
-    """Return envoy.yaml with the given ports, upstream host and console directory (made absolute)."""
+    """Return envoy.yaml with the given ports, upstream host and console directory (made absolute).
+
+    `more_orchestrator_ports` adds API replicas on the same host to the orchestrator cluster: Envoy balances over
+    them and health-checks each, with the template's one policy."""
     web_path = Path(web_dir).resolve()
     values = {
         "listen_port": str(listen_port),
@@ -54,7 +59,20 @@ def render(
     missing = _MARKERS - seen
     if missing:
         raise ValueError(f"{TEMPLATE_PATH} lost its render markers: {sorted(missing)}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_more_endpoints(lines, more_orchestrator_ports)) + "\n"
+
+
+def _more_endpoints(lines: list[str], ports: Sequence[int]) -> list[str]:
+    """Repeat the orchestrator cluster's one `- endpoint:` block (it ends at the @orchestrator_port line) per port."""
+    if not ports:
+        return lines
+    end = next(i for i, line in enumerate(lines) if line.endswith("# @orchestrator_port"))
+    start = max(i for i in range(end) if lines[i].strip() == "- endpoint:")
+    block = lines[start : end + 1]
+    copies = []
+    for port in ports:
+        copies += [*block[:-1], re.sub(r"port_value:\s*\d+", f"port_value: {port}", block[-1])]
+    return [*lines[: end + 1], *copies, *lines[end + 1 :]]
 
 
 def write_config(
@@ -64,11 +82,14 @@ def write_config(
     admin_port: int = ENVOY_ADMIN_PORT,
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
+    more_orchestrator_ports: Sequence[int] = (),
 ) -> Path:
     """Write a rendered config to `path` (parents created) and return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host))
+    target.write_text(
+        render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host, more_orchestrator_ports)
+    )
     return target
 
 

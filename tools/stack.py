@@ -9,6 +9,7 @@ stack, restarts a process that dies (with backoff, as Kubernetes would) and stop
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -70,6 +71,7 @@ class ProcessSpec:
     tcp_port: int | None = None  # ready once something accepts connections here (no gRPC health)
     restart: bool = True  # a supervised stack restarts it when it dies
     info: str = ""
+    stop_signal: signal.Signals = signal.SIGTERM  # what `stop` sends first (PostgreSQL: SIGINT, its fast shutdown)
 
 
 def temporal_spec(
@@ -200,6 +202,103 @@ def prometheus_spec(config: Path, port: int, data: Path) -> ProcessSpec:
     return ProcessSpec("prometheus", argv, tcp_port=port, restart=False)
 
 
+POSTGRES_USER = "llmorch"
+POSTGRES_DB = "postgres"
+
+
+def postgres_bin(program: str) -> Path:
+    """Debian's PostgreSQL binaries (tools/install_postgres.sh installs them): the newest major version present."""
+    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True):
+        if (bindir / program).exists():
+            return bindir / program
+    found = shutil.which(program)
+    if found is None:
+        raise FileNotFoundError(f"PostgreSQL's {program} is not installed: run tools/install_postgres.sh")
+    return Path(found)
+
+
+def _as_postgres_user(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """PostgreSQL refuses to run as root, and CI runs as root: run it as the package's `postgres` user then.
+    setpriv execs in place (runuser would stay as a parent and SIGKILL the server on SIGTERM), so the process the
+    stack signals is PostgreSQL itself."""
+    if os.geteuid() != 0:
+        return argv
+    return ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--reset-env", *argv)
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A PostgreSQL cluster in `root` (initdb'd once, kept across restarts) with a generated password."""
+
+    root: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def password(self) -> str:
+        return (self.root / "password").read_text().strip()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{POSTGRES_USER}:{self.password}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+
+    def init(self) -> "PostgresCluster":
+        """initdb on first use: a random password (never a default one), scram auth, TCP on loopback only."""
+        if (self.data / "PG_VERSION").exists():
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        password_file = self.root / "password"
+        password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        password_file.chmod(0o600)
+        if os.geteuid() == 0:
+            # The postgres user must reach its directory; the password stays readable by it and root only.
+            for path in (self.root, password_file):
+                shutil.chown(path, "postgres", "postgres")
+            for parent in self.root.parents:
+                if parent.stat().st_mode & 0o001 == 0:
+                    parent.chmod(parent.stat().st_mode | 0o001)  # traverse only, nothing listed or read
+        argv = (
+            str(postgres_bin("initdb")),
+            "-D",
+            str(self.data),
+            "-U",
+            POSTGRES_USER,
+            f"--pwfile={password_file}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        result = subprocess.run(_as_postgres_user(argv), capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr or result.stdout}")
+        return self
+
+    def spec(self, fsync: bool = True) -> ProcessSpec:
+        argv = (
+            str(postgres_bin("postgres")),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            f"fsync={'on' if fsync else 'off'}",
+        )
+        info = f"PostgreSQL 127.0.0.1:{self.port}"
+        # SIGINT is PostgreSQL's fast shutdown; SIGTERM ("smart") would wait for every client to disconnect.
+        return ProcessSpec(
+            "postgres", _as_postgres_user(argv), tcp_port=self.port, info=info, stop_signal=signal.SIGINT
+        )
+
+
 def script_spec(name: str, argv: tuple[str, ...], restart: bool = False) -> ProcessSpec:
     """A helper process beside a stack (a test's fake upstream, a profiler): started and stopped like the rest."""
     return ProcessSpec(name, argv, restart=restart)
@@ -290,7 +389,7 @@ class Child:
         if self.process is None:
             return None
         if self.alive() and not self.sigterm_sent:
-            self.signal(signal.SIGTERM)
+            self.signal(self.spec.stop_signal)
             self.sigterm_sent = True
         try:
             self.process.wait(timeout_s)
@@ -354,6 +453,11 @@ class StackConfig:
     embed: bool = True
     envoy: bool = True
     worker: bool = True
+    # Several API replicas behind Envoy and several orchestrator workers share the registry on PostgreSQL (a
+    # cluster the stack initialises in home/postgres); one API replica keeps the embedded SQLite registry.
+    api_replicas: int = 1
+    worker_replicas: int = 1
+    postgres: bool = False
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
@@ -363,6 +467,15 @@ class StackConfig:
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
     stop_grace_s: float = 40.0  # per process, on stop: models drain in-flight generations first
     label: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.api_replicas > 1 and not self.postgres:
+            raise ValueError("several API replicas share the registry: set postgres=True")
+
+
+def replicated(config: StackConfig, replicas: int) -> StackConfig:
+    """The same stack with `replicas` API replicas and workers on a shared PostgreSQL (`make up REPLICAS=2`)."""
+    return replace(config, api_replicas=replicas, worker_replicas=replicas, postgres=replicas > 1 or config.postgres)
 
 
 def fake_stack(
@@ -395,6 +508,28 @@ class Ports:
     envoy_admin: int
     models: tuple[int, ...]
     model_metrics: tuple[int, ...]
+    postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
+    # API replicas and workers after the first (whose ports are above), each with its own ports.
+    more_apis: tuple[int, ...] = ()
+    more_api_metrics: tuple[int, ...] = ()
+    more_worker_metrics: tuple[int, ...] = ()
+    more_worker_sdk_metrics: tuple[int, ...] = ()
+
+    def with_replicas(self, apis: int, workers: int, fixed: bool) -> "Ports":
+        """Ports for the API replicas and workers after the first; fixed ports put API replica i on 50051+i."""
+        extra_apis, extra_workers = range(1, apis), range(1, workers)
+        return replace(
+            self,
+            postgres=free_port(),
+            more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
+            more_api_metrics=tuple(free_port() for _ in extra_apis),
+            more_worker_metrics=tuple(free_port() for _ in extra_workers),
+            more_worker_sdk_metrics=tuple(free_port() for _ in extra_workers),
+        )
+
+    @property
+    def apis(self) -> tuple[int, ...]:
+        return (self.api, *self.more_apis)
 
     @classmethod
     def fixed(cls, replicas: int) -> "Ports":
@@ -417,7 +552,11 @@ class Ports:
 
     @classmethod
     def free(cls, replicas: int) -> "Ports":
-        singles = {name: free_port() for name in cls.__dataclass_fields__ if name not in ("models", "model_metrics")}
+        singles: dict[str, Any] = {
+            name: free_port()
+            for name, spec in cls.__dataclass_fields__.items()
+            if spec.type in (int, "int") and name != "postgres"
+        }
         models = tuple(free_port() for _ in range(replicas))
         return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
 
@@ -432,11 +571,30 @@ def payload_keys(home: Path) -> str:
     return path.read_text().strip()
 
 
+def postgres_cluster(home: Path, ports: Ports) -> PostgresCluster:
+    return PostgresCluster(home / "postgres", ports.postgres)
+
+
+def registry_target(config: StackConfig, ports: Ports) -> str:
+    """Where replicas and workers reach RegistryService: with several API replicas, any of them (gRPC's pick_first
+    moves on to the next address when one dies)."""
+    if config.api_replicas == 1:
+        return f"127.0.0.1:{ports.api}"
+    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports.apis[: config.api_replicas])
+
+
 def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
-    """Every process of the stack, in start order: each one's dependencies come before it."""
+    """Every process of the stack, in start order: each one's dependencies come before it. A PostgreSQL stack
+    initialises its cluster here, once (its password is part of the API's environment)."""
     sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home)}  # every process that reads workflow payloads
     temporal_address = f"127.0.0.1:{ports.temporal}"
-    api_target = f"127.0.0.1:{ports.api}"
+    registry = registry_target(config, ports)
+    specs: list[ProcessSpec] = []
+    database_url = f"sqlite:///{home / 'registry.db'}"
+    if config.postgres:
+        cluster = postgres_cluster(home, ports).init()
+        specs.append(cluster.spec())
+        database_url = cluster.url
     orchestrator_env = {
         "ORCH_HOST": "127.0.0.1",
         "ORCH_PORT": str(ports.api),
@@ -444,8 +602,8 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
         "ORCH_TEMPORAL_METRICS_PORT": str(ports.worker_sdk_metrics),
         "ORCH_TEMPORAL_ADDRESS": temporal_address,
-        "ORCH_REGISTRY_DB": str(home / "registry.db"),
-        "ORCH_REGISTRY_ADDRESS": api_target,
+        "ORCH_DATABASE_URL": database_url,
+        "ORCH_REGISTRY_ADDRESS": registry,
         "ORCH_VECTOR_STORE": "lancedb",
         "ORCH_VECTOR_PATH": str(home / "vectors"),
         "ORCH_STAGING_DB": str(home / "ingestion.db"),
@@ -453,8 +611,20 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         **sealed,
         **dict(config.orchestrator_env),
     }
-    api = orchestrator_spec("api", orchestrator_env, grpc_port=ports.api)
-    specs = [
+
+    def own_data(name: str) -> dict[str, str]:
+        """On PostgreSQL nothing is shared through files (ADR 0012): each replica gets its own data directory, as
+        each pod has its own disk, and vectors and staged documents live in the database."""
+        if not config.postgres:
+            return {}
+        data = home / "replicas" / name
+        return {
+            "ORCH_VECTOR_STORE": "postgres",
+            "ORCH_VECTOR_PATH": str(data / "vectors"),
+            "ORCH_STAGING_DB": str(data / "ingestion.db"),
+        }
+
+    specs.append(
         temporal_spec(
             home,
             ports.temporal,
@@ -464,12 +634,28 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_tuned,
             config.temporal_args,
             config.temporal_in_memory,
-        ),
-        replace(api, info=f"API grpc {api_target}, metrics :{ports.api_metrics}"),
-    ]
+        )
+    )
+    api_ports = list(zip(ports.apis, (ports.api_metrics, *ports.more_api_metrics), strict=True))
+    for index, (port, metrics) in enumerate(api_ports[: config.api_replicas]):
+        name = "api" if index == 0 else f"api-{index}"
+        env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
+        api = orchestrator_spec("api", env, grpc_port=port)
+        specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
     if config.worker:
-        worker = orchestrator_spec("worker", orchestrator_env)
-        specs.append(replace(worker, info=f"worker on {c.ORCHESTRATOR_TASK_QUEUE}, metrics :{ports.worker_metrics}"))
+        worker_ports = list(
+            zip(
+                (ports.worker_metrics, *ports.more_worker_metrics),
+                (ports.worker_sdk_metrics, *ports.more_worker_sdk_metrics),
+                strict=True,
+            )
+        )
+        for index, (metrics, sdk_metrics) in enumerate(worker_ports[: config.worker_replicas]):
+            name = "worker" if index == 0 else f"worker-{index}"
+            env = {**orchestrator_env, **own_data(name), "ORCH_WORKER_METRICS_PORT": str(metrics)}
+            env["ORCH_TEMPORAL_METRICS_PORT"] = str(sdk_metrics)
+            worker = orchestrator_spec("worker", env)
+            specs.append(replace(worker, name=name, info=f"worker on {c.ORCHESTRATOR_TASK_QUEUE}, metrics :{metrics}"))
     slot = 0
     for group in config.models:
         for replica in range(group.replicas):
@@ -478,7 +664,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
                 group.engine,
                 ports.models[slot],
                 temporal_address,
-                api_target,
+                registry,
                 ports.model_metrics[slot],
                 max_concurrency=group.max_concurrency,
                 **dict(group.settings),
@@ -486,10 +672,13 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             specs.append(model_spec(f"model-{group.model_id}-{replica}", {**env, **sealed}))
             slot += 1
     if config.embed:
-        embed = embed_spec(ports.embed, temporal_address, api_target, ports.embed_metrics)
+        embed = embed_spec(ports.embed, temporal_address, registry, ports.embed_metrics)
         specs.append(replace(embed, env={**embed.env, **sealed}))
     if config.envoy:
-        envoy_config = write_config(home / "envoy.yaml", ports.api, ports.envoy, ports.envoy_admin)
+        upstreams = ports.apis[: config.api_replicas]
+        envoy_config = write_config(
+            home / "envoy.yaml", upstreams[0], ports.envoy, ports.envoy_admin, more_orchestrator_ports=upstreams[1:]
+        )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
     return specs
 
@@ -507,7 +696,9 @@ class Stack:
     def __post_init__(self) -> None:
         self.home = self.config.home or Path(tempfile.mkdtemp(prefix="llmorch-stack-"))
         replicas = sum(group.replicas for group in self.config.models)
-        self.ports = Ports.fixed(replicas) if self.config.fixed_ports else Ports.free(replicas)
+        ports = Ports.fixed(replicas) if self.config.fixed_ports else Ports.free(replicas)
+        config = self.config
+        self.ports = ports.with_replicas(config.api_replicas, config.worker_replicas, config.fixed_ports)
         self.logs = self.home / "logs"
 
     @property
@@ -517,6 +708,10 @@ class Stack:
     @property
     def api_target(self) -> str:
         return f"127.0.0.1:{self.ports.api}"
+
+    @property
+    def api_targets(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports.apis[: self.config.api_replicas]]
 
     @property
     def envoy_target(self) -> str:
@@ -538,7 +733,8 @@ class Stack:
     async def start_temporal(self) -> Child:
         """Only the dev server, as the stack runs it: for tests and measurements that bring their own workers."""
         self.home.mkdir(parents=True, exist_ok=True)
-        child = self.launch(plan(replace(self.config, envoy=False), self.home, self.ports)[0])
+        specs = plan(replace(self.config, envoy=False), self.home, self.ports)
+        child = self.launch(next(spec for spec in specs if spec.name == "temporal"))
         await child.wait_ready()
         return child
 
@@ -678,12 +874,20 @@ class LocalStackSettings(BaseSettings):
     home: Path = Field(ROOT / "data", description="Data, logs (home/logs) and run state (home/run)")
     free_ports: bool = Field(False, description="Pick free ports instead of the documented ones (tests)")
     engine: Literal["llama", "fake"] = Field("llama", description="fake serves the deterministic timing engine")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="API replicas and orchestrator workers (make up REPLICAS=2); more than one puts "
+        "the registry on a PostgreSQL cluster in home/postgres, with a generated password",
+    )
 
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
-        return StackConfig(
+        config = StackConfig(
             models=models, fixed_ports=not self.free_ports, home=self.home.resolve(), supervised=True, label="make up"
         )
+        return replicated(config, self.replicas)
 
     @property
     def state_file(self) -> Path:

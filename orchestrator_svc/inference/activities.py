@@ -13,6 +13,7 @@ from llmorch_common.grpc_edge import make_channel
 from orchestrator_svc.inference.contracts import ModelChoice
 from orchestrator_svc.inference.router import Candidate, select
 from orchestrator_svc.registry.convert import registered_from_proto
+from orchestrator_svc.registry.queue_stats import NO_LOAD, QueueLoad
 from orchestrator_svc.registry.records import Health, RegisteredModel
 
 SELECT_MODEL_ACTIVITY = "select_model"
@@ -24,7 +25,8 @@ class SelectModelInput:
     excluded: tuple[str, ...] = ()
 
 
-def candidate_from(model: RegisteredModel) -> Candidate:
+def candidate_from(model: RegisteredModel, load: QueueLoad = NO_LOAD) -> Candidate:
+    """`model.in_flight` counts only replicas heard from within the registry's load TTL."""
     metadata = model.metadata
     return Candidate(
         model_id=metadata.model_id,
@@ -34,13 +36,21 @@ def candidate_from(model: RegisteredModel) -> Candidate:
         healthy=model.health == Health.SERVING,
         in_flight=model.in_flight,
         capacity=model.capacity,
-        backlog=model.queue_backlog,
+        backlog=load.backlog,
         context_limit=metadata.context_limit,
         registration_order=model.registration_order,
+        backlog_age_s=load.age_s,
+        backlog_add_rate=load.add_rate,
+        backlog_dispatch_rate=load.dispatch_rate,
     )
 
 
 ModelLister = Callable[[], Awaitable[list[RegisteredModel]]]
+QueueLoadReader = Callable[[str], Awaitable[QueueLoad]]
+
+
+async def _no_queue_stats(task_queue: str) -> QueueLoad:
+    return NO_LOAD
 
 
 class RemoteRegistry:
@@ -65,15 +75,18 @@ class RemoteRegistry:
 
 
 class SelectionActivities:
-    def __init__(self, list_models: ModelLister) -> None:
-        """`list_models` is the registry in-process (worker inside the API) or RemoteRegistry.list_llms."""
+    def __init__(self, list_models: ModelLister, queue_load: QueueLoadReader = _no_queue_stats) -> None:
+        """`list_models` is the registry in-process (worker inside the API) or RemoteRegistry.list_llms;
+        `queue_load` is Temporal's queue stats (QueueStats.load), read by each worker on its own client."""
         self._list_models = list_models
+        self._queue_load = queue_load
 
     @activity.defn(name=SELECT_MODEL_ACTIVITY)
     async def select_model(self, request: SelectModelInput) -> ModelChoice:
         models = await self._list_models()
+        candidates = [candidate_from(m, await self._queue_load(m.metadata.task_queue)) for m in models]
         try:
-            return select([candidate_from(m) for m in models], request.requested_model_id, frozenset(request.excluded))
+            return select(candidates, request.requested_model_id, frozenset(request.excluded))
         except PlatformError as error:
             # A routing verdict is final for this selection; the workflow decides what it means.
             raise to_final_failure(error) from None

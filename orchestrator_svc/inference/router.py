@@ -2,12 +2,18 @@
 
 Order (seed §7): the user's model if healthy; the default; the highest priority; the first available.
 A model at capacity is skipped (seed §8); when every healthy model is full, the request queues on the best one.
+Capacity comes from facts that cannot drift: in-flight counts the replicas heartbeat (expired after a short TTL by
+the registry), and a queue backlog only while the queue moves and its age or growth shows that tasks really wait.
 """
 
 from dataclasses import dataclass
 
 from llmorch_common.errors import PlatformError, not_found, unavailable
 from orchestrator_svc.inference.contracts import ModelChoice
+
+# A backlog whose oldest task has waited this long is real queueing, whatever the counters say. Shorter waits are
+# the normal hand-off between a task's add and its dispatch, which in-flight counts already cover.
+WAITING_AGE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -19,13 +25,32 @@ class Candidate:
     healthy: bool
     in_flight: int
     capacity: int  # max_concurrency x serving replicas
-    backlog: int  # tasks waiting on the model's queue
+    backlog: int  # Temporal's approximate count of tasks waiting on the model's queue
     context_limit: int
     registration_order: int
+    backlog_age_s: float = 0.0  # age of the oldest waiting task, as Temporal reports it
+    backlog_add_rate: float = 0.0  # tasks added to the queue per second, recently
+    backlog_dispatch_rate: float = 0.0  # tasks dispatched from it per second, recently
+
+    @property
+    def waiting(self) -> bool:
+        """Tasks really wait on the queue: it is moving (workers take tasks from it) and still behind (its oldest
+        task has waited, or more arrive than leave).
+
+        The counters alone mislead. After a generation was killed and its request fell back, Temporal went on
+        counting the abandoned retry on the default model's queue (seen: count 1 with age 0; count 2, age 5 s and
+        growing, with the model back and idle), and read as "full" that starved the default. Such tasks are never
+        dispatched, so a queue with nothing dispatched is not a wait: if no worker polls it, health and the
+        saturation bound of the generation deal with it."""
+        if self.backlog <= 0 or self.backlog_age_s <= 0 or self.backlog_dispatch_rate <= 0:
+            return False
+        return self.backlog_age_s >= WAITING_AGE_S or self.backlog_add_rate > self.backlog_dispatch_rate
 
     @property
     def full(self) -> bool:
-        return self.backlog > 0 or self.in_flight >= self.capacity
+        """At capacity by the replicas' own counts; or behind on a queue that the replicas confirm is busy. An idle
+        model (no fresh in-flight) cannot have tasks really waiting, since its pollers would take them at once."""
+        return self.in_flight >= self.capacity or (self.in_flight > 0 and self.waiting)
 
 
 def select(candidates: list[Candidate], requested: str, excluded: frozenset[str]) -> ModelChoice:

@@ -1,6 +1,7 @@
-"""Task-queue backlog from Temporal's DescribeTaskQueue stats: the router's view of queued work, and a metric."""
+"""Task-queue load from Temporal's DescribeTaskQueue stats: the router's view of queued work, and a metric."""
 
 import time
+from dataclasses import dataclass
 
 from prometheus_client import Gauge
 from temporalio.api.enums.v1 import TaskQueueType
@@ -10,16 +11,31 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 QUEUE_DEPTH = Gauge("llmorch_task_queue_backlog", "Approximate tasks waiting per task queue", ["task_queue"])
+QUEUE_AGE = Gauge("llmorch_task_queue_backlog_age_seconds", "Age of the oldest waiting task", ["task_queue"])
 # Stats are approximate and cost a round trip each; a short cache keeps selection cheap under load.
 CACHE_TTL_S = 0.25
+
+
+@dataclass(frozen=True)
+class QueueLoad:
+    """What Temporal reports about one queue. The count alone is approximate and can drift (a task lost with a
+    killed worker stayed counted for good), so the router also reads how old the waiting is and how fast it grows."""
+
+    backlog: int = 0
+    age_s: float = 0.0  # age of the oldest task waiting; 0 when none is
+    add_rate: float = 0.0  # tasks added per second, recently
+    dispatch_rate: float = 0.0  # tasks handed to workers per second, recently
+
+
+NO_LOAD = QueueLoad()
 
 
 class QueueStats:
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._cache: dict[str, tuple[float, int]] = {}
+        self._cache: dict[str, tuple[float, QueueLoad]] = {}
 
-    async def backlog(self, task_queue: str) -> int:
+    async def load(self, task_queue: str) -> QueueLoad:
         cached = self._cache.get(task_queue)
         if cached and time.monotonic() - cached[0] < CACHE_TTL_S:
             return cached[1]
@@ -32,9 +48,20 @@ class QueueStats:
                     report_stats=True,
                 )
             )
-            count = int(response.stats.approximate_backlog_count)
+            stats = response.stats
+            load = QueueLoad(
+                backlog=int(stats.approximate_backlog_count),
+                age_s=stats.approximate_backlog_age.ToTimedelta().total_seconds(),
+                add_rate=float(stats.tasks_add_rate),
+                dispatch_rate=float(stats.tasks_dispatch_rate),
+            )
         except RPCError:
-            count = 0  # no stats is no evidence of a backlog; health decides availability
-        self._cache[task_queue] = (time.monotonic(), count)
-        QUEUE_DEPTH.labels(task_queue).set(count)
-        return count
+            load = NO_LOAD  # no stats is no evidence of a backlog; health decides availability
+        self._cache[task_queue] = (time.monotonic(), load)
+        QUEUE_DEPTH.labels(task_queue).set(load.backlog)
+        QUEUE_AGE.labels(task_queue).set(load.age_s)
+        return load
+
+    async def backlog(self, task_queue: str) -> int:
+        """The approximate count, for display (ListModels' queue depth); routing reads `load`."""
+        return (await self.load(task_queue)).backlog

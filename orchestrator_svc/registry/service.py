@@ -1,35 +1,24 @@
-"""The model registry's rules: replicas persisted in SQLite, live health from grpc.health.v1 Watch streams, the
-newest default wins, and a crashed replica is forgotten once it stays down and silent."""
+"""The model registry's rules: replicas persisted in a RegistryStore (SQLite or PostgreSQL) behind an in-process
+cache, live health from grpc.health.v1 Watch streams, load with a TTL, the newest default wins, and a crashed replica
+is forgotten once it stays down and silent. Selection reads only the cache: it never waits on the database."""
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
-import aiosqlite
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from llmorch_common.errors import not_found
-from orchestrator_svc.registry.records import Hardware, Health, ModelMetadata, ModelType, RegisteredModel, ReplicaView
+from orchestrator_svc.registry.records import Health, ModelMetadata, ModelType, RegisteredModel, ReplicaView
+from orchestrator_svc.registry.store import Event, RegistryStore, StoredReplica
 
 log = logging.getLogger(__name__)
 
-# Metadata is stored as JSON of the domain record: the table is read only by this module.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS model_replicas (
-    model_id TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    registered_seq INTEGER NOT NULL,
-    PRIMARY KEY (model_id, endpoint)
-)
-"""
 # Reconnect quickly: a replica that comes back must rejoin the candidate set within about a second.
 WATCH_CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -38,7 +27,8 @@ WATCH_CHANNEL_OPTIONS = [
 ]
 WATCH_RETRY_S = 0.2
 BacklogReader = Callable[[str], Awaitable[int]]
-# Published on every registration and health change, so alerts see a model leave at once (not at the next listing).
+SYNC_EVENTS = Counter("llmorch_registry_sync_total", "Registry cache updates by cause", ["cause"])
+# Published on every change of the cache and of health, so alerts see a model leave at once (not at the next listing).
 SERVING_REPLICAS = Gauge(
     "llmorch_model_serving_replicas",
     "Replicas of a model reporting SERVING, as this registry sees them",
@@ -47,17 +37,6 @@ SERVING_REPLICAS = Gauge(
 CAPACITY = Gauge(
     "llmorch_model_capacity", "Generations a model runs at once over its serving replicas", ["model_id", "model_type"]
 )
-
-
-def metadata_json(metadata: ModelMetadata) -> str:
-    return json.dumps(asdict(metadata))
-
-
-def metadata_from_json(text: str) -> ModelMetadata:
-    fields = json.loads(text)
-    fields["model_type"] = ModelType(fields["model_type"])
-    fields["hardware"] = Hardware(fields["hardware"])
-    return ModelMetadata(**fields)
 
 
 @dataclass
@@ -70,102 +49,129 @@ class ReplicaState:
 
 
 class Registry:
-    """Registrations persisted in SQLite, with live health from Health/Watch and heartbeated load."""
+    """Registrations in a shared store, cached here, with live health from Health/Watch and heartbeated load.
 
-    def __init__(self, db_path: Path, stale_after_s: float = 300.0, backlog: BacklogReader | None = None) -> None:
-        self._db_path = db_path
+    Several API replicas may share one PostgreSQL store: each follows the others' changes through the store's
+    notifications (and a bounded poll of the store's version, for a missed one) and holds its own health streams.
+    """
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        stale_after_s: float = 300.0,
+        backlog: BacklogReader | None = None,
+        load_ttl_s: float = 5.0,
+        sync_interval_s: float = 2.0,
+    ) -> None:
+        self._store = store
         self._backlog = backlog
         self._stale_after_s = stale_after_s
-        self._reaper: asyncio.Task[None] | None = None
-        self._db: aiosqlite.Connection | None = None
+        self._load_ttl_s = load_ttl_s
+        self._sync_interval_s = sync_interval_s
+        self._tasks: list[asyncio.Task[None]] = []
         self._replicas: dict[tuple[str, str], ReplicaState] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._seq = 0
+        self._version = -1
+        self._sync_lock = asyncio.Lock()
+        # What the cache learnt from other API replicas, by cause: the tests assert the mechanism with it.
+        self.events_received: dict[str, int] = {"connected": 0, "changed": 0, "load": 0, "poll": 0}
 
     async def open(self) -> None:
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._db_path)
-        await self._db.execute(SCHEMA)
-        await self._db.commit()
-        query = "SELECT metadata, registered_seq FROM model_replicas ORDER BY registered_seq"
-        async with self._db.execute(query) as rows:
-            async for text, seq in rows:
-                metadata = metadata_from_json(text)
-                self._replicas[(metadata.model_id, metadata.endpoint)] = ReplicaState(metadata, seq)
-                self._seq = max(self._seq, seq)
-                self._watch(metadata.endpoint)
-        self._reaper = asyncio.create_task(self._reap_forever())
+        await self.sync()
+        self._tasks = [
+            asyncio.create_task(self._reap_forever(), name="registry-reaper"),
+            asyncio.create_task(self._poll_forever(), name="registry-poll"),
+            asyncio.create_task(self._store.listen(self._on_event), name="registry-listen"),
+        ]
 
     async def close(self) -> None:
-        tasks = [*self._watchers.values(), *([self._reaper] if self._reaper else [])]
+        tasks = [*self._watchers.values(), *self._tasks]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._db:
-            await self._db.close()
+        await self._store.close()
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        assert self._db is not None, "Registry.open() first"
-        return self._db
+    async def sync(self) -> None:
+        """Make the cache match the store; health, load and heartbeats of replicas still there are kept."""
+        async with self._sync_lock:
+            version, rows = await self._store.rows()
+            self._apply(rows)
+            self._version = version
 
-    async def register(self, metadata: ModelMetadata) -> RegisteredModel:
-        if metadata.default_flag:
-            await self._demote_other_defaults(metadata)
-        key = (metadata.model_id, metadata.endpoint)
-        existing = self._replicas.get(key)
-        self._seq += 1
-        seq = existing.registered_seq if existing else self._seq
-        await self.db.execute(
-            "INSERT OR REPLACE INTO model_replicas VALUES (?, ?, ?, ?)",
-            (metadata.model_id, metadata.endpoint, metadata_json(metadata), seq),
-        )
-        await self.db.commit()
-        if existing:
-            existing.metadata = metadata
-        else:
-            self._replicas[key] = ReplicaState(metadata, seq)
-        self._watch(metadata.endpoint)
-        self._publish(metadata.model_id, metadata.model_type)
-        return self.model(metadata.model_id)
-
-    async def _demote_other_defaults(self, metadata: ModelMetadata) -> None:
-        """Two defaults of one type conflict; the newest registration wins and the older loses its flag."""
-        for state in self._replicas.values():
-            other = state.metadata
-            if other.model_id != metadata.model_id and other.model_type == metadata.model_type and other.default_flag:
-                log.warning("default %s replaced by newer default %s", other.model_id, metadata.model_id)
-                state.metadata = replace(other, default_flag=False)
-                await self.db.execute(
-                    "UPDATE model_replicas SET metadata = ? WHERE model_id = ? AND endpoint = ?",
-                    (metadata_json(state.metadata), other.model_id, other.endpoint),
-                )
-
-    def heartbeat(self, model_id: str, endpoint: str, in_flight: int) -> None:
-        state = self._replicas.get((model_id, endpoint))
-        if state is None:
-            raise not_found(f"replica {model_id}@{endpoint} is not registered")
-        state.in_flight = in_flight
-        state.last_heartbeat = time.monotonic()
-
-    async def deregister(self, model_id: str, endpoint: str) -> None:
-        gone = self._replicas.pop((model_id, endpoint), None)
-        if gone:
-            self._publish(model_id, gone.metadata.model_type)
-        await self.db.execute("DELETE FROM model_replicas WHERE model_id = ? AND endpoint = ?", (model_id, endpoint))
-        await self.db.commit()
-        if not any(key[1] == endpoint for key in self._replicas):
-            watcher = self._watchers.pop(endpoint, None)
-            if watcher:
-                watcher.cancel()
+    def _apply(self, rows: list[StoredReplica]) -> None:
+        current = {(r.metadata.model_id, r.metadata.endpoint): r for r in rows}
+        touched = {(s.metadata.model_id, s.metadata.model_type) for s in self._replicas.values()}
+        touched |= {(r.metadata.model_id, r.metadata.model_type) for r in rows}
+        for key in [key for key in self._replicas if key not in current]:
+            del self._replicas[key]
+        for key, row in current.items():
+            state = self._replicas.get(key)
+            if state is None:
+                self._replicas[key] = ReplicaState(row.metadata, row.registered_seq)
+            else:
+                state.metadata, state.registered_seq = row.metadata, row.registered_seq
+            self._watch(row.metadata.endpoint)
+        for endpoint in [e for e in self._watchers if not any(k[1] == e for k in self._replicas)]:
+            self._watchers.pop(endpoint).cancel()
+        for model_id, model_type in touched:
+            self._publish(model_id, model_type)
 
     def _publish(self, model_id: str, model_type: ModelType) -> None:
         """A model with no replica left publishes zero, so "no SERVING LLM" sees it go."""
         serving = [s for (mid, _), s in self._replicas.items() if mid == model_id and s.health == Health.SERVING]
         SERVING_REPLICAS.labels(model_id, model_type).set(len(serving))
         CAPACITY.labels(model_id, model_type).set(sum(s.metadata.max_concurrency for s in serving))
+
+    async def _on_event(self, event: Event) -> None:
+        self.events_received[event.kind] = self.events_received.get(event.kind, 0) + 1
+        SYNC_EVENTS.labels(event.kind).inc()
+        if event.kind == "load":
+            self._record_load(event.model_id, event.endpoint, event.in_flight)
+        else:
+            await self.sync()
+
+    async def _poll_forever(self) -> None:
+        """The bound on staleness when a notification is lost (or the store has none): compare versions."""
+        while True:
+            await asyncio.sleep(self._sync_interval_s)
+            try:
+                if await self._store.version() != self._version:
+                    self.events_received["poll"] += 1
+                    SYNC_EVENTS.labels("poll").inc()
+                    await self.sync()
+            except Exception as error:  # the database may be restarting; the cache keeps serving meanwhile
+                log.warning("registry poll failed: %s", error)
+
+    async def register(self, metadata: ModelMetadata) -> RegisteredModel:
+        demoted = await self._store.register(metadata)
+        for model_id in demoted:
+            log.warning("default %s replaced by newer default %s", model_id, metadata.model_id)
+        await self.sync()
+        return self.model(metadata.model_id)
+
+    async def heartbeat(self, model_id: str, endpoint: str, in_flight: int) -> None:
+        if (model_id, endpoint) not in self._replicas:
+            await self.sync()  # registered through another API replica a moment ago?
+        if not self._record_load(model_id, endpoint, in_flight):
+            raise not_found(f"replica {model_id}@{endpoint} is not registered")
+        try:
+            await self._store.publish_load(model_id, endpoint, in_flight)
+        except Exception as error:  # load is best-effort: the other replicas' copies expire with their TTL
+            log.warning("could not publish load of %s@%s: %s", model_id, endpoint, error)
+
+    def _record_load(self, model_id: str, endpoint: str, in_flight: int) -> bool:
+        state = self._replicas.get((model_id, endpoint))
+        if state is None:
+            return False
+        state.in_flight = in_flight
+        state.last_heartbeat = time.monotonic()
+        return True
+
+    async def deregister(self, model_id: str, endpoint: str) -> None:
+        await self._store.deregister(model_id, endpoint)
+        await self.sync()
 
     def model_ids(self) -> list[str]:
         return sorted({model_id for model_id, _ in self._replicas})
@@ -181,10 +187,14 @@ class Registry:
             metadata=replicas[-1].metadata,
             registration_order=replicas[0].registered_seq,
             health=Health.SERVING if serving else _worst(replicas),
-            in_flight=sum(s.in_flight for s in serving),
+            in_flight=sum(self._fresh_in_flight(s) for s in serving),
             capacity=sum(s.metadata.max_concurrency for s in serving),
-            replicas=tuple(ReplicaView(s.metadata.endpoint, s.health, s.in_flight) for s in replicas),
+            replicas=tuple(ReplicaView(s.metadata.endpoint, s.health, self._fresh_in_flight(s)) for s in replicas),
         )
+
+    def _fresh_in_flight(self, state: ReplicaState) -> int:
+        """A count not renewed within the TTL is no longer a fact: it reads as 0, and health decides availability."""
+        return state.in_flight if time.monotonic() - state.last_heartbeat <= self._load_ttl_s else 0
 
     def models(self, model_type: ModelType | None = None) -> list[RegisteredModel]:
         listed = [self.model(model_id) for model_id in self.model_ids()]
@@ -208,8 +218,12 @@ class Registry:
             for (model_id, endpoint), state in list(self._replicas.items()):
                 silent_s = now - state.last_heartbeat
                 if state.health != Health.SERVING and silent_s > self._stale_after_s:
+                    # Every API replica may reach this verdict; deleting an absent row is harmless.
                     log.warning("removing %s@%s: down and silent for %.0fs", model_id, endpoint, silent_s)
-                    await self.deregister(model_id, endpoint)
+                    try:
+                        await self.deregister(model_id, endpoint)
+                    except Exception as error:
+                        log.warning("could not remove %s@%s: %s", model_id, endpoint, error)
 
     def _set_health(self, endpoint: str, health: Health) -> None:
         for (model_id, replica_endpoint), state in self._replicas.items():

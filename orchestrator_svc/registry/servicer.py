@@ -29,7 +29,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def Heartbeat(
         self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.HeartbeatResponse:
-        self._registry.heartbeat(request.model_id, request.endpoint, request.in_flight)
+        await self._registry.heartbeat(request.model_id, request.endpoint, request.in_flight)
         return registry_pb2.HeartbeatResponse()
 
     @unary_edge

@@ -23,6 +23,8 @@ from llmorch.v1 import orchestrator_pb2, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from orchestrator_svc.registry.queue_stats import QueueStats
+
 pytestmark = pytest.mark.slow
 SLOW_MODEL = "slow-fake"
 
@@ -150,3 +152,47 @@ async def test_sigterm_drains_in_flight_work_and_ends_not_serving(
         return all(m.model_id != SLOW_MODEL for m in listing.models)
 
     await eventually(deregistered, timeout_s=5)
+
+
+async def test_default_model_is_chosen_again_after_a_killed_generation_fell_back(
+    temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    """The phantom backlog: a default model killed mid-generation, its retry never started, the request fell back
+    to another model, and Temporal went on counting the abandoned retry on the default's queue. Once the default
+    is back and idle, the next request must go to it: only in-flight counts and a backlog that really waits (the
+    queue moves, and is behind) may say "full". Before the fix, this test chose the other model every time."""
+    default_id, other_id = f"dflt-{uuid.uuid4().hex[:6]}", f"prio-{uuid.uuid4().hex[:6]}"
+    # One attempt per model and a short saturation bound: the killed model's generation falls back quickly.
+    settings = orchestrator_settings(tmp_path, generate_attempts=2, heartbeat_timeout_s=2.0, saturation_timeout_s=3.0)
+    orchestrator = await start_orchestrator(temporal_client, settings)
+    port = orchestrator.api.port
+    default = model_process(default_id, temporal_address, port, tmp_path, fake_token_ms=100, default_flag=True)
+    other = model_process(other_id, temporal_address, port, tmp_path, priority=5, default_flag=False)
+    await default.start()
+    await other.start()
+    try:
+        await wait_serving(orchestrator, default_id)
+        await wait_serving(orchestrator, other_id)
+        request_id = f"phantom-{uuid.uuid4().hex}"
+        call = asyncio.ensure_future(orchestrator.stub.Generate(slow_request(request_id), timeout=120))
+        await wait_generation_running(temporal_client, f"inference-{request_id}")
+        default.kill()
+        reply = await call
+        assert reply.provenance.model_id == other_id
+        assert [f.model_id for f in reply.provenance.fallbacks] == [default_id]
+
+        await default.start()  # the default comes back, idle
+        await wait_serving(orchestrator, default_id)
+        stats = await QueueStats(temporal_client).load(f"llm.{default_id}")
+        # Seen here: QueueLoad(backlog=2, age_s=5.25, add_rate=0.64, dispatch_rate=0.0), the abandoned retries.
+        print(f"llm.{default_id} after the fallback: {stats}")
+        for _ in range(3):
+            next_reply = await orchestrator.stub.Generate(
+                orchestrator_pb2.GenerateRequest(prompt="hi", sampling=types_pb2.SamplingParams(max_tokens=3)),
+                timeout=60,
+            )
+            assert (next_reply.provenance.model_id, next_reply.provenance.selection_reason) == (default_id, "default")
+    finally:
+        await default.terminate()
+        await other.terminate()
+        await stop_orchestrator(orchestrator)

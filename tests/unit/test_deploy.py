@@ -214,7 +214,17 @@ def test_workloads_run_as_non_root(gpu_docs: list[dict[str, Any]]) -> None:
 def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu_docs: list[dict[str, Any]]) -> None:
     deployments = _by_kind(default_docs, "Deployment")
     api = deployments["llmorch-api"]
-    assert api["spec"]["strategy"]["type"] == "Recreate"  # SQLite registry: one writer
+    # Stateless API replicas on a shared PostgreSQL registry: rolled one at a time, never all down.
+    assert api["spec"]["replicas"] >= 2
+    assert api["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert _by_kind(default_docs, "PodDisruptionBudget")["llmorch-api"]["spec"]["maxUnavailable"] == 1
+    assert _env(api["spec"]["template"]["spec"]["containers"][0])["ORCH_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "llmorch-database", "key": "url"}
+    }
+    assert _by_kind(default_docs, "Service")["llmorch-api-pods"]["spec"]["clusterIP"] == "None"
+    # Retrieval state in the database too (ADR 0012): the default install needs no ReadWriteMany volume.
+    worker_env = _env(deployments["llmorch-worker"]["spec"]["template"]["spec"]["containers"][0])
+    assert worker_env["ORCH_VECTOR_STORE"] == "postgres" and "secretKeyRef" in worker_env["ORCH_DATABASE_URL"]
     (api_container,) = api["spec"]["template"]["spec"]["containers"]
     assert api_container["args"] == ["api"]
     assert _env(api_container)["ORCH_TEMPORAL_ADDRESS"] == "temporal-frontend.temporal.svc.cluster.local:7233"
@@ -225,6 +235,15 @@ def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu
     (monitor,) = _by_kind(gpu_docs, "ServiceMonitor").values()
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "stats"}
     assert "llmorch-data" in _by_kind(gpu_docs, "PersistentVolumeClaim")
+
+
+def test_single_api_replica_on_sqlite_is_recreated(helm: ModuleType) -> None:
+    """Without a database Secret the registry is SQLite in the pod: one replica, one writer, Recreate, no PDB."""
+    docs = _render(helm, {"database": {"existingSecret": ""}, "orchestrator": {"api": {"replicas": 1}}})
+    api = _by_kind(docs, "Deployment")["llmorch-api"]
+    assert api["spec"]["strategy"]["type"] == "Recreate"
+    assert "ORCH_DATABASE_URL" not in _env(api["spec"]["template"]["spec"]["containers"][0])
+    assert "llmorch-api" not in _by_kind(docs, "PodDisruptionBudget")
 
 
 def test_chart_ports_match_constants(helm: ModuleType) -> None:
@@ -252,8 +271,8 @@ def test_values_schema_rejects_bad_models(helm: ModuleType) -> None:
 def test_helm_envoy_configmap_is_a_valid_envoy_config(default_docs: list[dict[str, Any]], tmp_path: Path) -> None:
     config = _by_kind(default_docs, "ConfigMap")["llmorch-envoy"]["data"]["envoy.yaml"]
     assert "__ORCHESTRATOR_HOST__" not in config
-    assert "address: llmorch-api" in config
-    local = config.replace("address: llmorch-api", "address: 127.0.0.1").replace(
+    assert "address: llmorch-api-pods" in config  # the headless Service: every API pod is an Envoy host
+    local = config.replace("address: llmorch-api-pods", "address: 127.0.0.1").replace(
         "/etc/envoy/web", str(ROOT / "web" / "dist")
     )
     path = tmp_path / "envoy.yaml"
@@ -287,7 +306,9 @@ def compose() -> dict[str, Any]:
 def test_compose_services_present(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
         "postgresql",
+        "temporal-schema",
         "temporal",
+        "temporal-namespace",
         "temporal-ui",
         "orchestrator-api",
         "orchestrator-worker",
@@ -306,13 +327,30 @@ def test_compose_every_service_is_health_gated(compose: dict[str, Any]) -> None:
         depends = service.get("depends_on", {})
         assert isinstance(depends, dict), f"{name}: depends_on must be the long form with conditions"
         for target, rule in depends.items():
-            assert rule.get("condition") in {"service_healthy", "service_completed_successfully"}, (name, target)
-            assert "healthcheck" in services[target], f"{name} waits on {target}, which has no healthcheck"
+            condition = rule.get("condition")
+            assert condition in {"service_healthy", "service_completed_successfully"}, (name, target)
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits on {target}, which has no healthcheck"
+            else:  # a one-shot job: it must not be restarted forever once done
+                assert str(services[target].get("restart", "no")).startswith(("no", "on-failure")), target
         assert "healthcheck" in service or depends, f"{name} has neither a healthcheck nor a gated depends_on"
 
 
 def _published(service: dict[str, Any]) -> set[str]:
     return {str(p) for p in service.get("ports", [])}
+
+
+def test_compose_registry_shares_temporals_postgres_and_temporal_is_current(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("orchestrator-api", "orchestrator-worker"):
+        env = services[name]["environment"]
+        assert (
+            env["ORCH_DATABASE_URL"].startswith("postgresql://")
+            and "@postgresql:5432/llmorch" in env["ORCH_DATABASE_URL"]
+        )
+        assert env["ORCH_VECTOR_STORE"] == "postgres"
+    version = services["temporal"]["image"].rsplit(":", 1)[1]
+    assert tuple(int(part) for part in version.split(".")[:2]) >= (1, 31)
 
 
 def test_compose_ports_match_constants(compose: dict[str, Any]) -> None:

@@ -120,3 +120,19 @@ def test_admin_is_loopback_only_and_cluster_is_health_checked_http2() -> None:
     (check,) = cluster["health_checks"]
     assert check["grpc_health_check"] == {"service_name": READINESS_SERVICE}, "readiness follows Temporal"
     assert cluster["outlier_detection"]["enforcing_consecutive_5xx"] == 0
+
+
+def test_several_api_replicas_are_each_a_health_checked_host(tmp_path: Path) -> None:
+    """`make up REPLICAS=2`: one cluster, one host per API replica, the template's one health-check policy."""
+    text = render(50051, 18080, 19901, more_orchestrator_ports=(50052, 50053))
+    (cluster,) = yaml.safe_load(text)["static_resources"]["clusters"]
+    hosts = [
+        e["endpoint"]["address"]["socket_address"]["port_value"]
+        for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert hosts == [50051, 50052, 50053]
+    assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": ""}
+    assert render(50051, 18080, 19901) == render(50051, 18080, 19901, more_orchestrator_ports=())
+    path = write_config(tmp_path / "envoy.yaml", 50051, 18080, 19901, more_orchestrator_ports=(50052,))
+    result = validate_envoy(path)
+    assert result.returncode == 0, result.stdout + result.stderr

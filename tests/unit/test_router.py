@@ -1,5 +1,7 @@
 """The selection rules, one by one, as the seed orders them."""
 
+from dataclasses import replace
+
 import pytest
 
 from llmorch_common.errors import PlatformError
@@ -68,7 +70,8 @@ def test_model_at_capacity_is_skipped_for_the_next() -> None:
 
 
 def test_backlog_counts_as_full() -> None:
-    models = [model("a", 1, default_flag=True, backlog=3), model("b", 2, priority=5)]
+    busy = {"backlog": 3, "backlog_age_s": 1.5, "backlog_add_rate": 2.0, "backlog_dispatch_rate": 2.0}
+    models = [model("a", 1, default_flag=True, in_flight=1, capacity=2, **busy), model("b", 2, priority=5)]
     assert select(models, "", NONE).model_id == "b"
 
 
@@ -105,3 +108,55 @@ def test_no_models_registered_is_unavailable() -> None:
     with pytest.raises(PlatformError) as error:
         select([], "", NONE)
     assert error.value.code == "UNAVAILABLE"
+
+
+def test_phantom_backlog_does_not_starve_the_default() -> None:
+    """The count Temporal kept after a killed generation: 1 task, age 0, nothing arriving. Not a wait."""
+    models = [model("a", 1, default_flag=True, backlog=1, backlog_age_s=0.0), model("b", 2, priority=5)]
+    choice = select(models, "", NONE)
+    assert (choice.model_id, choice.reason, choice.queued) == ("a", "default", False)
+
+
+def test_stale_count_with_old_rates_is_not_a_wait() -> None:
+    # A drifted count whose last add is long dispatched: rates even, the oldest "task" has no age.
+    stale = model("a", 1, default_flag=True, backlog=3, backlog_add_rate=0.5, backlog_dispatch_rate=0.5)
+    assert not stale.full
+    assert select([stale, model("b", 2, priority=5)], "", NONE).model_id == "a"
+
+
+def test_abandoned_retries_that_age_on_an_idle_queue_are_not_a_wait() -> None:
+    """What Temporal reported in the chaos test once the killed default was back and idle: two abandoned retries,
+    5 s old and aging, adds still in the rate window, nothing dispatched."""
+    stale = {"backlog": 2, "backlog_age_s": 5.25, "backlog_add_rate": 0.64, "backlog_dispatch_rate": 0.0}
+    models = [model("a", 1, default_flag=True, **stale), model("b", 2, priority=5)]
+    assert (select(models, "", NONE).model_id, models[0].full) == ("a", False)
+
+
+def test_abandoned_retry_with_recent_dispatches_on_an_idle_model_is_not_a_wait() -> None:
+    """The next run of the chaos test: one abandoned retry, 2.2 s old, rates still carrying the killed attempt.
+    The rates look like a wait; the replicas, idle, say it cannot be one."""
+    stale = {"backlog": 1, "backlog_age_s": 2.24, "backlog_add_rate": 0.38, "backlog_dispatch_rate": 0.19}
+    idle = model("a", 1, default_flag=True, capacity=2, **stale)
+    assert idle.waiting and not idle.full
+    assert select([idle, model("b", 2, priority=5)], "", NONE).model_id == "a"
+
+
+def test_backlog_that_has_waited_counts_as_full() -> None:
+    busy = {"backlog": 3, "backlog_age_s": 2.5, "backlog_dispatch_rate": 1.5}
+    models = [model("a", 1, default_flag=True, in_flight=1, capacity=2, **busy), model("b", 2, priority=5)]
+    choice = select(models, "", NONE)
+    assert (choice.model_id, choice.reason) == ("b", "priority")
+
+
+def test_young_backlog_that_grows_counts_as_full() -> None:
+    growing = model(
+        "a", 1, capacity=4, in_flight=1, backlog=4, backlog_age_s=0.2, backlog_add_rate=9, backlog_dispatch_rate=2
+    )
+    draining = replace(growing, backlog_add_rate=2, backlog_dispatch_rate=9)
+    assert growing.full
+    assert not draining.full  # a short wait that is shrinking is the normal hand-off
+
+
+def test_in_flight_at_capacity_is_full_without_any_backlog() -> None:
+    assert model("a", 1, in_flight=2, capacity=2).full
+    assert not model("a", 1, in_flight=1, capacity=2).full

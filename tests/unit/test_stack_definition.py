@@ -4,6 +4,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK_MODULE = ROOT / "tools" / "stack.py"
 SKIPPED_DIRS = {".venv", "gen", "data", "build", "node_modules", ".git", "test-artifacts"}
@@ -13,7 +15,9 @@ LONG_LIVED = {"Popen", "create_subprocess_exec", "create_subprocess_shell", "sta
 LONG_LIVED_PREFIXES = ("exec", "spawn", "posix_spawn")
 # Calls that run a tool to completion (grpcurl, node, helm): allowed, unless they name a process of the stack.
 RUN_TO_COMPLETION = {"run", "call", "check_call", "check_output"}
-STACK_PROGRAMS = re.compile(r"\b(temporal|envoy|model_svc|embed_svc|orchestrator_svc)\b", re.IGNORECASE)
+STACK_PROGRAMS = re.compile(
+    r"\b(temporal|envoy|model_svc|embed_svc|orchestrator_svc|postgres|initdb|pg_ctl)\b", re.IGNORECASE
+)
 
 
 def _name(node: ast.expr) -> str:
@@ -120,3 +124,39 @@ subprocess.run([GRPCURL, "-plaintext", target, "list"], check=False)
 subprocess.run(["node", "console.spec.mjs"], check=False)
 """
     assert stack_spawns(allowed) == []
+
+
+def test_the_replicated_stack_plan(tmp_path: Path) -> None:
+    """`make up REPLICAS=2` as a plan: PostgreSQL first, two API replicas and two workers that share the database
+    and nothing else, every replica and worker reaching every API replica, Envoy over both."""
+    from tools.stack import Ports, fake_stack, plan, replicated
+
+    config = replicated(fake_stack(), 2)
+    ports = Ports.free(1).with_replicas(2, 2, fixed=False)
+    specs = {spec.name: spec for spec in plan(config, tmp_path, ports)}
+    assert list(specs)[:2] == ["postgres", "temporal"]
+    assert {"api", "api-1", "worker", "worker-1", "envoy"} <= set(specs)
+    apis = [specs["api"], specs["api-1"]]
+    assert [int(s.env["ORCH_PORT"]) for s in apis] == list(ports.apis)
+    target = f"ipv4:127.0.0.1:{ports.apis[0]},127.0.0.1:{ports.apis[1]}"
+    model = next(spec for name, spec in specs.items() if name.startswith("model-"))
+    assert model.env["MODEL_REGISTRY_ADDRESS"] == target
+    orchestrators = [*apis, specs["worker"], specs["worker-1"]]
+    assert {s.env["ORCH_REGISTRY_ADDRESS"] for s in orchestrators} == {target}
+    assert {s.env["ORCH_DATABASE_URL"].split("@")[1] for s in orchestrators} == {f"127.0.0.1:{ports.postgres}/postgres"}
+    assert {s.env["ORCH_VECTOR_STORE"] for s in orchestrators} == {"postgres"}
+    assert len({s.env["ORCH_STAGING_DB"] for s in orchestrators}) == 4, "each replica has its own data directory"
+    password = (tmp_path / "postgres" / "password").read_text().strip()
+    assert len(password) >= 24 and password in specs["api"].env["ORCH_DATABASE_URL"]
+    envoy_config = (tmp_path / "envoy.yaml").read_text()
+    assert all(f"port_value: {port}" in envoy_config for port in ports.apis)
+
+
+def test_one_api_replica_keeps_the_embedded_sqlite_registry(tmp_path: Path) -> None:
+    from tools.stack import Ports, StackConfig, fake_stack, plan
+
+    specs = {spec.name: spec for spec in plan(fake_stack(), tmp_path, Ports.free(1))}
+    assert "postgres" not in specs and "api-1" not in specs
+    assert specs["api"].env["ORCH_DATABASE_URL"] == f"sqlite:///{tmp_path / 'registry.db'}"
+    with pytest.raises(ValueError, match="postgres"):
+        StackConfig(api_replicas=2)

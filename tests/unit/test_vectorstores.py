@@ -115,13 +115,13 @@ async def test_empty_collection_query_returns_nothing(store: VectorStore) -> Non
     assert await store.query("docs", basis(0), 5) == []
 
 
-async def test_data_survives_reopening(tmp_path: Path) -> None:
-    for kind, path in [("sqlite", tmp_path / "c.db"), ("lancedb", tmp_path / "lance")]:
-        first = await open_store(kind, path)  # type: ignore[arg-type]
+async def test_data_survives_reopening(tmp_path: Path, postgres_url: str) -> None:
+    for kind, path in [("sqlite", tmp_path / "c.db"), ("lancedb", tmp_path / "lance"), ("postgres", None)]:
+        first = await open_store(kind, path, database_url=postgres_url)  # type: ignore[arg-type]
         await first.create_collection("docs", DIM)
         await first.upsert_document("docs", "a", chunks("a", [basis(0), basis(1)]))
         await first.close()
-        second = await open_store(kind, path)  # type: ignore[arg-type]
+        second = await open_store(kind, path, database_url=postgres_url)  # type: ignore[arg-type]
         assert [h.id for h in await second.query("docs", basis(1), 1)] == ["a#1"]
         await second.close()
 
@@ -149,3 +149,20 @@ async def test_lancedb_builds_an_ann_index_past_the_threshold_with_high_recall(t
         recalls.append(len(exact & approximate) / 10)
     assert float(np.mean(recalls)) >= 0.9, recalls
     await store.close()
+
+
+async def test_postgres_store_sees_another_pods_writes_at_once(postgres_url: str) -> None:
+    """Two pods' stores on one database: the reader's cached matrix follows the writer's every change."""
+    writer = await open_store("postgres", database_url=postgres_url)
+    reader = await open_store("postgres", database_url=postgres_url)
+    try:
+        await writer.create_collection("docs", DIM)
+        await writer.upsert_document("docs", "a", chunks("a", [basis(0)]))
+        assert [h.id for h in await reader.query("docs", basis(0), 1)] == ["a#0"]
+        await writer.upsert_document("docs", "b", chunks("b", [basis(1)]))
+        assert [h.id for h in await reader.query("docs", basis(1), 1)] == ["b#0"]
+        await writer.delete_document("docs", "b")
+        assert [h.id for h in await reader.query("docs", basis(1), 2)] == ["a#0"]
+    finally:
+        await writer.close()
+        await reader.close()

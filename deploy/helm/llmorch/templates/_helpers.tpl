@@ -78,3 +78,15 @@ prometheus.io/path: {{ default "/metrics" .path | quote }}
   value: {{ $v | toString | quote }}
 {{- end }}
 {{- end -}}
+
+
+{{/* ORCH_DATABASE_URL from the Secret, when one is named, with vectors and ingestion staging in the same
+     database (ADR 0011: no pod owns them, no ReadWriteMany volume); otherwise SQLite and LanceDB in data/. */}}
+{{- define "llmorch.databaseEnv" -}}
+{{- with .Values.database.existingSecret }}
+- name: ORCH_DATABASE_URL
+  valueFrom:
+    secretKeyRef: { name: {{ . | quote }}, key: {{ $.Values.database.secretKey | quote }} }
+- { name: ORCH_VECTOR_STORE, value: postgres }
+{{- end }}
+{{- end -}}

@@ -1,0 +1,2 @@
+-- Runs once, when the Postgres volume is first initialised: the orchestrator's database beside Temporal's.
+CREATE DATABASE llmorch;
