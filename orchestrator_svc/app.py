@@ -37,14 +37,15 @@ class ApiServer:
     health: health.aio.HealthServicer
     registry: Registry
     service_names: list[str]
-    readiness: asyncio.Task[None]
+    background: tuple[asyncio.Task[None], ...]  # readiness and the queue-depth gauges, for the API's lifetime
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace_s: float) -> None:
-        self.readiness.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.readiness
+        for task in self.background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.health.enter_graceful_shutdown()
         if self.worker and self._worker_task:
             await self.worker.shutdown()
@@ -89,8 +90,13 @@ async def start_api(
     )
     names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, registry.SERVICE_NAME, LIVENESS_SERVICE]
     await health_servicer.set(READINESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)  # until Temporal answers
-    readiness = asyncio.create_task(follow_temporal(client, health_servicer))
-    started = ApiServer(server, port, health_servicer, model_registry, names, readiness)
+    background = (
+        asyncio.create_task(follow_temporal(client, health_servicer)),
+        asyncio.create_task(
+            queue_stats.refresh_forever(lambda: [m.metadata.task_queue for m in model_registry.models()])
+        ),
+    )
+    started = ApiServer(server, port, health_servicer, model_registry, names, background)
     if embedded_worker:
 
         async def list_llms() -> list[RegisteredModel]:

@@ -206,9 +206,9 @@ async def run(clients: int = 6, load_s: float = 60.0) -> Report:
     config = replicated(replace(fake, label="reliability"), 2)
     outcomes: list[Outcome] = []
     async with Stack(config) as stack:
-        client = await Client.connect(stack.temporal_address)
+        client = await stack.temporal_client()
         await asyncio.gather(load(stack, client, clients, load_s, outcomes), inject_faults(stack, report, load_s))
-        client = await Client.connect(stack.temporal_address)  # the first one's connection saw Temporal die
+        client = await stack.temporal_client()  # the first one's connection saw Temporal die
         await check(client, outcomes, report)
     report.total_s = round(time.monotonic() - began, 1)
     return report

@@ -26,10 +26,11 @@ from typing import Any, Literal
 import yaml  # type: ignore[import-untyped]
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.client import Client
 
 from llmorch_common import constants as c
 from llmorch_common.grpc_edge import wait_until_serving
-from llmorch_common.payload_codec import new_key
+from llmorch_common.payload_codec import data_converter, new_key, parse_keys
 from tools.envoy_config import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -720,6 +721,11 @@ class Stack:
     @property
     def model_ports(self) -> tuple[int, ...]:
         return self.ports.models
+
+    async def temporal_client(self) -> Client:
+        """A client of this stack's Temporal that opens its sealed payloads (the stack's own key)."""
+        keys = parse_keys(payload_keys(self.home))
+        return await Client.connect(self.temporal_address, data_converter=data_converter(keys))
 
     def child(self, name: str) -> Child:
         return next(child for child in self.children if child.name == name)

@@ -1,6 +1,8 @@
 """Task-queue load from Temporal's DescribeTaskQueue stats: the router's view of queued work, and a metric."""
 
+import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import Gauge
@@ -14,6 +16,7 @@ QUEUE_DEPTH = Gauge("llmorch_task_queue_backlog", "Approximate tasks waiting per
 QUEUE_AGE = Gauge("llmorch_task_queue_backlog_age_seconds", "Age of the oldest waiting task", ["task_queue"])
 # Stats are approximate and cost a round trip each; a short cache keeps selection cheap under load.
 CACHE_TTL_S = 0.25
+REFRESH_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,20 @@ class QueueStats:
                 dispatch_rate=float(stats.tasks_dispatch_rate),
             )
         except RPCError:
-            load = NO_LOAD  # no stats is no evidence of a backlog; health decides availability
+            # No stats is no evidence of a backlog (health decides availability); the gauges keep their last reading
+            # rather than claim an empty queue.
+            return NO_LOAD
         self._cache[task_queue] = (time.monotonic(), load)
         QUEUE_DEPTH.labels(task_queue).set(load.backlog)
         QUEUE_AGE.labels(task_queue).set(load.age_s)
         return load
+
+    async def refresh_forever(self, task_queues: Callable[[], Iterable[str]], interval_s: float = REFRESH_S) -> None:
+        """Keep the gauges current whether or not anyone lists the models (they were refreshed only by listings)."""
+        while True:
+            for task_queue in task_queues():
+                await self.load(task_queue)
+            await asyncio.sleep(interval_s)
 
     async def backlog(self, task_queue: str) -> int:
         """The approximate count, for display (ListModels' queue depth); routing reads `load`."""

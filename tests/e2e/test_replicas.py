@@ -12,7 +12,7 @@ import grpc
 import pytest
 from helpers import eventually
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc, types_pb2
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 
 from llmorch_common.constants import DEFAULT_MODEL_ID
 from tools.stack import Stack, fake_stack, replicated
@@ -126,7 +126,7 @@ def envoy_hosts_healthy(stack: Stack) -> dict[str, bool]:
 
 
 async def test_killing_an_api_replica_loses_no_request_and_envoy_stops_routing_to_it(stack: Stack) -> None:
-    client = await Client.connect(stack.temporal_address)
+    client = await stack.temporal_client()
     ids = [f"kill-{i}-{uuid.uuid4().hex[:8]}" for i in range(8)]
     async with grpc.aio.insecure_channel(stack.envoy_target) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)

@@ -131,7 +131,7 @@ def test_several_api_replicas_are_each_a_health_checked_host(tmp_path: Path) -> 
         for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ]
     assert hosts == [50051, 50052, 50053]
-    assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": ""}
+    assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": READINESS_SERVICE}
     assert render(50051, 18080, 19901) == render(50051, 18080, 19901, more_orchestrator_ports=())
     path = write_config(tmp_path / "envoy.yaml", 50051, 18080, 19901, more_orchestrator_ports=(50052,))
     result = validate_envoy(path)

@@ -318,6 +318,22 @@ async def test_a_streamed_request_is_timed_from_its_arrival(
     assert 0.45 <= observed_s() - before <= elapsed
 
 
+async def test_queue_depth_gauge_is_published_without_anyone_listing_models(
+    orchestrator: Orchestrator, temporal_address: str
+) -> None:
+    """It was refreshed only by ListModels; the API now reads every registered queue in the background."""
+    replica = fake_replica("m-unlisted", temporal_address, orchestrator.address)
+    await replica.start()
+    try:
+
+        async def published() -> bool:
+            return REGISTRY.get_sample_value("llmorch_task_queue_backlog", {"task_queue": "llm.m-unlisted"}) is not None
+
+        await eventually(published, timeout_s=15, interval_s=0.2)
+    finally:
+        await replica.drain()
+
+
 async def test_two_replicas_share_one_queue_and_double_capacity(
     orchestrator: Orchestrator, start_replica: StartReplica
 ) -> None:
