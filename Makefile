@@ -60,6 +60,7 @@ test: setup debian postgres lint
 bench: setup
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
+	$(PY) -m tools.bench.history_cost --out docs/benchmarks
 
 # Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
 reliability: setup postgres

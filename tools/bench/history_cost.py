@@ -99,14 +99,28 @@ def measure(path: Path) -> dict[str, Any]:
     }
 
 
+COMMAND = "python -m tools.bench.history_cost --out docs/benchmarks"
+
+
 def main(argv: list[str]) -> None:
-    paths = [Path(a) for a in argv] or sorted(HISTORIES.glob("inference_*.json"))
-    print(f"{'history':32} {'events':>6} {'bytes':>8} {'lifecycle':>9} {'share':>6} {'signals':>7} {'B/signal':>8}")
-    for path in paths:
-        row = measure(path)
-        print(
-            f"{row['history']:32} {row['events']:>6} {row['bytes']:>8} {row['lifecycle_bytes']:>9} "
-            f"{row['share']:>6.1%} {row['stream_signals']:>7} {row['bytes_per_signal']:>8.1f}"
+    """Print the table; with `--out DIR`, also write history_cost.json and history_cost.md there (make bench)."""
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+    names = [a for a in argv if a != "--out" and (out is None or a != str(out))]
+    rows = [measure(path) for path in ([Path(a) for a in names] or sorted(HISTORIES.glob("inference_*.json")))]
+    header = ["history", "events", "bytes", "lifecycle bytes", "share", "stream signals", "bytes per signal"]
+    lines = [
+        f"| {r['history']} | {r['events']} | {r['bytes']} | {r['lifecycle_bytes']} | {r['share']:.1%} | "
+        f"{r['stream_signals']} | {r['bytes_per_signal']:.1f} |"
+        for r in rows
+    ]
+    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *lines])
+    print(table)
+    if out:
+        (out / "history_cost.json").write_text(json.dumps({"command": COMMAND, "rows": rows}, indent=1) + "\n")
+        (out / "history_cost.md").write_text(
+            "# What the generation lifecycle adds to a request's history (ADR 0010)\n\n"
+            f"Written by `{COMMAND}` (run by `make bench`) from the committed histories in "
+            "tests/workflow/histories; data in [history_cost.json](history_cost.json).\n\n" + table + "\n"
         )
 
 
