@@ -7,6 +7,7 @@ stack, restarts a process that dies (with backoff, as Kubernetes would) and stop
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -300,9 +301,9 @@ class PostgresCluster:
         )
 
 
-def script_spec(name: str, argv: tuple[str, ...], restart: bool = False) -> ProcessSpec:
+def script_spec(name: str, argv: tuple[str, ...]) -> ProcessSpec:
     """A helper process beside a stack (a test's fake upstream, a profiler): started and stopped like the rest."""
-    return ProcessSpec(name, argv, restart=restart)
+    return ProcessSpec(name, argv, restart=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -836,9 +837,8 @@ class Stack:
                     child.restarts += 1
                     if on_restart:
                         on_restart(child, code)
-            with_timeout = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([with_timeout], timeout=0.2)
-            with_timeout.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.2)
 
     async def stop(self) -> None:
         # Reverse order, as `make down`: models drain while the API and Temporal are still there.
