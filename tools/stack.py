@@ -48,6 +48,17 @@ STARTUP_TIMEOUT_S = 180.0
 # history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
 # on average (docs/benchmarks/overhead.md). At 1000/s a dispatch takes about 2 ms.
 TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
+# Durable flow control (ADR 0020): dispatch by fairness key (the tenant) within each priority, from one partition
+# per task queue, where each of the dev server's default 4 partitions would order only its own tasks (approximate
+# fairness). A cluster keeps several partitions for throughput and accepts the approximation: see the ADR.
+TEMPORAL_FAIRNESS_ARGS = (
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+)
 
 # A supervised process that dies is restarted after this backoff, doubled per quick death up to the cap; a process
 # that stayed up for RESTART_RESET_AFTER_S starts again from the first step.
@@ -89,6 +100,7 @@ def temporal_spec(
     tuned: bool = True,
     extra: tuple[str, ...] = (),
     in_memory: bool = False,
+    fairness: bool = True,
 ) -> ProcessSpec:
     """The Temporal dev server on a SQLite file in `home`, so a restart keeps every workflow."""
     argv = (
@@ -109,6 +121,7 @@ def temporal_spec(
         "--log-level",
         "error",
         *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
         *extra,
     )
     return ProcessSpec(
@@ -467,6 +480,7 @@ class StackConfig:
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
+    temporal_fairness: bool = True  # False: one FIFO per queue, as before fairness (the fairness test's control)
     orchestrator_env: tuple[tuple[str, str], ...] = ()  # further ORCH_* settings for the API and the worker
     fixed_ports: bool = False  # the documented ports (make up) instead of free ones
     home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
@@ -677,6 +691,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_tuned,
             config.temporal_args,
             config.temporal_in_memory,
+            config.temporal_fairness,
         )
     )
     api_ports = list(zip(ports.apis, ports.api_internals, (ports.api_metrics, *ports.more_api_metrics), strict=True))

@@ -135,6 +135,7 @@ class InferenceWorkflow:
             fallbacks=tuple(self._fallbacks),
             citations=citations,
             parts=tuple(self._parts),
+            priority_class=request.priority_class,
         )
 
     def _cancelled_output(self) -> GenerateOutput:
