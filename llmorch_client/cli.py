@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmorch.v1 import retrieval_pb2, types_pb2
 
-from llmorch_client.client import OrchestratorClient, question_request
+from llmorch_client.client import OrchestratorClient, question_request, tls_credentials
 from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 from llmorch_common.constants import ORCHESTRATOR_PORT
 
@@ -79,6 +79,8 @@ async def ask(client: OrchestratorClient, args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m llmorch_client.cli", description=__doc__)
     root.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}", help="API host:port (or Envoy :8080)")
+    root.add_argument("--tls", action="store_true", help="TLS, trusting the system's roots (Envoy with a certificate)")
+    root.add_argument("--tls-ca", default=None, help="TLS, trusting only this PEM CA (implies --tls)")
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the models with their health and load")
     embed_cmd = commands.add_parser("embed", help="embed texts with the platform's embedding model")
@@ -103,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
 async def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     commands = {"models": models, "ingest": ingest, "query": query, "ask": ask, "embed": embed}
-    async with OrchestratorClient(args.target) as client:
+    async with OrchestratorClient(args.target, tls_credentials(args.tls, args.tls_ca)) as client:
         await commands[args.command](client, args)
 
 

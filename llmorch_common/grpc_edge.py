@@ -221,7 +221,10 @@ def idempotent_methods(*service_descriptors: Any) -> list[tuple[str, str]]:
     return methods
 
 
-def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
+def make_channel(
+    target: str, *service_descriptors: Any, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel with retries for the descriptors' idempotent RPCs; TLS when `credentials` are given (Envoy's)."""
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _retry_service_config(idempotent_methods(*service_descriptors))),
@@ -229,19 +232,27 @@ def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=options)
     return grpc.aio.insecure_channel(target, options=options)
 
 
 async def wait_until_serving(
-    target: str, timeout_s: float, service: str = "", exited: Callable[[], str | None] | None = None
+    target: str,
+    timeout_s: float,
+    service: str = "",
+    exited: Callable[[], str | None] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Poll grpc.health.v1 until SERVING or the timeout passes; used by launchers, tests and benchmarks.
 
     `exited` returns why the process behind `target` is gone, or None while it runs, so a crash fails fast.
+    `credentials` check a TLS listener (Envoy's) the way its clients reach it.
     """
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
-    async with grpc.aio.insecure_channel(target) as channel:
+    opened = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
+    async with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             reason = exited() if exited else None
