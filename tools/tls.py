@@ -38,7 +38,9 @@ class TlsFiles:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "llmorch"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "llmorch"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def _alt_name(host: str) -> x509.GeneralName:
@@ -49,7 +51,9 @@ def _alt_name(host: str) -> x509.GeneralName:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def issue(directory: Path, hosts: Sequence[str] = DEFAULT_HOSTS) -> TlsFiles:
@@ -89,9 +93,7 @@ def issue(directory: Path, hosts: Sequence[str] = DEFAULT_HOSTS) -> TlsFiles:
         .add_extension(x509.SubjectAlternativeName([_alt_name(host) for host in hosts]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     files.key.touch(mode=0o600)

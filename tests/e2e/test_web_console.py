@@ -165,4 +165,3 @@ def test_plain_http_to_the_tls_listener_gets_no_console(tls_envoy: EnvoyProcess)
     """TLS only: a plaintext request to the public port gets no page (no downgrade path)."""
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{tls_envoy.target}/", timeout=5).read()
-
