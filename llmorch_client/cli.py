@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
 async def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     commands = {"models": models, "ingest": ingest, "query": query, "ask": ask, "embed": embed}
-    async with OrchestratorClient(args.target, tls_credentials(args.tls, args.tls_ca)) as client:
+    async with OrchestratorClient(args.target, credentials=tls_credentials(args.tls, args.tls_ca)) as client:
         await commands[args.command](client, args)
 
 

@@ -40,7 +40,7 @@ def tls_credentials(tls: bool = False, ca_file: str | Path | None = None) -> grp
 
 
 class OrchestratorClient:
-    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
         """`credentials` (see `tls_credentials`) make it a TLS channel, as Envoy with a certificate needs."""
         self._channel = make_channel(
             target,

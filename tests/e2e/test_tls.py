@@ -66,7 +66,7 @@ async def test_grpcurl_without_the_ca_or_in_plaintext_is_refused(stack: Stack) -
 
 async def test_python_client_streams_over_tls(stack: Stack) -> None:
     credentials = tls_credentials(ca_file=tls_of(stack).ca)
-    async with OrchestratorClient(stack.envoy_target, credentials) as client:
+    async with OrchestratorClient(stack.envoy_target, credentials=credentials) as client:
         models = await client.list_models()
         assert DEFAULT_MODEL_ID in {model.model_id for model in models}
         request = question_request("Say hi.", max_tokens=4)
@@ -82,7 +82,7 @@ async def test_python_client_streams_over_tls(stack: Stack) -> None:
 
 async def test_python_client_with_another_ca_is_refused(stack: Stack, tmp_path: Path) -> None:
     stranger = issue(tmp_path / "other-ca")  # same names, another issuer: the channel must not trust it
-    async with OrchestratorClient(stack.envoy_target, tls_credentials(ca_file=stranger.ca)) as client:
+    async with OrchestratorClient(stack.envoy_target, credentials=tls_credentials(ca_file=stranger.ca)) as client:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await client.list_models(timeout_s=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
