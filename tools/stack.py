@@ -761,10 +761,6 @@ class Stack:
         """The console's address: https when Envoy has a certificate."""
         return f"{'https' if self.config.tls else 'http'}://{self.envoy_target}"
 
-    def envoy_credentials(self) -> grpc.ChannelCredentials | None:
-        """What a gRPC client of the front door needs: TLS trusting the stack's CA, or nothing (plaintext)."""
-        return grpc.ssl_channel_credentials(self.config.tls.ca.read_bytes()) if self.config.tls else None
-
     @property
     def model_ports(self) -> tuple[int, ...]:
         return self.ports.models
