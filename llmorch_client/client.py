@@ -40,12 +40,14 @@ def tls_credentials(tls: bool = False, ca_file: str | Path | None = None) -> grp
 
 
 class OrchestratorClient:
-    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
-        """`credentials` (see `tls_credentials`) make it a TLS channel, as Envoy with a certificate needs."""
+    def __init__(self, target: str, api_key: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
+        """`api_key` goes with every call as `authorization: Bearer <key>`; `credentials` (see `tls_credentials`)
+        make it a TLS channel, as Envoy with a certificate needs."""
         self._channel = make_channel(
             target,
             orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
             retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
+            token=api_key,
             credentials=credentials,
         )
         self.api = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)

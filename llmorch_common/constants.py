@@ -2,7 +2,7 @@
 
 ORCHESTRATOR_PORT = 50051
 # The API's internal listener: RegistryService, for the platform's own components only (never behind Envoy).
-ORCHESTRATOR_INTERNAL_PORT = 50052
+ORCHESTRATOR_INTERNAL_PORT = 50050  # API replica i of a fixed-port local stack: 50050 - i
 MODEL_BASE_PORT = 50061
 EMBED_PORT = 50071
 ENVOY_PORT = 8080

@@ -46,11 +46,13 @@ async def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_grpcurl_lists_and_generates_over_tls(stack: Stack) -> None:
     ca = str(tls_of(stack).ca)
-    listing = await grpcurl("-cacert", ca, stack.envoy_target, "list")
+    listing = await grpcurl("-cacert", ca, stack.envoy_target, "list")  # reflection needs no key
     assert listing.returncode == 0, listing.stderr
     assert set(listing.stdout.split()) >= PUBLIC
     body = json.dumps({"prompt": "Say hi.", "request_id": "tls-grpcurl", "sampling": {"max_tokens": 4}})
-    unary = await grpcurl("-cacert", ca, "-d", body, stack.envoy_target, "llmorch.v1.OrchestratorService/Generate")
+    key = f"authorization: Bearer {stack.api_key}"
+    generate = "llmorch.v1.OrchestratorService/Generate"
+    unary = await grpcurl("-cacert", ca, "-H", key, "-d", body, stack.envoy_target, generate)
     assert unary.returncode == 0, unary.stderr
     reply = json.loads(unary.stdout)
     assert reply["requestId"] == "tls-grpcurl" and reply["text"]
@@ -66,7 +68,7 @@ async def test_grpcurl_without_the_ca_or_in_plaintext_is_refused(stack: Stack) -
 
 async def test_python_client_streams_over_tls(stack: Stack) -> None:
     credentials = tls_credentials(ca_file=tls_of(stack).ca)
-    async with OrchestratorClient(stack.envoy_target, credentials=credentials) as client:
+    async with OrchestratorClient(stack.envoy_target, stack.api_key, credentials=credentials) as client:
         models = await client.list_models()
         assert DEFAULT_MODEL_ID in {model.model_id for model in models}
         request = question_request("Say hi.", max_tokens=4)
@@ -82,7 +84,8 @@ async def test_python_client_streams_over_tls(stack: Stack) -> None:
 
 async def test_python_client_with_another_ca_is_refused(stack: Stack, tmp_path: Path) -> None:
     stranger = issue(tmp_path / "other-ca")  # same names, another issuer: the channel must not trust it
-    async with OrchestratorClient(stack.envoy_target, credentials=tls_credentials(ca_file=stranger.ca)) as client:
+    untrusted = tls_credentials(ca_file=stranger.ca)
+    async with OrchestratorClient(stack.envoy_target, stack.api_key, credentials=untrusted) as client:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await client.list_models(timeout_s=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -92,3 +95,14 @@ async def test_the_stack_sets_the_namespace_retention(stack: Stack) -> None:
     client = await stack.temporal_client()
     described = await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=TEMPORAL_NAMESPACE))
     assert described.config.workflow_execution_retention_ttl.ToTimedelta() == TEMPORAL_RETENTION
+
+
+async def test_the_stacks_own_channel_speaks_tls_to_envoy(stack: Stack) -> None:
+    """Stack.channel, which tests and tools use for the front door, follows the stack's TLS setting."""
+    from llmorch.v1 import orchestrator_pb2_grpc
+
+    async with stack.channel() as channel:
+        listing = await orchestrator_pb2_grpc.OrchestratorServiceStub(channel).ListModels(
+            orchestrator_pb2.ListModelsRequest(), timeout=10
+        )
+    assert DEFAULT_MODEL_ID in {model.model_id for model in listing.models}
