@@ -1018,6 +1018,12 @@ class LocalStackSettings(BaseSettings):
         """The running stack's development key (Stack.dev_key made it)."""
         return (self.home / DEV_KEY_FILE).read_text().strip()
 
+    def envoy_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS to the running stack's Envoy, trusting its local CA (home/tls/ca.pem), when `tls` is on."""
+        return (
+            grpc.ssl_channel_credentials(TlsFiles.in_directory(self.home / "tls").ca.read_bytes()) if self.tls else None
+        )
+
 
 def write_state(path: Path, stack: Stack | None, state: str, error: str = "") -> None:
     """What `make up`, `make down` and the tests read: the supervisor's pid, the ports and each process."""

@@ -177,3 +177,6 @@ def test_make_up_tls_gives_envoy_a_certificate_from_the_local_ca(tmp_path: Path)
     rendered = (tmp_path / "envoy.yaml").read_text()
     assert f'"filename": "{config.tls.cert}"' in rendered and f'"filename": "{config.tls.key}"' in rendered
     assert LocalStackSettings(home=tmp_path, free_ports=True).config().tls is None, "plaintext unless asked"
+    # `make demo` with TLS reaches Envoy trusting that CA.
+    assert LocalStackSettings(home=tmp_path, tls=True).envoy_credentials() is not None
+    assert LocalStackSettings(home=tmp_path).envoy_credentials() is None
