@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import grpc
+import psycopg
 import yaml  # type: ignore[import-untyped]
 from google.protobuf.duration_pb2 import Duration
 from pydantic import Field
@@ -330,6 +331,18 @@ class PostgresCluster:
         return ProcessSpec(
             "postgres", _as_postgres_user(argv), tcp_port=self.port, info=info, stop_signal=signal.SIGINT
         )
+
+    async def wait_accepting(self, timeout_s: float = 60.0) -> None:
+        """Its port opens while it still answers "the database system is starting up": wait for a session."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
 
 def script_spec(name: str, argv: tuple[str, ...]) -> ProcessSpec:
@@ -853,6 +866,8 @@ class Stack:
             await child.wait_ready()
             if spec.name == "temporal":
                 await set_retention(self.temporal_address)
+            if spec.name == "postgres":
+                await postgres_cluster(self.home, self.ports).wait_accepting()
             if progress:
                 progress(child)
         self.api_key = await self.dev_key()

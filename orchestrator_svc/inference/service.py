@@ -24,7 +24,7 @@ from llmorch_common.errors import (
     resource_exhausted,
 )
 from orchestrator_svc.config import OrchestratorSettings
-from orchestrator_svc.identity.keys import Principal, PriorityClass
+from orchestrator_svc.identity.keys import PRIORITY_KEYS, Principal, PriorityClass
 from orchestrator_svc.identity.limits import RateLimiter
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
@@ -53,8 +53,7 @@ QUEUE_WAIT = Histogram(
     buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 WORKFLOW_ID_PREFIX = "inference-"
-# Temporal dispatches lower keys first (1 to 5, 3 when unset): interactive ahead of batch, with room either side.
-PRIORITY_KEYS = {PriorityClass.INTERACTIVE: 2, PriorityClass.BATCH: 4}
+
 DIGEST_MEMO = "request_digest"
 
 
