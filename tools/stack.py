@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,11 @@ BIN = Path(sys.executable).parent
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 MODELS_DIR = ROOT / "data" / "models"  # converted weights are shared by every stack, whatever its home
 STARTUP_TIMEOUT_S = 180.0
+# The peer the bench compares with (LiteLLM's proxy in front of llama-cpp-python's OpenAI server) lives in its own
+# virtualenv (`make bench-venv`): LiteLLM's dependency pins must not move the stack's.
+BENCH_VENV = ROOT / ".venv-bench"
+PEER_MODEL_NAME = "smollm2"  # the name both peer servers serve the weights under
+PEER_N_CTX = 2048
 
 # The dev server's history service reads new transfer tasks (every workflow and activity task dispatch) at most
 # history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
@@ -301,6 +306,66 @@ class PostgresCluster:
         )
 
 
+def peer_engine_spec(weights: Path, port: int, n_threads: int, n_ctx: int) -> ProcessSpec:
+    """The peer's engine: llama-cpp-python's OpenAI-compatible server on a GGUF file (bench only)."""
+    argv = (
+        str(BENCH_VENV / "bin" / "python"),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(weights),
+        "--model_alias",
+        PEER_MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        str(n_threads),
+        "--n_ctx",
+        str(n_ctx),
+    )
+    return ProcessSpec("peer-engine", argv, tcp_port=port, info=f"llama-cpp-python server http://127.0.0.1:{port}")
+
+
+def peer_proxy_spec(home: Path, port: int, engine_port: int) -> ProcessSpec:
+    """The peer's gateway: LiteLLM's proxy routing to the peer engine, with a generated master key (LiteLLM refuses
+    to start without one) in home/peer-key, so both sides of the comparison check a key per request."""
+    config = {
+        "model_list": [
+            {
+                "model_name": PEER_MODEL_NAME,
+                "litellm_params": {
+                    "model": f"openai/{PEER_MODEL_NAME}",
+                    "api_base": f"http://127.0.0.1:{engine_port}/v1",
+                    "api_key": "unused",
+                },
+            }
+        ],
+        "litellm_settings": {"telemetry": False},
+    }
+    path = home / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = (
+        str(BENCH_VENV / "bin" / "litellm"),
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    )
+    # The local cost map: the proxy would otherwise fetch it from GitHub at start.
+    env = {"LITELLM_MASTER_KEY": peer_key(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return ProcessSpec("peer-proxy", argv, env, tcp_port=port, info=f"LiteLLM proxy http://127.0.0.1:{port}")
+
+
+def peer_key(home: Path) -> str:
+    return home_secret(home / "peer-key", lambda: "sk-" + secrets.token_urlsafe(24))
+
+
 def script_spec(name: str, argv: tuple[str, ...]) -> ProcessSpec:
     """A helper process beside a stack (a test's fake upstream, a profiler): started and stopped like the rest."""
     return ProcessSpec(name, argv, restart=False)
@@ -468,6 +533,9 @@ class StackConfig:
     home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
     stop_grace_s: float = 40.0  # per process, on stop: models drain in-flight generations first
+    # The bench's peer (LiteLLM -> llama-cpp-python) on these weights beside the stack, started and stopped with it.
+    peer_weights: Path | None = None
+    peer_n_threads: int = 2
     label: str = "default"
 
     def __post_init__(self) -> None:
@@ -511,6 +579,8 @@ class Ports:
     models: tuple[int, ...]
     model_metrics: tuple[int, ...]
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
+    peer_engine: int = 0  # the bench's peer (free ports only)
+    peer_proxy: int = 0
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
@@ -563,14 +633,18 @@ class Ports:
         return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
 
 
+def home_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret made once per stack home, readable by its owner only, and the same on every later start."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
 def payload_keys(home: Path) -> str:
     """The stack's payload keys (LLMORCH_PAYLOAD_KEYS), made once per home and kept beside its Temporal database,
     so a restarted stack still opens the histories it sealed."""
-    path = home / "payload-keys"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(new_key("k1"))
-    return path.read_text().strip()
+    return home_secret(home / "payload-keys", lambda: new_key("k1"))
 
 
 def postgres_cluster(home: Path, ports: Ports) -> PostgresCluster:
@@ -682,6 +756,9 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             home / "envoy.yaml", upstreams[0], ports.envoy, ports.envoy_admin, more_orchestrator_ports=upstreams[1:]
         )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
+    if config.peer_weights:
+        specs.append(peer_engine_spec(config.peer_weights, ports.peer_engine, config.peer_n_threads, PEER_N_CTX))
+        specs.append(peer_proxy_spec(home, ports.peer_proxy, ports.peer_engine))
     return specs
 
 
@@ -722,6 +799,18 @@ class Stack:
     @property
     def model_ports(self) -> tuple[int, ...]:
         return self.ports.models
+
+    @property
+    def peer_urls(self) -> dict[str, str]:
+        """The peer's OpenAI-compatible bases: through LiteLLM (`proxy`) and its engine called directly (`engine`)."""
+        return {
+            "proxy": f"http://127.0.0.1:{self.ports.peer_proxy}/v1",
+            "engine": f"http://127.0.0.1:{self.ports.peer_engine}/v1",
+        }
+
+    @property
+    def peer_key(self) -> str:
+        return peer_key(self.home)
 
     async def temporal_client(self) -> Client:
         """A client of this stack's Temporal that opens its sealed payloads (the stack's own key)."""

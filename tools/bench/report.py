@@ -6,6 +6,12 @@ from typing import Any
 from tools.bench.overhead import SEGMENTS
 
 GOALS = {
+    # issue 19, each against the peer (LiteLLM -> llama-cpp-python) or the side's own direct call, in the same run
+    "peer_overhead_p50_ratio": 2.0,
+    "peer_requests_per_s_ratio": 0.6,
+    "cpu_ms_per_short_request": 20.0,
+    "stack_tokens_per_s_vs_direct": 0.95,
+    "ttft_over_direct_ms": 25.0,
     "overhead_p50_ms": 20.0,
     "overhead_p99_ms": 60.0,
     "tokens_ratio": 0.97,
@@ -14,12 +20,12 @@ GOALS = {
 }
 
 
-def verdict(measured: float, goal: float, lower_is_better: bool) -> str:
+def verdict(measured: float, goal: float, lower_is_better: bool, unit: str = " ms") -> str:
     met = measured <= goal if lower_is_better else measured >= goal
     if met:
         return "**met**"
     if lower_is_better:
-        return f"not met: {measured - goal:+.1f} ms over ({measured / goal:.1f}x the budget)"
+        return f"not met: {measured - goal:+.3g}{unit} over ({measured / goal:.1f}x the budget)"
     return f"not met: {measured / goal:.0%} of the goal ({goal - measured:.3g} short)"
 
 
@@ -421,3 +427,120 @@ def rag_tables(result: dict[str, Any]) -> str:
             ),
         ]
     )
+
+
+# --- the peer (tools/bench/peer.py) ---------------------------------------------------------------------------
+
+
+def peer_goal_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Issue 19's goals, each from the same run as the peer."""
+    r, levels = result["ratios"], result["levels"]
+    gen = r["generation"]
+    p50 = r["c1"]["p50_ms"]
+    cpu = levels["8"]["stack"]["cpu_ms_total"]
+    rows: list[list[Any]] = [
+        ["overhead p50, concurrency 1, stack / peer", "≤ 2x",
+         f"{p50}x" if p50 is not None else "peer overhead ≤ 0",
+         verdict(p50, GOALS["peer_overhead_p50_ratio"], True, "x") if p50 is not None else "—"],
+        ["short req/s at concurrency 8, stack / peer", "≥ 0.6x", f"{r['c8']['requests_per_s']}x",
+         verdict(r["c8"]["requests_per_s"], GOALS["peer_requests_per_s_ratio"], False)],
+        ["CPU per short request, all stack processes (concurrency 8)", "≤ 20 ms", f"{cpu} ms",
+         verdict(cpu, GOALS["cpu_ms_per_short_request"], True)],
+        ["tokens/s through the stack / its direct stream, 128 tokens", "≥ 0.95x",
+         f"{gen['stack_tokens_per_s_vs_direct']}x",
+         verdict(gen["stack_tokens_per_s_vs_direct"], GOALS["stack_tokens_per_s_vs_direct"], False)],
+        ["TTFT through the stack - its direct stream", "≤ 25 ms", f"{gen['stack_ttft_minus_direct_ms']} ms",
+         verdict(gen["stack_ttft_minus_direct_ms"], GOALS["ttft_over_direct_ms"], True)],
+    ]  # fmt: skip
+    return rows
+
+
+def peer_tables(result: dict[str, Any]) -> str:
+    levels, paths = result["levels"], list(result["config"]["paths"])
+    overhead_rows = [
+        [f"c={c}", side, *(levels[c]["overhead"][side][q] for q in ("p50_ms", "p90_ms", "p99_ms")),
+         *((result["ratios"][f"c{c}"][q] for q in ("p50_ms", "p90_ms", "p99_ms")) if side == "stack" else ("—",) * 3)]
+        for c in levels if c in ("1", "8") for side in ("peer", "stack")
+    ]  # fmt: skip
+    rate_rows = [
+        [path, *(levels[c][path]["requests_per_s"] for c in levels), *(levels[c][path]["p50_ms"] for c in levels),
+         sum(sum(levels[c][path]["errors"].values()) for c in levels)]
+        for path in paths
+    ]  # fmt: skip
+    rate_rows.append(["stack / peer", *(result["ratios"][f"c{c}"]["requests_per_s"] for c in levels),
+                      *("—" for _ in levels), "—"])  # fmt: skip
+    cpu_rows = [
+        [path, levels["8"][path]["cpu_ms_total"],
+         ", ".join(f"{k} {v}" for k, v in sorted(levels["8"][path]["cpu_ms_per_request"].items(), key=lambda i: -i[1]))]
+        for path in paths
+    ]  # fmt: skip
+    gen = result["generation"]
+    gen_rows = [
+        [path, gen[path]["ttft_ms"], gen[path]["generation_tokens_per_s"], gen[path]["end_to_end_tokens_per_s"],
+         gen[path]["tokens"]]
+        for path in paths
+    ]  # fmt: skip
+    events = result["events_per_request"]
+    event_rows = [
+        [kind, events[kind]["median"], ", ".join(f"{k} {v:g}" for k, v in events[kind]["by_type_median"].items())]
+        for kind in ("short", "long")
+    ]
+    paths_rows = [[path, what] for path, what in result["config"]["paths"].items()]
+    return "\n\n".join(
+        [
+            "Four paths on the same SmolLM2 weights, in rounds that rotate them (same load, same run):",
+            table(["path", "what"], paths_rows),
+            f'Short requests ("{result["config"]["short_prompt"]}", 1 token). Overhead is a side\'s latency '
+            "quantile minus its own direct call's; the ratio columns are the stack's over the peer's:",
+            table(
+                ["level", "side", "p50 ms", "p90 ms", "p99 ms", "p50 ratio", "p90 ratio", "p99 ratio"], overhead_rows
+            ),
+            "Requests per second and p50 latency, closed loop:",
+            table(["path", *(f"req/s c={c}" for c in levels), *(f"p50 ms c={c}" for c in levels), "errors"], rate_rows),
+            "CPU per short request at concurrency 8, from /proc, charged to the path that was running "
+            "(the total counts that side's processes; the load generator is listed, not counted):",
+            table(["path", "total CPU ms/req", "per process (ms/req)"], cpu_rows),
+            f"Streamed generation ({result['config']['long_max_tokens']} tokens at most, greedy), medians of "
+            f"{result['config']['generation_repetitions']}:",
+            table(["path", "TTFT ms", "tokens/s after the first", "end-to-end tokens/s", "tokens"], gen_rows),
+            "History events per stack request (median of a sample of its workflows):",
+            table(["request", "events", "by type (median)"], event_rows),
+            "Goals (issue 19), as measured in this run:",
+            table(["goal", "target", "measured", "verdict"], peer_goal_rows(result)),
+        ]
+    )
+
+
+def plot_peer(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
+    levels, paths = result["levels"], list(result["config"]["paths"])
+    quantiles = ("p50_ms", "p90_ms", "p99_ms")
+    labels = [f"c={c} {q[:3]}" for c in ("1", "8") for q in quantiles]
+    xs = range(len(labels))
+    for offset, side in ((-0.2, "peer"), (0.2, "stack")):
+        values = [levels[c]["overhead"][side][q] for c in ("1", "8") for q in quantiles]
+        left.bar([x + offset for x in xs], values, width=0.4, label=side)
+    left.set_xticks(list(xs), labels, rotation=30)
+    left.set_ylabel("overhead over own direct call, ms")
+    left.set_title("Overhead, short requests")
+    left.legend()
+    concurrencies = [int(c) for c in levels]
+    for name in paths:
+        middle.plot(concurrencies, [levels[str(c)][name]["requests_per_s"] for c in concurrencies], marker="o",
+                    label=name)  # fmt: skip
+    middle.set_xscale("log", base=2)
+    middle.set_xlabel("concurrency")
+    middle.set_ylabel("req/s")
+    middle.set_title("Short requests per second")
+    middle.legend()
+    gen = result["generation"]
+    right.bar(paths, [gen[p]["generation_tokens_per_s"] for p in paths], color="tab:green")
+    right.set_ylabel("tokens/s after the first")
+    twin = right.twinx()
+    twin.plot(paths, [gen[p]["ttft_ms"] for p in paths], color="tab:red", marker="o")
+    twin.set_ylabel("TTFT ms", color="tab:red")
+    right.set_title("128-token stream")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
