@@ -2,7 +2,7 @@
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -143,7 +143,8 @@ class Sides:
             await channel.close()
 
 
-async def server_sent_events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+async def server_sent_events(content: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """The data of each server-sent event, line by line, up to OpenAI's closing [DONE]."""
     async for raw in content:
         line = raw.decode().strip()
         if line.startswith("data:") and line[5:].strip() != "[DONE]":

@@ -62,7 +62,7 @@ def goal_rows(records: dict[str, dict[str, Any]]) -> list[list[Any]]:
             ["short requests/s, no errors", "≥ 100 req/s", f"{peak:.1f} req/s, {errors} errors",
              verdict(peak, GOALS["requests_per_s"], False)]
         )  # fmt: skip
-        four = [r for r in thr["scaling"]["rows"] if r["replicas"] == 4]
+        four = [r for r in thr["scaling"]["rows"] if r["replicas"] == 4 and r.get("api_replicas", 1) == 1]
         if four:
             eff = four[0]["efficiency"]
             rows.append(
@@ -240,8 +240,8 @@ def throughput_tables(result: dict[str, Any]) -> str:
         for lv in ramp["levels"]
     ]
     scale_rows = [
-        [r["replicas"], r["concurrency"], r["requests_per_s"], r["ideal_requests_per_s"], r["efficiency"],
-         sum(r["errors"].values()), r["p50_ms"], r["p99_ms"]]
+        [r["replicas"], r.get("api_replicas", 1), r["concurrency"], r["requests_per_s"], r["ideal_requests_per_s"],
+         r["efficiency"], sum(r["errors"].values()), r["p50_ms"], r["p99_ms"], *cpu_cells(r)]
         for r in result["scaling"]["rows"]
     ]  # fmt: skip
     peak = next(lv for lv in ramp["levels"] if lv["concurrency"] == ramp["peak_concurrency"])
@@ -260,13 +260,28 @@ def throughput_tables(result: dict[str, Any]) -> str:
             table(["process", "CPU ms / request"], cpu_rows),
             "Replica scaling (fake engine 200 ms per request, max_concurrency 4 per replica, "
             f"{result['scaling']['config']['clients_per_slot']} callers per slot):",
-            table(
-                ["replicas", "callers", "req/s", "ideal req/s", "achieved/ideal", "errors", "p50 ms", "p99 ms"],
-                scale_rows,
-            ),
+            "CPU per request is from /proc, per kind of process (replicas of a kind summed), beside each figure: "
+            "it separates what the orchestrator path costs from what the 2-core machine allows "
+            "(cores busy = total CPU over wall time).",
+            table(SCALING_HEADER, scale_rows),
             *worker_variant_lines(result.get("worker_variants", [])),
         ]
     )
+
+
+SCALING_HEADER = [
+    "replicas", "API replicas", "callers", "req/s", "ideal req/s", "achieved/ideal", "errors", "p50 ms", "p99 ms",
+    "CPU ms/req (all)", "cores busy", "CPU ms/req by process",
+]  # fmt: skip
+
+
+def cpu_cells(row: dict[str, Any]) -> list[Any]:
+    """Total CPU per request (load generator excluded), cores busy, and each process's share, largest first."""
+    cpu = {k: v for k, v in row.get("cpu_ms_per_request", {}).items() if k != "load generator"}
+    if not cpu:
+        return ["—", "—", "—"]
+    shares = ", ".join(f"{name} {ms}" for name, ms in sorted(cpu.items(), key=lambda item: -item[1]) if ms >= 0.05)
+    return [round(sum(cpu.values()), 2), row.get("cpu_cores_busy", "—"), shares]
 
 
 def worker_variant_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -314,13 +329,18 @@ def plot_throughput(result: dict[str, Any], path: Path) -> None:
     twin.plot(xs, [lv["p50_ms"] for lv in levels], "--", color="gray", marker="s", label="p50 ms")
     twin.set_ylabel("p50 latency ms", color="gray")
     left.legend(loc="upper left")
-    rows = result["scaling"]["rows"]
-    replicas = [r["replicas"] for r in rows]
-    right.plot(replicas, [r["ideal_requests_per_s"] for r in rows], "--", color="gray", label="ideal")
-    right.plot(replicas, [r["requests_per_s"] for r in rows], marker="o", label="achieved")
-    for r in rows:
-        right.annotate(f"{r['efficiency']:.2f}", (r["replicas"], r["requests_per_s"]), textcoords="offset points",
-                       xytext=(5, -12))  # fmt: skip
+    by_api: dict[int, list[dict[str, Any]]] = {}
+    for r in result["scaling"]["rows"]:
+        by_api.setdefault(r.get("api_replicas", 1), []).append(r)
+    first = next(iter(by_api.values()))
+    replicas = [r["replicas"] for r in first]
+    right.plot(replicas, [r["ideal_requests_per_s"] for r in first], "--", color="gray", label="ideal")
+    for api_replicas, rows in by_api.items():
+        xs = [r["replicas"] for r in rows]
+        right.plot(xs, [r["requests_per_s"] for r in rows], marker="o", label=f"achieved, {api_replicas} API")
+        for r in rows:
+            right.annotate(f"{r['efficiency']:.2f}", (r["replicas"], r["requests_per_s"]), textcoords="offset points",
+                           xytext=(5, -12))  # fmt: skip
     right.set_xticks(replicas)
     right.set_xlabel("fake-model replicas (200 ms, 4 slots each)")
     right.set_ylabel("requests / s")
