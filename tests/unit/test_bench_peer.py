@@ -62,12 +62,12 @@ def test_ratios_goals_and_report_come_from_the_measurements(tmp_path: Path) -> N
             "short_prompt": "Say hi.",
             "long_max_tokens": 128,
             "generation_repetitions": 5,
-        },  # fmt: skip
+        },
         "levels": levels,
         "generation": generation,
         "events_per_request": {
             k: {"median": 11.0, "by_type_median": {"WORKFLOW_TASK_STARTED": 2.0}} for k in ("short", "long")
-        },  # fmt: skip
+        },
         "ratios": ratios,
     }
     goals = {row[0]: row for row in report.peer_goal_rows(result)}
