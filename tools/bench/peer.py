@@ -215,7 +215,7 @@ async def events_per_request(stack: Stack, workflow_ids: list[str]) -> dict[str,
 
 
 def requests_for(concurrency: int, quick: bool) -> int:
-    base = {1: 160, 8: 320, 32: 640}[concurrency]
+    base = {1: 100, 8: 240, 32: 480}[concurrency]
     return base // 4 if quick else base
 
 
