@@ -42,7 +42,7 @@ def write_index(out: Path) -> None:
         "## How to run",
         "",
         "```",
-        "make bench                                   # everything, about 11 minutes on 2 cores",
+        "make bench                                   # everything; each section's time is in the table below",
         "python -m tools.bench --only overhead,peer   # subset of overhead,dispatch,throughput,generation,peer,rag",
         "python -m tools.bench --quick                # fewer samples, no RAG: for iteration, not for the record",
         "python -m tools.bench --out /tmp/bench       # write elsewhere",
