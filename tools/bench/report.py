@@ -527,8 +527,23 @@ def peer_tables(result: dict[str, Any]) -> str:
             table(["request", "events", "by type (median)"], event_rows),
             "Goals (issue 19), as measured in this run:",
             table(["goal", "target", "measured", "verdict"], peer_goal_rows(result)),
+            PEER_GAPS,
         ]
     )
+
+
+PEER_GAPS = """What would close the gaps that remain:
+
+- **Requests per second.** The stack's engine evaluates every prompt in full (`LlamaEngine.generate` resets its
+  context), while llama-cpp-python's server reuses the cached prefix of the previous prompt; with one short prompt
+  repeated, that is most of the gap between the two direct rows above, and so between the two sides. Prefix reuse
+  in the engine would close it, provided resumed generations keep their logits (ADR 0010, ADR 0019).
+- **Overhead and CPU per request.** What the stack adds is Temporal's work per request: the history events above,
+  the dispatches in [dispatch.md](dispatch.md), and the API's and worker's CPU in [profile.md](profile.md).
+  Update-with-start, the alternative to eager start and `result()`, is measured in [dispatch.md](dispatch.md).
+- **TTFT and tokens/s.** A streamed delta reaches the client through the workflow's record (a signal from the
+  model's worker, then the API's `watch_stream` long-poll): the flush interval (`STREAM_FLUSH_INTERVAL_S`) trades
+  TTFT and tokens/s against signals, and so events, per request."""
 
 
 def plot_peer(result: dict[str, Any], path: Path) -> None:
