@@ -20,19 +20,28 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import grpc
 import yaml  # type: ignore[import-untyped]
+from google.protobuf.duration_pb2 import Duration
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.api.namespace.v1 import NamespaceConfig
+from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
 
 from llmorch_common import constants as c
-from llmorch_common.grpc_edge import wait_until_serving
+from llmorch_common.grpc_edge import make_channel, wait_until_serving
 from llmorch_common.payload_codec import data_converter, new_key, parse_keys
+from orchestrator_svc.identity.keys import Role
+from orchestrator_svc.identity.service import KeyAdmin
+from orchestrator_svc.identity.store import KeyStore
 from tools.envoy_config import write_config
+from tools.tls import TlsFiles, issue
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -49,6 +58,20 @@ PEER_N_CTX = 2048
 # history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
 # on average (docs/benchmarks/overhead.md). At 1000/s a dispatch takes about 2 ms.
 TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
+# Durable flow control (ADR 0020): dispatch by fairness key (the tenant) within each priority, from one partition
+# per task queue, where each of the dev server's default 4 partitions would order only its own tasks (approximate
+# fairness). A cluster keeps several partitions for throughput and accepts the approximation: see the ADR.
+TEMPORAL_FAIRNESS_ARGS = (
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+)
+# How long Temporal keeps a closed workflow's history (its answer, for GetRequest and reattaching): set on the
+# namespace once the dev server is up, rather than left to the server's default (ADR 0015).
+TEMPORAL_RETENTION = timedelta(days=3)
 
 # A supervised process that dies is restarted after this backoff, doubled per quick death up to the cap; a process
 # that stayed up for RESTART_RESET_AFTER_S starts again from the first step.
@@ -79,6 +102,7 @@ class ProcessSpec:
     restart: bool = True  # a supervised stack restarts it when it dies
     info: str = ""
     stop_signal: signal.Signals = signal.SIGTERM  # what `stop` sends first (PostgreSQL: SIGINT, its fast shutdown)
+    tls_ca: Path | None = None  # grpc_port serves TLS only (Envoy with a certificate): check it trusting this CA
 
 
 def temporal_spec(
@@ -90,6 +114,7 @@ def temporal_spec(
     tuned: bool = True,
     extra: tuple[str, ...] = (),
     in_memory: bool = False,
+    fairness: bool = True,
 ) -> ProcessSpec:
     """The Temporal dev server on a SQLite file in `home`, so a restart keeps every workflow."""
     argv = (
@@ -110,6 +135,7 @@ def temporal_spec(
         "--log-level",
         "error",
         *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
         *extra,
     )
     return ProcessSpec(
@@ -169,7 +195,9 @@ def embed_spec(port: int, temporal_address: str, registry_address: str, metrics_
     return ProcessSpec("embed", (sys.executable, "-m", "embed_svc"), env, grpc_port=port, info=info)
 
 
-def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int = 2) -> ProcessSpec:
+def envoy_spec(
+    config: Path, listen_port: int, admin_port: int, concurrency: int = 2, tls_ca: Path | None = None
+) -> ProcessSpec:
     # --disable-hot-restart: several Envoys (tests, the local stack) may run at once without base-id clashes.
     argv = (
         str(BIN / "envoy"),
@@ -181,8 +209,11 @@ def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int
         "--log-level",
         "warn",
     )
-    info = f"Envoy gRPC, gRPC-Web, console http://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
-    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info)
+    scheme = "https" if tls_ca else "http"
+    info = f"Envoy gRPC, gRPC-Web, console {scheme}://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
+    if tls_ca:
+        info += f"; clients trust {tls_ca}"
+    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info, tls_ca=tls_ca)
 
 
 def validate_envoy(config: Path) -> subprocess.CompletedProcess[str]:
@@ -363,7 +394,7 @@ def peer_proxy_spec(home: Path, port: int, engine_port: int) -> ProcessSpec:
 
 
 def peer_key(home: Path) -> str:
-    return home_secret(home / "peer-key", lambda: "sk-" + secrets.token_urlsafe(24))
+    return secret_file(home, "peer-key", lambda: "sk-" + secrets.token_urlsafe(24))
 
 
 def script_spec(name: str, argv: tuple[str, ...]) -> ProcessSpec:
@@ -430,7 +461,10 @@ class Child:
         if self.spec.tcp_port:
             await wait_tcp(self.spec.tcp_port, timeout_s, self.exit_reason)
         if self.spec.grpc_port:
-            await wait_until_serving(f"127.0.0.1:{self.spec.grpc_port}", timeout_s, exited=self.exit_reason)
+            ca = self.spec.tls_ca
+            credentials = grpc.ssl_channel_credentials(ca.read_bytes()) if ca else None
+            target = f"127.0.0.1:{self.spec.grpc_port}"
+            await wait_until_serving(target, timeout_s, exited=self.exit_reason, credentials=credentials)
         reason = self.exit_reason()
         if reason:
             raise RuntimeError(reason)
@@ -528,7 +562,10 @@ class StackConfig:
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
+    temporal_fairness: bool = True  # False: one FIFO per queue, as before fairness (the fairness test's control)
     orchestrator_env: tuple[tuple[str, str], ...] = ()  # further ORCH_* settings for the API and the worker
+    # Envoy's public listener serves TLS only, with this certificate; its CA is what the stack's clients trust.
+    tls: TlsFiles | None = None
     fixed_ports: bool = False  # the documented ports (make up) instead of free ones
     home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
@@ -569,6 +606,7 @@ class Ports:
     temporal_http: int
     temporal_metrics: int
     api: int
+    api_internal: int  # RegistryService, for the platform's own processes
     api_metrics: int
     worker_metrics: int
     worker_sdk_metrics: int
@@ -583,6 +621,7 @@ class Ports:
     peer_proxy: int = 0
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
+    more_api_internals: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
     more_worker_metrics: tuple[int, ...] = ()
     more_worker_sdk_metrics: tuple[int, ...] = ()
@@ -594,6 +633,7 @@ class Ports:
             self,
             postgres=free_port(),
             more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
+            more_api_internals=tuple((self.api_internal - i) if fixed else free_port() for i in extra_apis),
             more_api_metrics=tuple(free_port() for _ in extra_apis),
             more_worker_metrics=tuple(free_port() for _ in extra_workers),
             more_worker_sdk_metrics=tuple(free_port() for _ in extra_workers),
@@ -603,6 +643,10 @@ class Ports:
     def apis(self) -> tuple[int, ...]:
         return (self.api, *self.more_apis)
 
+    @property
+    def api_internals(self) -> tuple[int, ...]:
+        return (self.api_internal, *self.more_api_internals)
+
     @classmethod
     def fixed(cls, replicas: int) -> "Ports":
         return cls(
@@ -611,6 +655,7 @@ class Ports:
             temporal_http=c.TEMPORAL_HTTP_PORT,
             temporal_metrics=c.TEMPORAL_METRICS_PORT,
             api=c.ORCHESTRATOR_PORT,
+            api_internal=c.ORCHESTRATOR_INTERNAL_PORT,
             api_metrics=c.ORCHESTRATOR_METRICS_PORT,
             worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
             worker_sdk_metrics=c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
@@ -633,46 +678,71 @@ class Ports:
         return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
 
 
-def home_secret(path: Path, make: Callable[[], str]) -> str:
-    """A secret made once per stack home, readable by its owner only, and the same on every later start."""
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(make())
-    return path.read_text().strip()
-
-
 def payload_keys(home: Path) -> str:
-    """The stack's payload keys (LLMORCH_PAYLOAD_KEYS), made once per home and kept beside its Temporal database,
-    so a restarted stack still opens the histories it sealed."""
-    return home_secret(home / "payload-keys", lambda: new_key("k1"))
+    """The stack's payload keys (LLMORCH_PAYLOAD_KEYS), kept beside its Temporal database, so a restarted stack
+    still opens the histories it sealed."""
+    return secret_file(home, "payload-keys", lambda: new_key("k1"))
 
 
 def postgres_cluster(home: Path, ports: Ports) -> PostgresCluster:
     return PostgresCluster(home / "postgres", ports.postgres)
 
 
+def secret_file(home: Path, name: str, make: Callable[[], str]) -> str:
+    """A secret made once per home (mode 0600) and kept there, so a restarted stack still uses it."""
+    path = home / name
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
+DEV_TENANT = "dev"
+DEV_KEY_FILE = "api-key"
+
+
+def registration_token(home: Path) -> str:
+    """The control plane's credential (LLMORCH_REGISTRATION_TOKEN) of this stack."""
+    return secret_file(home, "registration-token", lambda: secrets.token_urlsafe(32))
+
+
 def registry_target(config: StackConfig, ports: Ports) -> str:
-    """Where replicas and workers reach RegistryService: with several API replicas, any of them (gRPC's pick_first
-    moves on to the next address when one dies)."""
+    """Where replicas and workers reach RegistryService on the APIs' internal listeners: with several API replicas,
+    any of them (gRPC's pick_first moves on to the next address when one dies)."""
     if config.api_replicas == 1:
-        return f"127.0.0.1:{ports.api}"
-    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports.apis[: config.api_replicas])
+        return f"127.0.0.1:{ports.api_internal}"
+    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports.api_internals[: config.api_replicas])
+
+
+def stack_database_url(config: StackConfig, home: Path, ports: Ports) -> str:
+    """The registry's database (keys included); a PostgreSQL one once `plan` has initialised its cluster."""
+    return postgres_cluster(home, ports).url if config.postgres else f"sqlite:///{home / 'registry.db'}"
+
+
+async def create_key(database_url: str, tenant: str, role: Role = Role.TENANT) -> str:
+    """A new API key, as `llmorch-admin keys create` makes one."""
+    store = await KeyStore.open(database_url)
+    try:
+        key, _ = await KeyAdmin(store).create(tenant, role)
+        return key
+    finally:
+        await store.close()
 
 
 def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     """Every process of the stack, in start order: each one's dependencies come before it. A PostgreSQL stack
     initialises its cluster here, once (its password is part of the API's environment)."""
-    sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home)}  # every process that reads workflow payloads
+    # Every process that reads workflow payloads or speaks to the registry holds these.
+    sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home), "LLMORCH_REGISTRATION_TOKEN": registration_token(home)}
     temporal_address = f"127.0.0.1:{ports.temporal}"
     registry = registry_target(config, ports)
     specs: list[ProcessSpec] = []
-    database_url = f"sqlite:///{home / 'registry.db'}"
     if config.postgres:
-        cluster = postgres_cluster(home, ports).init()
-        specs.append(cluster.spec())
-        database_url = cluster.url
+        specs.append(postgres_cluster(home, ports).init().spec())
+    database_url = stack_database_url(config, home, ports)
     orchestrator_env = {
         "ORCH_HOST": "127.0.0.1",
+        "ORCH_INTERNAL_HOST": "127.0.0.1",
         "ORCH_PORT": str(ports.api),
         "ORCH_METRICS_PORT": str(ports.api_metrics),
         "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
@@ -710,12 +780,14 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_tuned,
             config.temporal_args,
             config.temporal_in_memory,
+            config.temporal_fairness,
         )
     )
-    api_ports = list(zip(ports.apis, (ports.api_metrics, *ports.more_api_metrics), strict=True))
-    for index, (port, metrics) in enumerate(api_ports[: config.api_replicas]):
+    api_ports = list(zip(ports.apis, ports.api_internals, (ports.api_metrics, *ports.more_api_metrics), strict=True))
+    for index, (port, internal, metrics) in enumerate(api_ports[: config.api_replicas]):
         name = "api" if index == 0 else f"api-{index}"
         env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
+        env["ORCH_INTERNAL_PORT"] = str(internal)
         api = orchestrator_spec("api", env, grpc_port=port)
         specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
     if config.worker:
@@ -752,14 +824,31 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         specs.append(replace(embed, env={**embed.env, **sealed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
+        tls = config.tls
         envoy_config = write_config(
-            home / "envoy.yaml", upstreams[0], ports.envoy, ports.envoy_admin, more_orchestrator_ports=upstreams[1:]
+            home / "envoy.yaml",
+            upstreams[0],
+            ports.envoy,
+            ports.envoy_admin,
+            more_orchestrator_ports=upstreams[1:],
+            tls=(tls.cert, tls.key) if tls else None,
         )
-        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
+        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin, tls_ca=tls.ca if tls else None))
     if config.peer_weights:
         specs.append(peer_engine_spec(config.peer_weights, ports.peer_engine, config.peer_n_threads, PEER_N_CTX))
         specs.append(peer_proxy_spec(home, ports.peer_proxy, ports.peer_engine))
     return specs
+
+
+async def set_retention(
+    temporal_address: str, namespace: str = c.TEMPORAL_NAMESPACE, retention: timedelta = TEMPORAL_RETENTION
+) -> None:
+    """Set how long the namespace keeps closed histories; UpdateNamespace changes only the config fields it is given."""
+    client = await Client.connect(temporal_address, namespace=namespace)
+    ttl = Duration()
+    ttl.FromTimedelta(retention)
+    config = NamespaceConfig(workflow_execution_retention_ttl=ttl)
+    await client.workflow_service.update_namespace(UpdateNamespaceRequest(namespace=namespace, config=config))
 
 
 @dataclass
@@ -771,6 +860,7 @@ class Stack:
     home: Path = field(init=False)
     ports: Ports = field(init=False)
     logs: Path = field(init=False)
+    api_key: str = field(init=False, default="")  # the dev key, once started
 
     def __post_init__(self) -> None:
         self.home = self.config.home or Path(tempfile.mkdtemp(prefix="llmorch-stack-"))
@@ -795,6 +885,11 @@ class Stack:
     @property
     def envoy_target(self) -> str:
         return f"127.0.0.1:{self.ports.envoy}"
+
+    @property
+    def envoy_url(self) -> str:
+        """The console's address: https when Envoy has a certificate."""
+        return f"{'https' if self.config.tls else 'http'}://{self.envoy_target}"
 
     @property
     def model_ports(self) -> tuple[int, ...]:
@@ -832,6 +927,7 @@ class Stack:
         specs = plan(replace(self.config, envoy=False), self.home, self.ports)
         child = self.launch(next(spec for spec in specs if spec.name == "temporal"))
         await child.wait_ready()
+        await set_retention(self.temporal_address)
         return child
 
     async def start(self, progress: Any = None) -> "Stack":
@@ -840,10 +936,34 @@ class Stack:
         for spec in plan(self.config, self.home, self.ports):
             child = self.launch(spec)
             await child.wait_ready()
+            if spec.name == "temporal":
+                await set_retention(self.temporal_address)
             if progress:
                 progress(child)
+        self.api_key = await self.dev_key()
         await self.wait_registered()
         return self
+
+    @property
+    def database_url(self) -> str:
+        return stack_database_url(self.config, self.home, self.ports)
+
+    async def dev_key(self) -> str:
+        """The stack's development key (tenant DEV_TENANT), made on its first start and kept in its home (0600)."""
+        path = self.home / DEV_KEY_FILE
+        if not path.exists():
+            key = await create_key(self.database_url, DEV_TENANT)
+            path.touch(mode=0o600)
+            path.write_text(key)
+        return path.read_text().strip()
+
+    def channel(self, target: str | None = None, api_key: str | None = None) -> "grpc.aio.Channel":
+        """A public channel (Envoy's, unless `target` names another) whose calls carry the dev key or `api_key`;
+        to a TLS Envoy it speaks TLS, trusting the stack's CA."""
+        target = target or self.envoy_target
+        tls = self.config.tls if target == self.envoy_target else None
+        credentials = grpc.ssl_channel_credentials(tls.ca.read_bytes()) if tls else None
+        return make_channel(target, token=api_key or self.api_key, credentials=credentials)
 
     def expected_capacity(self) -> dict[str, int]:
         capacity = {group.model_id: 0 for group in self.config.models}
@@ -853,7 +973,6 @@ class Stack:
 
     async def wait_registered(self, timeout_s: float = 60.0) -> None:
         """Every replica registered and SERVING, so the router sees the whole capacity."""
-        import grpc
         from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
         expected = self.expected_capacity()
@@ -861,7 +980,7 @@ class Stack:
             expected[c.EMBEDDING_MODEL_ID] = 1
         deadline = time.monotonic() + timeout_s
         seen: dict[str, int] = {}
-        async with grpc.aio.insecure_channel(self.api_target) as channel:
+        async with self.channel(self.api_target) as channel:
             api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
             while time.monotonic() < deadline:
                 listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
@@ -976,17 +1095,34 @@ class LocalStackSettings(BaseSettings):
         description="API replicas and orchestrator workers (make up REPLICAS=2); more than one puts "
         "the registry on a PostgreSQL cluster in home/postgres, with a generated password",
     )
+    tls: bool = Field(
+        False,
+        description="Envoy serves TLS only, with home/tls/cert.pem and key.pem; a local CA (home/tls/ca.pem, for "
+        "clients to trust) issues them on first use unless all three files are already there",
+    )
 
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
+        home = self.home.resolve()
+        tls = issue(home / "tls") if self.tls else None
         config = StackConfig(
-            models=models, fixed_ports=not self.free_ports, home=self.home.resolve(), supervised=True, label="make up"
+            models=models, fixed_ports=not self.free_ports, home=home, supervised=True, label="make up", tls=tls
         )
         return replicated(config, self.replicas)
 
     @property
     def state_file(self) -> Path:
         return self.home / "run" / "stack.json"
+
+    def dev_key(self) -> str:
+        """The running stack's development key (Stack.dev_key made it)."""
+        return (self.home / DEV_KEY_FILE).read_text().strip()
+
+    def envoy_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS to the running stack's Envoy, trusting its local CA (home/tls/ca.pem), when `tls` is on."""
+        return (
+            grpc.ssl_channel_credentials(TlsFiles.in_directory(self.home / "tls").ca.read_bytes()) if self.tls else None
+        )
 
 
 def write_state(path: Path, stack: Stack | None, state: str, error: str = "") -> None:

@@ -4,7 +4,7 @@ InferenceWorkflow per request, the stream relay, and what a finished or failed r
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -18,7 +18,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -31,6 +31,8 @@ from llmorch_common.errors import (
     resource_exhausted,
 )
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import Principal, PriorityClass
+from orchestrator_svc.identity.limits import RateLimiter
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
     DispatchPolicy,
@@ -43,7 +45,7 @@ from orchestrator_svc.inference.contracts import (
 from orchestrator_svc.inference.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
 from orchestrator_svc.registry.service import Registry
 from orchestrator_svc.retrieval.embedding_client import Embedded, EmbeddingClient
-from orchestrator_svc.retrieval.vectorstore.base import VectorStore
+from orchestrator_svc.retrieval.vectorstore.base import VectorStore, scoped_collection
 
 WORKFLOW_DURATION = Histogram(
     "llmorch_workflow_duration_seconds",
@@ -51,7 +53,15 @@ WORKFLOW_DURATION = Histogram(
     ["workflow", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
+QUEUE_WAIT = Histogram(
+    "llmorch_queue_wait_seconds",
+    "Time a generation waited in its model's queue, by tenant and priority class",
+    ["tenant", "priority_class"],
+    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 WORKFLOW_ID_PREFIX = "inference-"
+# Temporal dispatches lower keys first (1 to 5, 3 when unset): interactive ahead of batch, with room either side.
+PRIORITY_KEYS = {PriorityClass.INTERACTIVE: 2, PriorityClass.BATCH: 4}
 DIGEST_MEMO = "request_digest"
 
 
@@ -66,8 +76,10 @@ def dispatch_policy(settings: OrchestratorSettings) -> DispatchPolicy:
     )
 
 
-def workflow_id(request_id: str) -> str:
-    return WORKFLOW_ID_PREFIX + request_id
+def workflow_id(tenant: str, request_id: str) -> str:
+    """The tenant is part of the id, so two tenants may use one request id and never reach each other's run
+    (a tenant name has no dot)."""
+    return f"{WORKFLOW_ID_PREFIX}{tenant}.{request_id}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class InferenceRequest:
     """A validated request, as the servicer built it from the wire."""
 
     request_id: str
+    caller: Principal  # from the API key: the tenant, its class, weight and limits
     messages: tuple[ChatTurn, ...]
     prompt: str
     sampling: Sampling
@@ -87,6 +100,22 @@ class InferenceRequest:
     on_fallback: str = CONTINUE
     # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
     cancel_on_disconnect: bool = False
+    # None takes the key's default class.
+    priority_class: PriorityClass | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+    @property
+    def dispatch_class(self) -> PriorityClass:
+        return self.priority_class or self.caller.policy.default_class
+
+    def charge_tokens(self) -> int:
+        """What a rate limit charges up front: the prompt, estimated at 4 characters a token (the API holds no
+        tokenizer), plus max_tokens; settled to the real usage when the request ends."""
+        chars = len(self.prompt) + sum(len(turn.content) for turn in self.messages)
+        return chars // 4 + 1 + self.sampling.max_tokens
 
 
 @dataclass(frozen=True)
@@ -141,8 +170,10 @@ class InferenceService:
         registry: Registry,
         store: VectorStore,
         embeddings: EmbeddingClient,
+        limits: RateLimiter,
     ) -> None:
         self._client = client
+        self._limits = limits
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -161,20 +192,35 @@ class InferenceService:
         finally:
             self._in_flight -= 1
 
+    @contextlib.asynccontextmanager
+    async def _limited(self, request: InferenceRequest) -> AsyncIterator[list[InferenceResult]]:
+        """Admit the request under its key's rate limits (before any workflow starts) and settle its charge at the
+        end; the caller appends the result it got, if any."""
+        admission = await self._limits.admit(request.caller, request.charge_tokens())
+        finished: list[InferenceResult] = []
+        try:
+            yield finished
+        finally:
+            used = finished[0].prompt_tokens + finished[0].completion_tokens if finished else None
+            await asyncio.shield(self._limits.release(admission, used))
+
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
-        workflow_input = await self._workflow_input(request, stream=False)
-        if self._settings.result_via_update:
-            return await self._generate_via_update(request, workflow_input, started)
-        handle = await self._start(workflow_input)
-        with self._cancelled_on_disconnect(request, handle):
-            return await self._result(handle, started)
+        async with self._limited(request) as finished:
+            workflow_input = await self._workflow_input(request, stream=False)
+            if self._settings.result_via_update:
+                finished.append(await self._generate_via_update(request, workflow_input, started))
+                return finished[0]
+            handle = await self._start(request, workflow_input)
+            with self._cancelled_on_disconnect(request, handle):
+                finished.append(await self._result(handle, started, request))
+                return finished[0]
 
     async def _generate_via_update(
         self, request: InferenceRequest, workflow_input: InferenceInput, started: float
     ) -> InferenceResult:
         """Start the run and wait on its await_result update in one call; the answer comes once it is recorded."""
-        options = self._start_options(workflow_input)
+        options = self._start_options(request, workflow_input)
         operation = WithStartWorkflowOperation(InferenceWorkflow.run, workflow_input, **options)
         by_id = self._client.get_workflow_handle_for(InferenceWorkflow.run, options["id"])
         with self._cancelled_on_disconnect(request, by_id):
@@ -188,12 +234,13 @@ class InferenceService:
                 with contextlib.suppress(WorkflowAlreadyStartedError):
                     await operation.workflow_handle()  # the same error, taken so asyncio does not log it as lost
         if isinstance(outcome, InferenceResult):
+            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(outcome.queue_wait_ms / 1000)
             WORKFLOW_DURATION.labels("InferenceWorkflow", "OK").observe(time.perf_counter() - started)
             return outcome
         # An earlier run has this id, or the run ended without a result: the run's own outcome answers.
         handle = await self._attach(workflow_input)
         with self._cancelled_on_disconnect(request, handle):
-            return await self._result(handle, started)
+            return await self._result(handle, started, request)
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         """Relay the run's text as it grows, by long-polling its watch_stream update, then its result.
@@ -201,7 +248,14 @@ class InferenceService:
         The deltas since the last Reset always spell the final text: whatever the run streamed, the result settles
         it (the tail the long-poll missed when the run closed, or a Reset and the whole text if they disagree)."""
         started = time.perf_counter()
-        handle = await self._start(await self._workflow_input(request, stream=True))
+        async with self._limited(request) as finished:
+            async for event in self._stream(request, started):
+                if isinstance(event, Completed):
+                    finished.append(event.result)
+                yield event
+
+    async def _stream(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
+        handle = await self._start(request, await self._workflow_input(request, stream=True))
         with self._cancelled_on_disconnect(request, handle):
             cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
             streamed = ""
@@ -226,7 +280,7 @@ class InferenceService:
                 cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text), snapshot.epoch)
                 if snapshot.done:
                     break
-            result = await self._result(handle, started)
+            result = await self._result(handle, started, request)
             if not result.text.startswith(streamed):
                 yield Reset("the final text differs from what was streamed")
                 streamed = ""
@@ -254,20 +308,21 @@ class InferenceService:
         with contextlib.suppress(RPCError):
             await handle.cancel()
 
-    async def cancel(self, request_id: str) -> RequestStatus:
+    async def cancel(self, tenant: str, request_id: str) -> RequestStatus:
         """Cancel a running request and wait until it has ended (its model stopped); an ended one is left as is."""
-        status = await self.status(request_id)
+        status = await self.status(tenant, request_id)
         if status.state != RequestState.RUNNING:
             return status
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(tenant, request_id))
         with contextlib.suppress(RPCError):  # it may have ended in the meantime: its status says how
             await handle.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
-        return await self.status(request_id)
+        return await self.status(tenant, request_id)
 
-    async def status(self, request_id: str) -> RequestStatus:
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+    async def status(self, tenant: str, request_id: str) -> RequestStatus:
+        """Another tenant's request is NOT_FOUND, exactly as a request that never existed."""
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(tenant, request_id))
         try:
             description = await handle.describe()
         except RPCError as error:
@@ -298,10 +353,12 @@ class InferenceService:
             raise not_found(f"no LLM {request.model_id!r} is registered; known: {', '.join(sorted(known))}")
         rag = None
         if request.rag_collection:
-            await self._store.get_collection(request.rag_collection)  # NOT_FOUND before the workflow starts
-            rag = RagRequest(request.rag_collection, request.rag_top_k, self._settings.embedding_task_queue)
+            collection = scoped_collection(request.tenant, request.rag_collection)
+            await self._store.get_collection(collection)  # NOT_FOUND before the workflow starts
+            rag = RagRequest(collection, request.rag_top_k, self._settings.embedding_task_queue)
         return InferenceInput(
             request_id=request.request_id,
+            tenant=request.tenant,
             messages=request.messages,
             prompt=request.prompt,
             sampling=request.sampling,
@@ -311,25 +368,38 @@ class InferenceService:
             stream=stream,
             request_digest=request.digest,
             on_fallback=request.on_fallback,
+            priority_class=request.dispatch_class.value,
         )
 
-    def _start_options(self, request: InferenceInput) -> dict[str, Any]:
+    def _start_options(self, caller_request: InferenceRequest, request: InferenceInput) -> dict[str, Any]:
+        """How the request's workflow starts, whichever call starts it.
+
+        Its Temporal priority (class, and the tenant as fairness key with the key's weight) is inherited by every
+        activity it schedules, the generation on the model's queue included: a saturated model's queue is served
+        by class first, then shared among tenants in proportion to their weights."""
         return {
-            "id": workflow_id(request.request_id),
+            "id": workflow_id(request.tenant, request.request_id),
             "task_queue": self._settings.task_queue,
             "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
             "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
             "execution_timeout": timedelta(seconds=self._settings.request_timeout_s),
             "memo": {DIGEST_MEMO: request.request_digest},
+            "priority": Priority(
+                priority_key=PRIORITY_KEYS[caller_request.dispatch_class],
+                fairness_key=caller_request.tenant,
+                fairness_weight=caller_request.caller.policy.fairness_weight,
+            ),
         }
 
-    async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+    async def _start(
+        self, caller_request: InferenceRequest, request: InferenceInput
+    ) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
         try:
             return await self._client.start_workflow(
                 InferenceWorkflow.run,
                 request,
-                **self._start_options(request),
+                **self._start_options(caller_request, request),
                 # With a worker in this process, the first workflow task comes back in the start response.
                 request_eager_start=True,
             )
@@ -338,19 +408,24 @@ class InferenceService:
 
     async def _attach(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """The run that already has this request's id, if it is the same request."""
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request.request_id))
+        handle = self._client.get_workflow_handle_for(
+            InferenceWorkflow.run, workflow_id(request.tenant, request.request_id)
+        )
         description = await handle.describe()
         if await description.memo_value(DIGEST_MEMO, default="") != request.request_digest:
             raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
         return handle
 
     async def _result(
-        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float
+        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float, request: InferenceRequest
     ) -> InferenceResult:
-        """Wait for the run's result, observing its duration since `started` (the call's arrival) and its outcome."""
+        """Wait for the run's result, observing its duration since `started` (the call's arrival), its outcome and
+        its queue wait by tenant and class."""
         outcome = "OK"
         try:
-            return await handle.result()
+            result = await handle.result()
+            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(result.queue_wait_ms / 1000)
+            return result
         except WorkflowFailureError as error:
             failure = from_workflow_failure(error)
             outcome = failure.code

@@ -137,6 +137,7 @@ class InferenceWorkflow:
             fallbacks=tuple(self._fallbacks),
             citations=citations,
             parts=tuple(self._parts),
+            priority_class=request.priority_class,
         )
         await self._close()
         return self._result

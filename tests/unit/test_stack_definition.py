@@ -140,7 +140,7 @@ def test_the_replicated_stack_plan(tmp_path: Path) -> None:
     assert {"api", "api-1", "worker", "worker-1", "envoy"} <= set(specs)
     apis = [specs["api"], specs["api-1"]]
     assert [int(s.env["ORCH_PORT"]) for s in apis] == list(ports.apis)
-    target = f"ipv4:127.0.0.1:{ports.apis[0]},127.0.0.1:{ports.apis[1]}"
+    target = f"ipv4:127.0.0.1:{ports.api_internals[0]},127.0.0.1:{ports.api_internals[1]}"
     model = next(spec for name, spec in specs.items() if name.startswith("model-"))
     assert model.env["MODEL_REGISTRY_ADDRESS"] == target
     orchestrators = [*apis, specs["worker"], specs["worker-1"]]
@@ -187,3 +187,23 @@ def test_the_peer_runs_beside_the_stack_from_its_own_virtualenv(tmp_path: Path) 
     key = proxy.env["LITELLM_MASTER_KEY"]
     assert key.startswith("sk-") and len(key) > 30 and key == peer_key(tmp_path)
     assert (tmp_path / "peer-key").stat().st_mode & 0o077 == 0
+
+
+def test_make_up_tls_gives_envoy_a_certificate_from_the_local_ca(tmp_path: Path) -> None:
+    """`make up TLS=1` as a plan: a CA and certificate in home/tls, made once; Envoy serves them and is checked
+    trusting that CA."""
+    from tools.stack import LocalStackSettings, Ports, plan
+
+    config = LocalStackSettings(home=tmp_path, free_ports=True, tls=True).config()
+    assert config.tls is not None and config.tls.ca == tmp_path / "tls" / "ca.pem"
+    certificate = config.tls.cert.read_bytes()
+    assert LocalStackSettings(home=tmp_path, free_ports=True, tls=True).config().tls == config.tls
+    assert config.tls.cert.read_bytes() == certificate, "a restart keeps the certificate clients already trust"
+    envoy = next(spec for spec in plan(config, tmp_path, Ports.free(2)) if spec.name == "envoy")
+    assert envoy.tls_ca == config.tls.ca and "https://" in envoy.info
+    rendered = (tmp_path / "envoy.yaml").read_text()
+    assert f'"filename": "{config.tls.cert}"' in rendered and f'"filename": "{config.tls.key}"' in rendered
+    assert LocalStackSettings(home=tmp_path, free_ports=True).config().tls is None, "plaintext unless asked"
+    # `make demo` with TLS reaches Envoy trusting that CA.
+    assert LocalStackSettings(home=tmp_path, tls=True).envoy_credentials() is not None
+    assert LocalStackSettings(home=tmp_path).envoy_credentials() is None

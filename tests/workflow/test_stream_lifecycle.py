@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import eventually, orchestrator_settings, record_history
+from helpers import TEST_TENANT, eventually, orchestrator_settings, record_history
 from llmorch.internal.v1 import metadata_pb2
 from temporalio import activity
 from temporalio.client import Client
@@ -28,6 +28,9 @@ from model_svc.engine import EnginePool, FakeEngine, GenerationRequest, Generati
 from model_svc.server import ModelServicer, register
 from model_svc.worker import ModelActivities, create_worker
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import Principal, Role
+from orchestrator_svc.identity.limits import RateLimiter
+from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceResult, ModelChoice
 from orchestrator_svc.inference.service import (
@@ -89,6 +92,7 @@ class Harness:
     client: Client
     settings: OrchestratorSettings
     service: InferenceService
+    limits: RateLimiter
     models: dict[str, FakeModel] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
 
@@ -135,8 +139,10 @@ class NoRegistry:
 @pytest.fixture
 async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harness]:
     settings = orchestrator_settings(tmp_path, heartbeat_timeout_s=2.0, generate_attempts=3)
-    service = InferenceService(temporal_client, settings, NoRegistry(), None, None)  # type: ignore[arg-type]
-    built = Harness(temporal_client, settings, service)
+    keys = await KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}")
+    limits = RateLimiter(keys, lease_ttl_s=60)
+    service = InferenceService(temporal_client, settings, NoRegistry(), None, None, limits)  # type: ignore[arg-type]
+    built = Harness(temporal_client, settings, service, limits)
     worker = Worker(
         temporal_client,
         task_queue=settings.task_queue,
@@ -147,11 +153,13 @@ async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harn
     async with worker:
         yield built
         await built.close()
+    await keys.close()
 
 
 def request(max_tokens: int = 24, seed: int = 0, **overrides: Any) -> InferenceRequest:
     values: dict[str, Any] = {
         "request_id": f"life-{uuid.uuid4().hex}",
+        "caller": Principal("key", TEST_TENANT, Role.TENANT),
         "messages": (ChatTurn("user", f"question {seed}"),),
         "prompt": "",
         "sampling": Sampling(max_tokens=max_tokens, temperature=0.0),
@@ -296,7 +304,7 @@ async def test_cancel_stops_the_generation_frees_the_model_and_keeps_the_partial
         return model.servicer.in_flight == 1 and sum(isinstance(e, Delta) for e in events) >= 2
 
     await eventually(generating, timeout_s=10)
-    status = await harness.service.cancel(inference.request_id)
+    status = await harness.service.cancel(inference.tenant, inference.request_id)
     assert status.state == RequestState.CANCELLED
     # The replica frees the context as soon as its stream is cancelled, which the activity does not wait for.
     await eventually(lambda: asyncio.sleep(0, model.servicer.in_flight == 0), timeout_s=2)
@@ -307,9 +315,11 @@ async def test_cancel_stops_the_generation_frees_the_model_and_keeps_the_partial
     assert status.result.text and len(status.result.text.split()) < 400
 
     await keep_history(harness, status.result, "inference_cancelled")
-    again = await harness.service.status(inference.request_id)
+    again = await harness.service.status(inference.tenant, inference.request_id)
     assert again.state == RequestState.CANCELLED and again.result == status.result
-    assert (await harness.service.cancel(inference.request_id)).state == RequestState.CANCELLED, "idempotent"
+    assert (await harness.service.cancel(inference.tenant, inference.request_id)).state == RequestState.CANCELLED, (
+        "idempotent"
+    )
 
 
 async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
@@ -328,7 +338,7 @@ async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
     await leave_early(cancelled)
 
     async def ended(request_id: str, state: RequestState) -> bool:
-        status = await harness.service.status(request_id)
+        status = await harness.service.status(TEST_TENANT, request_id)
         assert status.state == state, f"{request_id}: {status.state}"
         return True
 
@@ -344,7 +354,7 @@ async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
 
 async def test_cancelling_an_unknown_request_is_not_found(harness: Harness) -> None:
     with pytest.raises(PlatformError) as error:
-        await harness.service.cancel(f"never-{uuid.uuid4().hex}")
+        await harness.service.cancel(TEST_TENANT, f"never-{uuid.uuid4().hex}")
     assert error.value.code == "NOT_FOUND"
 
 
@@ -353,11 +363,11 @@ async def test_update_with_start_answers_as_eager_start_and_result_do(harness: H
     run, another request under its id is ALREADY_EXISTS, and a run that fails answers with its own failure."""
     await harness.add_model("plain")
     settings = harness.settings.model_copy(update={"result_via_update": True})
-    via_update = InferenceService(harness.client, settings, NoRegistry(), None, None)  # type: ignore[arg-type]
+    via_update = InferenceService(harness.client, settings, NoRegistry(), None, None, harness.limits)  # type: ignore[arg-type]
     inference = request(max_tokens=12)
     result = await via_update.generate(inference)
     assert result.completion_tokens == 12 and result.text and result.workflow_id
-    assert (await harness.service.status(inference.request_id)).result == result
+    assert (await harness.service.status(inference.tenant, inference.request_id)).result == result
     assert await via_update.generate(inference) == result
     with pytest.raises(PlatformError) as conflict:
         await via_update.generate(replace(inference, digest="another request"))

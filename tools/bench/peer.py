@@ -54,7 +54,7 @@ class Sides:
         self.headers = {"proxy": {"authorization": f"Bearer {stack.peer_key}"}, "engine": {}}
         self.channels = [
             grpc.aio.insecure_channel(f"127.0.0.1:{stack.model_ports[0]}"),
-            grpc.aio.insecure_channel(stack.envoy_target),
+            stack.channel(),
         ]
         self.model = model_pb2_grpc.ModelServiceStub(self.channels[0])
         self.api = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channels[1])
