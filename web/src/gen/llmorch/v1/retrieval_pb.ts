@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmorch/v1/retrieval.proto.
  */
 export const file_llmorch_v1_retrieval: GenFile = /*@__PURE__*/
-  fileDesc("ChpsbG1vcmNoL3YxL3JldHJpZXZhbC5wcm90bxIKbGxtb3JjaC52MSJHCgpDb2xsZWN0aW9uEgwKBG5hbWUYASABKAkSFgoOZG9jdW1lbnRfY291bnQYAiABKAMSEwoLY2h1bmtfY291bnQYAyABKAMiJwoXQ3JlYXRlQ29sbGVjdGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJGChhDcmVhdGVDb2xsZWN0aW9uUmVzcG9uc2USKgoKY29sbGVjdGlvbhgBIAEoCzIWLmxsbW9yY2gudjEuQ29sbGVjdGlvbiIYChZMaXN0Q29sbGVjdGlvbnNSZXF1ZXN0IkYKF0xpc3RDb2xsZWN0aW9uc1Jlc3BvbnNlEisKC2NvbGxlY3Rpb25zGAEgAygLMhYubGxtb3JjaC52MS5Db2xsZWN0aW9uIicKF0RlbGV0ZUNvbGxlY3Rpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiGgoYRGVsZXRlQ29sbGVjdGlvblJlc3BvbnNlIosBCghEb2N1bWVudBIKCgJpZBgBIAEoCRIMCgR0ZXh0GAIgASgJEjQKCG1ldGFkYXRhGAMgAygLMiIubGxtb3JjaC52MS5Eb2N1bWVudC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJMCg1Jbmdlc3RSZXF1ZXN0EhIKCmNvbGxlY3Rpb24YASABKAkSJwoJZG9jdW1lbnRzGAIgAygLMhQubGxtb3JjaC52MS5Eb2N1bWVudCImCg5Jbmdlc3RSZXNwb25zZRIUCgxpbmdlc3Rpb25faWQYASABKAkiKwoTR2V0SW5nZXN0aW9uUmVxdWVzdBIUCgxpbmdlc3Rpb25faWQYASABKAkilgEKFEdldEluZ2VzdGlvblJlc3BvbnNlEikKBXN0YXRlGAEgASgOMhoubGxtb3JjaC52MS5Jbmdlc3Rpb25TdGF0ZRIXCg9kb2N1bWVudHNfdG90YWwYAiABKAUSFgoOZG9jdW1lbnRzX2RvbmUYAyABKAUSEwoLY2h1bmtzX2RvbmUYBCABKAUSDQoFZXJyb3IYBSABKAkiPwoMUXVlcnlSZXF1ZXN0EhIKCmNvbGxlY3Rpb24YASABKAkSDAoEdGV4dBgCIAEoCRINCgV0b3BfaxgDIAEoBSK7AQoLU2NvcmVkQ2h1bmsSEAoIY2h1bmtfaWQYASABKAkSEwoLZG9jdW1lbnRfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRINCgVzY29yZRgEIAEoAhI3CghtZXRhZGF0YRgFIAMoCzIlLmxsbW9yY2gudjEuU2NvcmVkQ2h1bmsuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOAoNUXVlcnlSZXNwb25zZRInCgZjaHVua3MYASADKAsyFy5sbG1vcmNoLnYxLlNjb3JlZENodW5rKokBCg5Jbmdlc3Rpb25TdGF0ZRIfChtJTkdFU1RJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdJTkdFU1RJT05fU1RBVEVfUlVOTklORxABEh0KGUlOR0VTVElPTl9TVEFURV9DT01QTEVURUQQAhIaChZJTkdFU1RJT05fU1RBVEVfRkFJTEVEEAMykgQKEFJldHJpZXZhbFNlcnZpY2USXQoQQ3JlYXRlQ29sbGVjdGlvbhIjLmxsbW9yY2gudjEuQ3JlYXRlQ29sbGVjdGlvblJlcXVlc3QaJC5sbG1vcmNoLnYxLkNyZWF0ZUNvbGxlY3Rpb25SZXNwb25zZRJfCg9MaXN0Q29sbGVjdGlvbnMSIi5sbG1vcmNoLnYxLkxpc3RDb2xsZWN0aW9uc1JlcXVlc3QaIy5sbG1vcmNoLnYxLkxpc3RDb2xsZWN0aW9uc1Jlc3BvbnNlIgOQAgESYgoQRGVsZXRlQ29sbGVjdGlvbhIjLmxsbW9yY2gudjEuRGVsZXRlQ29sbGVjdGlvblJlcXVlc3QaJC5sbG1vcmNoLnYxLkRlbGV0ZUNvbGxlY3Rpb25SZXNwb25zZSIDkAICEj8KBkluZ2VzdBIZLmxsbW9yY2gudjEuSW5nZXN0UmVxdWVzdBoaLmxsbW9yY2gudjEuSW5nZXN0UmVzcG9uc2USVgoMR2V0SW5nZXN0aW9uEh8ubGxtb3JjaC52MS5HZXRJbmdlc3Rpb25SZXF1ZXN0GiAubGxtb3JjaC52MS5HZXRJbmdlc3Rpb25SZXNwb25zZSIDkAIBEkEKBVF1ZXJ5EhgubGxtb3JjaC52MS5RdWVyeVJlcXVlc3QaGS5sbG1vcmNoLnYxLlF1ZXJ5UmVzcG9uc2UiA5ACAWIGcHJvdG8z");
+  fileDesc("ChpsbG1vcmNoL3YxL3JldHJpZXZhbC5wcm90bxIKbGxtb3JjaC52MSJHCgpDb2xsZWN0aW9uEgwKBG5hbWUYASABKAkSFgoOZG9jdW1lbnRfY291bnQYAiABKAMSEwoLY2h1bmtfY291bnQYAyABKAMiJwoXQ3JlYXRlQ29sbGVjdGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJGChhDcmVhdGVDb2xsZWN0aW9uUmVzcG9uc2USKgoKY29sbGVjdGlvbhgBIAEoCzIWLmxsbW9yY2gudjEuQ29sbGVjdGlvbiIYChZMaXN0Q29sbGVjdGlvbnNSZXF1ZXN0IkYKF0xpc3RDb2xsZWN0aW9uc1Jlc3BvbnNlEisKC2NvbGxlY3Rpb25zGAEgAygLMhYubGxtb3JjaC52MS5Db2xsZWN0aW9uIicKF0RlbGV0ZUNvbGxlY3Rpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiGgoYRGVsZXRlQ29sbGVjdGlvblJlc3BvbnNlIosBCghEb2N1bWVudBIKCgJpZBgBIAEoCRIMCgR0ZXh0GAIgASgJEjQKCG1ldGFkYXRhGAMgAygLMiIubGxtb3JjaC52MS5Eb2N1bWVudC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ0Cg1Jbmdlc3RSZXF1ZXN0EhIKCmNvbGxlY3Rpb24YASABKAkSJwoJZG9jdW1lbnRzGAIgAygLMhQubGxtb3JjaC52MS5Eb2N1bWVudBImCghjaHVua2luZxgDIAEoDjIULmxsbW9yY2gudjEuQ2h1bmtpbmciJgoOSW5nZXN0UmVzcG9uc2USFAoMaW5nZXN0aW9uX2lkGAEgASgJIisKE0dldEluZ2VzdGlvblJlcXVlc3QSFAoMaW5nZXN0aW9uX2lkGAEgASgJIpYBChRHZXRJbmdlc3Rpb25SZXNwb25zZRIpCgVzdGF0ZRgBIAEoDjIaLmxsbW9yY2gudjEuSW5nZXN0aW9uU3RhdGUSFwoPZG9jdW1lbnRzX3RvdGFsGAIgASgFEhYKDmRvY3VtZW50c19kb25lGAMgASgFEhMKC2NodW5rc19kb25lGAQgASgFEg0KBWVycm9yGAUgASgJImgKDFF1ZXJ5UmVxdWVzdBISCgpjb2xsZWN0aW9uGAEgASgJEgwKBHRleHQYAiABKAkSDQoFdG9wX2sYAyABKAUSJwoEbW9kZRgEIAEoDjIZLmxsbW9yY2gudjEuUmV0cmlldmFsTW9kZSK7AQoLU2NvcmVkQ2h1bmsSEAoIY2h1bmtfaWQYASABKAkSEwoLZG9jdW1lbnRfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRINCgVzY29yZRgEIAEoAhI3CghtZXRhZGF0YRgFIAMoCzIlLmxsbW9yY2gudjEuU2NvcmVkQ2h1bmsuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOAoNUXVlcnlSZXNwb25zZRInCgZjaHVua3MYASADKAsyFy5sbG1vcmNoLnYxLlNjb3JlZENodW5rKk4KCENodW5raW5nEhgKFENIVU5LSU5HX1VOU1BFQ0lGSUVEEAASEQoNQ0hVTktJTkdfRkxBVBABEhUKEUNIVU5LSU5HX1NFQ1RJT05TEAIqiQEKDkluZ2VzdGlvblN0YXRlEh8KG0lOR0VTVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0lOR0VTVElPTl9TVEFURV9SVU5OSU5HEAESHQoZSU5HRVNUSU9OX1NUQVRFX0NPTVBMRVRFRBACEhoKFklOR0VTVElPTl9TVEFURV9GQUlMRUQQAyqAAQoNUmV0cmlldmFsTW9kZRIeChpSRVRSSUVWQUxfTU9ERV9VTlNQRUNJRklFRBAAEhgKFFJFVFJJRVZBTF9NT0RFX0RFTlNFEAESGgoWUkVUUklFVkFMX01PREVfS0VZV09SRBACEhkKFVJFVFJJRVZBTF9NT0RFX0hZQlJJRBADMpIEChBSZXRyaWV2YWxTZXJ2aWNlEl0KEENyZWF0ZUNvbGxlY3Rpb24SIy5sbG1vcmNoLnYxLkNyZWF0ZUNvbGxlY3Rpb25SZXF1ZXN0GiQubGxtb3JjaC52MS5DcmVhdGVDb2xsZWN0aW9uUmVzcG9uc2USXwoPTGlzdENvbGxlY3Rpb25zEiIubGxtb3JjaC52MS5MaXN0Q29sbGVjdGlvbnNSZXF1ZXN0GiMubGxtb3JjaC52MS5MaXN0Q29sbGVjdGlvbnNSZXNwb25zZSIDkAIBEmIKEERlbGV0ZUNvbGxlY3Rpb24SIy5sbG1vcmNoLnYxLkRlbGV0ZUNvbGxlY3Rpb25SZXF1ZXN0GiQubGxtb3JjaC52MS5EZWxldGVDb2xsZWN0aW9uUmVzcG9uc2UiA5ACAhI/CgZJbmdlc3QSGS5sbG1vcmNoLnYxLkluZ2VzdFJlcXVlc3QaGi5sbG1vcmNoLnYxLkluZ2VzdFJlc3BvbnNlElYKDEdldEluZ2VzdGlvbhIfLmxsbW9yY2gudjEuR2V0SW5nZXN0aW9uUmVxdWVzdBogLmxsbW9yY2gudjEuR2V0SW5nZXN0aW9uUmVzcG9uc2UiA5ACARJBCgVRdWVyeRIYLmxsbW9yY2gudjEuUXVlcnlSZXF1ZXN0GhkubGxtb3JjaC52MS5RdWVyeVJlc3BvbnNlIgOQAgFiBnByb3RvMw");
 
 /**
  * Collection describes one collection.
@@ -215,6 +215,13 @@ export type IngestRequest = Message<"llmorch.v1.IngestRequest"> & {
    * @generated from field: repeated llmorch.v1.Document documents = 2;
    */
   documents: Document[];
+
+  /**
+   * chunking is how the documents are split; unspecified means CHUNKING_SECTIONS.
+   *
+   * @generated from field: llmorch.v1.Chunking chunking = 3;
+   */
+  chunking: Chunking;
 };
 
 /**
@@ -341,6 +348,14 @@ export type QueryRequest = Message<"llmorch.v1.QueryRequest"> & {
    * @generated from field: int32 top_k = 3;
    */
   topK: number;
+
+  /**
+   * mode is how chunks are scored; unspecified means the server's default (RETRIEVAL_MODE_DENSE unless the
+   * operator configured another). FAILED_PRECONDITION for RETRIEVAL_MODE_KEYWORD on a store without full-text search.
+   *
+   * @generated from field: llmorch.v1.RetrievalMode mode = 4;
+   */
+  mode: RetrievalMode;
 };
 
 /**
@@ -378,14 +393,15 @@ export type ScoredChunk = Message<"llmorch.v1.ScoredChunk"> & {
   text: string;
 
   /**
-   * score is cosine similarity; higher is closer.
+   * score is cosine similarity in dense mode, the full-text score in keyword mode and the reciprocal-rank-fusion
+   * score in hybrid mode; higher is closer in every mode.
    *
    * @generated from field: float score = 4;
    */
   score: number;
 
   /**
-   * metadata is the document's metadata.
+   * metadata is the document's metadata, plus "heading_path" for section chunking.
    *
    * @generated from field: map<string, string> metadata = 5;
    */
@@ -419,6 +435,42 @@ export type QueryResponse = Message<"llmorch.v1.QueryResponse"> & {
  */
 export const QueryResponseSchema: GenMessage<QueryResponse> = /*@__PURE__*/
   messageDesc(file_llmorch_v1_retrieval, 14);
+
+/**
+ * Chunking is how ingestion splits a document into chunks.
+ *
+ * @generated from enum llmorch.v1.Chunking
+ */
+export enum Chunking {
+  /**
+   * CHUNKING_UNSPECIFIED means CHUNKING_SECTIONS.
+   *
+   * @generated from enum value: CHUNKING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CHUNKING_FLAT splits on paragraphs and sentences only, ignoring headings.
+   *
+   * @generated from enum value: CHUNKING_FLAT = 1;
+   */
+  FLAT = 1,
+
+  /**
+   * CHUNKING_SECTIONS splits by heading (Markdown "#" lines and reStructuredText underlines) first, then by
+   * paragraph and sentence; each chunk starts with its heading path ("Document > Section > Subsection"), which is
+   * also kept in the chunk's metadata under "heading_path".
+   *
+   * @generated from enum value: CHUNKING_SECTIONS = 2;
+   */
+  SECTIONS = 2,
+}
+
+/**
+ * Describes the enum llmorch.v1.Chunking.
+ */
+export const ChunkingSchema: GenEnum<Chunking> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_retrieval, 0);
 
 /**
  * IngestionState is the lifecycle of an ingestion.
@@ -459,7 +511,50 @@ export enum IngestionState {
  * Describes the enum llmorch.v1.IngestionState.
  */
 export const IngestionStateSchema: GenEnum<IngestionState> = /*@__PURE__*/
-  enumDesc(file_llmorch_v1_retrieval, 0);
+  enumDesc(file_llmorch_v1_retrieval, 1);
+
+/**
+ * RetrievalMode is how a query scores chunks.
+ *
+ * @generated from enum llmorch.v1.RetrievalMode
+ */
+export enum RetrievalMode {
+  /**
+   * RETRIEVAL_MODE_UNSPECIFIED means the server's default.
+   *
+   * @generated from enum value: RETRIEVAL_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * RETRIEVAL_MODE_DENSE ranks by cosine similarity of the embeddings.
+   *
+   * @generated from enum value: RETRIEVAL_MODE_DENSE = 1;
+   */
+  DENSE = 1,
+
+  /**
+   * RETRIEVAL_MODE_KEYWORD ranks by the store's full-text score (BM25 in LanceDB and SQLite FTS5, ts_rank in
+   * PostgreSQL).
+   *
+   * @generated from enum value: RETRIEVAL_MODE_KEYWORD = 2;
+   */
+  KEYWORD = 2,
+
+  /**
+   * RETRIEVAL_MODE_HYBRID fuses the dense and keyword rankings with reciprocal rank fusion; on a store without
+   * full-text search it is dense.
+   *
+   * @generated from enum value: RETRIEVAL_MODE_HYBRID = 3;
+   */
+  HYBRID = 3,
+}
+
+/**
+ * Describes the enum llmorch.v1.RetrievalMode.
+ */
+export const RetrievalModeSchema: GenEnum<RetrievalMode> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_retrieval, 2);
 
 /**
  * RetrievalService manages vector collections, durable ingestion and search.
@@ -520,7 +615,7 @@ export const RetrievalService: GenService<{
     output: typeof GetIngestionResponseSchema;
   },
   /**
-   * Query embeds a text and returns the top_k closest chunks.
+   * Query returns the top_k best chunks for a text, scored by the request's mode.
    * NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
    * outside [1, 50].
    *
