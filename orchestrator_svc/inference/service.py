@@ -264,7 +264,12 @@ class InferenceService:
         rag = None
         if request.rag_collection:
             await self._store.get_collection(request.rag_collection)  # NOT_FOUND before the workflow starts
-            rag = RagRequest(request.rag_collection, request.rag_top_k, self._settings.embedding_task_queue)
+            rag = RagRequest(
+                request.rag_collection,
+                request.rag_top_k,
+                self._settings.embedding_task_queue,
+                self._settings.retrieval_mode,
+            )
         return InferenceInput(
             request_id=request.request_id,
             messages=request.messages,

@@ -111,7 +111,8 @@ def sections(document_id: str, text: str) -> list[Section]:
     levels: dict[str, int] = {}
     path: list[tuple[int, str]] = []  # (level, title)
     found: list[Section] = []
-    cursor, current = 0, (document_id,)
+    cursor = 0
+    current: tuple[str, ...] = (document_id,)
     for start, end, title, key in headings:
         if start < cursor:  # an underline that is itself followed by a rule, or overlapping matches
             continue
@@ -120,7 +121,7 @@ def sections(document_id: str, text: str) -> list[Section]:
         while path and path[-1][0] >= level:
             path.pop()
         path.append((level, title))
-        current = tuple(t for _, t in path) if path[0][0] == min(lvl for lvl, _ in path) else (document_id,)
+        current = tuple(title for _, title in path)
         cursor = end
     found.append(Section(current, cursor, len(text)))
     return [s for s in found if text[s.start : s.end].strip()]

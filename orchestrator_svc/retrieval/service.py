@@ -8,10 +8,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from llmorch_common.errors import not_found
+from orchestrator_svc.retrieval.chunking import Chunking
 from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
 from orchestrator_svc.retrieval.ingestion import PROGRESS_QUERY, IngestionInput, IngestionProgress, IngestionWorkflow
 from orchestrator_svc.retrieval.staging import StagedDocument, Staging
-from orchestrator_svc.retrieval.vectorstore.base import CollectionInfo, ScoredChunk, VectorStore
+from orchestrator_svc.retrieval.vectorstore.base import CollectionInfo, RetrievalMode, ScoredChunk, VectorStore, search
 
 MAX_DOCUMENT_CHARS = 2_000_000
 MAX_DOCUMENTS = 1000
@@ -34,8 +35,15 @@ class IngestionStatus:
 
 class RetrievalService:
     def __init__(
-        self, client: Client, task_queue: str, store: VectorStore, staging: Staging, embeddings: EmbeddingClient
+        self,
+        client: Client,
+        task_queue: str,
+        store: VectorStore,
+        staging: Staging,
+        embeddings: EmbeddingClient,
+        default_mode: RetrievalMode = RetrievalMode.DENSE,
     ) -> None:
+        self.default_mode = default_mode
         self._client = client
         self._task_queue = task_queue
         self.store = store
@@ -51,14 +59,16 @@ class RetrievalService:
     async def delete_collection(self, name: str) -> None:
         await self.store.delete_collection(name)
 
-    async def ingest(self, collection: str, documents: list[StagedDocument]) -> str:
+    async def ingest(
+        self, collection: str, documents: list[StagedDocument], chunking: Chunking = Chunking.SECTIONS
+    ) -> str:
         """Stage the documents and start their ingestion workflow; returns its id."""
         await self.store.get_collection(collection)  # NOT_FOUND before anything is staged
         ingestion_id = INGESTION_PREFIX + uuid.uuid4().hex
         await self._staging.put(ingestion_id, documents)
         await self._client.start_workflow(
             IngestionWorkflow.run,
-            IngestionInput(ingestion_id, collection, tuple(d.document_id for d in documents)),
+            IngestionInput(ingestion_id, collection, tuple(d.document_id for d in documents), chunking.value),
             id=ingestion_id,
             task_queue=self._task_queue,
         )
@@ -83,7 +93,11 @@ class RetrievalService:
         except WorkflowFailureError as error:
             return IngestionStatus(IngestionState.FAILED, IngestionProgress(0, 0, 0), str(error.cause))
 
-    async def query(self, collection: str, text: str, top_k: int) -> list[ScoredChunk]:
+    async def query(
+        self, collection: str, text: str, top_k: int, mode: RetrievalMode | None = None
+    ) -> list[ScoredChunk]:
+        """`mode` None takes the default; keyword mode needs no embedding."""
+        mode = mode or self.default_mode
         await self.store.get_collection(collection)
-        [vector] = await self._embeddings.embed([text])
-        return await self.store.query(collection, vector, top_k)
+        vector = [] if mode == RetrievalMode.KEYWORD else (await self._embeddings.embed([text]))[0]
+        return await search(self.store, collection, vector, text, mode, top_k)
