@@ -220,7 +220,7 @@ def markdown(record: dict[str, Any]) -> str:
     from tools.bench.machine import markdown as machine_markdown
 
     parts = [
-        "# Retrieval quality: modes × chunking, held-out questions",
+        "# Retrieval quality: modes by chunking, held-out questions",
         "",
         machine_markdown(record["machine"]).replace(" (`make bench` runs it without flags)", ""),
         "",
