@@ -1,4 +1,4 @@
-"""Files to documents for `cli ingest`: HTML headings become Markdown headings, PDFs give their text, folders recurse."""
+"""Files to documents for `cli ingest`: HTML headings become Markdown ones, PDFs give their text, folders recurse."""
 
 from pathlib import Path
 
@@ -66,7 +66,7 @@ def test_folders_recurse_to_supported_files_with_ids_relative_to_the_folder(tmp_
     assert documents[0].metadata == {"path": "library/json.html", "format": "html", "title": "json — JSON encoder"}
     assert documents[2].text == "Hello PDF world" and documents[2].metadata["format"] == "pdf"
     assert documents[3].text == "plain text"
-    with pytest.raises(ValueError, match="image.png"):
+    with pytest.raises(ValueError, match=r"image\.png"):
         collect([tmp_path / "docs" / "image.png"])
 
 
