@@ -142,7 +142,11 @@ def report_row(report: EvalReport) -> dict[str, Any]:
     }
 
 
-async def run_ablation(client: OrchestratorClient, html_root: Path, chunkings: list[str]) -> dict[str, Any]:
+async def run_ablation(
+    client: OrchestratorClient, html_root: Path, chunkings: list[str], record: dict[str, Any], out: Path | None
+) -> None:
+    """Fills record["ablation"] and rewrites the report after each corpus and chunking, so an interrupted run
+    still leaves what it measured (the report says which runs are missing)."""
     corpora: dict[str, tuple[dict[str, retrieval_pb2.Document], dict[str, Path]]] = {
         "pydoc": (
             {k: retrieval_pb2.Document(id=k, text=v) for k, v in python_reference().items()},
@@ -150,7 +154,7 @@ async def run_ablation(client: OrchestratorClient, html_root: Path, chunkings: l
         ),
         "html-subset": (html_subset(html_root), {"heldout": DATA / "heldout_html.jsonl"}),
     }
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = record.setdefault("ablation", {})
     for corpus, (documents, question_sets) in corpora.items():
         for chunking in chunkings:
             collection = f"eval-{corpus}-{chunking}"
@@ -169,7 +173,7 @@ async def run_ablation(client: OrchestratorClient, html_root: Path, chunkings: l
                         flush=True,
                     )
             results.setdefault(corpus, {})[chunking] = entry
-    return results
+            write(record, out, "rag_quality")
 
 
 async def run_full_html(client: OrchestratorClient, html_root: Path, state_dir: Path) -> dict[str, Any]:
@@ -281,15 +285,19 @@ async def main() -> None:
         target = options.target or await start_stack(stack)
         client = await stack.enter_async_context(OrchestratorClient(target))
         if not options.no_ablation:
-            record["ablation"] = await run_ablation(client, options.html_root, options.chunkings.split(","))
+            await run_ablation(client, options.html_root, options.chunkings.split(","), record, options.out)
         if options.full_html:
             record["full_html"] = await run_full_html(client, options.html_root, Path("data"))
-    if options.out:
-        name = "rag_full_html" if options.no_ablation else "rag_quality"
-        options.out.mkdir(parents=True, exist_ok=True)
-        (options.out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-        if "ablation" in record:
-            (options.out / f"{name}.md").write_text(markdown(record))
+            write(record, options.out, "rag_full_html" if options.no_ablation else "rag_quality")
+
+
+def write(record: dict[str, Any], out: Path | None, name: str) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    if "ablation" in record:
+        (out / f"{name}.md").write_text(markdown(record))
 
 
 async def start_stack(stack: AsyncExitStack) -> str:

@@ -42,7 +42,7 @@ class TextChunk:
 
 @dataclass(frozen=True)
 class Section:
-    # Headings from the document's title down to this section's own.
+    # Headings from the document's title down to this section's own; empty before the first heading.
     path: tuple[str, ...]
     # The section's body (without its heading) as offsets into the document.
     start: int
@@ -88,7 +88,7 @@ def chunk_document(
     if chunking == Chunking.FLAT:
         return chunk_text(document_id, text, target_chars, overlap_chars)
     chunks: list[TextChunk] = []
-    for section in sections(document_id, text):
+    for section in sections(text):
         path = PATH_SEPARATOR.join(section.path)
         for piece in chunk_text(document_id, text[section.start : section.end], target_chars, overlap_chars):
             index = len(chunks)
@@ -97,10 +97,10 @@ def chunk_document(
     return chunks
 
 
-def sections(document_id: str, text: str) -> list[Section]:
+def sections(text: str) -> list[Section]:
     """The document cut at every heading. A heading's level is its "#" count, or for reStructuredText the order
-    in which its underline character first appears (Sphinx's rule); the first heading names the document, and
-    text before it sits under the document id."""
+    in which its underline character first appears (Sphinx's rule). Text before the first heading, or in a
+    document without headings, has an empty path, so its chunks are exactly what flat chunking makes of it."""
     headings: list[tuple[int, int, str, str]] = []  # start, end, title, level key
     for match in _ATX_HEADING.finditer(text):
         headings.append((match.start(), match.end(), match["title"].strip(), match.group(1)))
@@ -112,7 +112,7 @@ def sections(document_id: str, text: str) -> list[Section]:
     path: list[tuple[int, str]] = []  # (level, title)
     found: list[Section] = []
     cursor = 0
-    current: tuple[str, ...] = (document_id,)
+    current: tuple[str, ...] = ()
     for start, end, title, key in headings:
         if start < cursor:  # an underline that is itself followed by a rule, or overlapping matches
             continue

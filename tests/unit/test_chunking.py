@@ -114,7 +114,7 @@ Run it. # not a heading: not at a line start
 def test_sections_carry_the_heading_path_and_never_cross_a_heading() -> None:
     chunks = chunk_document("guide.md", MARKDOWN)
     assert [(c.heading_path, c.text) for c in chunks] == [
-        ("guide.md", "Preface before any heading."),
+        ("", "Preface before any heading."),
         ("Guide", "Intro paragraph."),
         ("Guide > Install", "Steps here."),
         ("Guide > Install > On Linux", "Use apt."),
