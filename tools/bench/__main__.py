@@ -78,7 +78,14 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
     if name == "generation":
         report.plot_generation(results, out / "generation.png")
         return report.generation_tables(results) + "\n\n![generation](generation.png)"
-    return report.rag_tables(results) + "\n\n![rag](embed_bench.png)"
+    return report.rag_tables(results) + "\n\n![rag](embed_bench.png)\n\n" + RAG_QUALITY
+
+
+# Retrieval quality needs its own corpora and ingestions (about 15 minutes), so `make rag-eval` measures it.
+RAG_QUALITY = (
+    "Retrieval quality (dense, keyword and hybrid by chunking, on the public and the held-out questions) is in "
+    "[rag_quality.md](rag_quality.md), written by `python -m tools.rag_eval --out docs/benchmarks` (`make rag-eval`)."
+)
 
 
 TITLES = {
