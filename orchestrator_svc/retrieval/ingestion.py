@@ -12,6 +12,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    import asyncio
+
     import grpc
 
     from llmorch_common.errors import (
@@ -22,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         to_activity_failure,
         to_final_failure,
     )
+    from llmorch_common.heartbeats import heartbeat_forever
     from orchestrator_svc.retrieval.chunking import HEADING_PATH_KEY, Chunking, chunk_document
     from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
     from orchestrator_svc.retrieval.staging import Staging
@@ -30,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
 INGEST_DOCUMENT_ACTIVITY = "ingest_document"
 RELEASE_STAGING_ACTIVITY = "release_staging"
 PROGRESS_QUERY = "progress"
+# One embedding batch can outlast the heartbeat timeout on a loaded machine; a timer keeps heartbeating while the
+# worker lives, so only a dead worker times out.
+HEARTBEAT_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,14 @@ class IngestionActivities:
             raise to_activity_failure(not_found(f"document {request.document_id!r} is not staged"))
         chunks = chunk_document(request.document_id, document.text, Chunking(request.chunking))
         vectors: list[list[float]] = []
+        heartbeats = asyncio.create_task(heartbeat_forever(lambda: len(vectors), HEARTBEAT_INTERVAL_S))
         try:
             async for batch in self._embeddings.batches([c.indexed_text for c in chunks]):
                 vectors.extend(batch.vectors)
-                activity.heartbeat(len(vectors))
         except grpc.aio.AioRpcError as error:
             raise to_activity_failure(error) from None
+        finally:
+            heartbeats.cancel()
         records = [
             ChunkRecord(c.id, c.indexed_text, vector, chunk_metadata(document.metadata, c.heading_path))
             for c, vector in zip(chunks, vectors, strict=True)
