@@ -116,6 +116,12 @@ async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator,
     assert (info.document_count, info.chunk_count) == (3, 3), "re-ingesting a document replaces it"
     hits = await orchestrator.retrieval.Query(retrieval_pb2.QueryRequest(collection="facts", text="fire arrows"))
     assert hits.chunks[0].text == "Rockets were invented in China as fire arrows."
+    for mode in (retrieval_pb2.RETRIEVAL_MODE_KEYWORD, retrieval_pb2.RETRIEVAL_MODE_HYBRID):
+        request = retrieval_pb2.QueryRequest(collection="facts", text="Who invented fire arrows?", mode=mode)
+        hits = await orchestrator.retrieval.Query(request)
+        assert hits.chunks[0].document_id == "rockets", mode
+    keyword = retrieval_pb2.QueryRequest(collection="facts", text="oven", mode=retrieval_pb2.RETRIEVAL_MODE_KEYWORD)
+    assert [h.document_id for h in (await orchestrator.retrieval.Query(keyword)).chunks] == ["bread"]
 
 
 async def test_public_embed_batches_through_the_embedding_service(
@@ -221,6 +227,12 @@ async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestra
     await expect_code(
         retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=-1)), bad.INVALID_ARGUMENT
     )
+    await expect_code(
+        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", mode=99)),  # type: ignore[arg-type]
+        bad.INVALID_ARGUMENT,
+    )
+    unknown_chunking = retrieval_pb2.IngestRequest(collection="strict", documents=[fine], chunking=99)  # type: ignore[arg-type]
+    await expect_code(retrieval.Ingest(unknown_chunking), bad.INVALID_ARGUMENT)
     await expect_code(
         retrieval.GetIngestion(retrieval_pb2.GetIngestionRequest(ingestion_id="ingest-none")), bad.NOT_FOUND
     )
