@@ -11,6 +11,7 @@ Without --target it starts its own stack (real MiniLM embeddings, the fake LLM: 
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -270,6 +271,7 @@ def markdown(record: dict[str, Any]) -> str:
 async def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--target", default="", help="a running API; empty starts a stack for the run")
+    args.add_argument("--api-key", default=os.environ.get("LLMORCH_API_KEY", ""), help="default: $LLMORCH_API_KEY")
     args.add_argument("--html-root", type=Path, default=HTML_ROOT)
     args.add_argument("--chunkings", default="sections,flat")
     args.add_argument("--full-html", action="store_true", help="also ingest the whole HTML documentation")
@@ -282,8 +284,8 @@ async def main() -> None:
 
     record: dict[str, Any] = {"machine": describe(sys.argv[1:], "tools.rag_eval")}
     async with AsyncExitStack() as stack:
-        target = options.target or await start_stack(stack)
-        client = await stack.enter_async_context(OrchestratorClient(target))
+        target, api_key = (options.target, options.api_key) if options.target else await start_stack(stack)
+        client = await stack.enter_async_context(OrchestratorClient(target, api_key))
         if not options.no_ablation:
             await run_ablation(client, options.html_root, options.chunkings.split(","), record, options.out)
         if options.full_html:
@@ -300,12 +302,13 @@ def write(record: dict[str, Any], out: Path | None, name: str) -> None:
         (out / f"{name}.md").write_text(markdown(record))
 
 
-async def start_stack(stack: AsyncExitStack) -> str:
+async def start_stack(stack: AsyncExitStack) -> tuple[str, str]:
+    """(target, the stack's dev key)."""
     from tools.stack import ModelGroup, Stack, StackConfig
 
     config = StackConfig(models=(ModelGroup(DEFAULT_MODEL_ID, "fake"),), envoy=False, label="rag-eval")
     started = await stack.enter_async_context(Stack(config))
-    return started.api_target
+    return started.api_target, started.api_key
 
 
 if __name__ == "__main__":

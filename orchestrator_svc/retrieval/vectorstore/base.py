@@ -12,7 +12,9 @@ import numpy.typing as npt
 from llmorch_common.errors import FieldViolation, already_exists, failed_precondition, invalid_argument, not_found
 
 DEFAULT_DIMENSION = 384
-COLLECTION_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+# Stores hold "<tenant>.<name>" (scoped_collection); a name as users give it has no dot, so nothing a user names can
+# reach into another tenant's collections.
+COLLECTION_NAME = re.compile(r"^([a-z0-9][a-z0-9_-]{0,31}\.)?[a-z0-9_-]{1,64}$")
 # The constant of reciprocal rank fusion (Cormack et al. 2009): large enough that the first few ranks of either
 # list weigh about the same, so neither ranking dominates.
 RRF_K = 60
@@ -105,6 +107,17 @@ class VectorStore(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release files and connections."""
+
+
+def scoped_collection(tenant: str, name: str) -> str:
+    """The stored name of a tenant's collection."""
+    return f"{tenant}.{name}"
+
+
+def unscoped_collection(stored: str) -> tuple[str, str]:
+    """(tenant, name) of a stored collection name."""
+    tenant, _, name = stored.rpartition(".")
+    return tenant, name
 
 
 def check_name(name: str) -> None:
