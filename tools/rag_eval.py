@@ -39,6 +39,7 @@ MODES = {
     "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
 }
 CHUNKINGS = {"sections": retrieval_pb2.CHUNKING_SECTIONS, "flat": retrieval_pb2.CHUNKING_FLAT}
+CORPORA = ("pydoc", "html-subset")
 DEPTH = 10  # MRR looks this deep; recall@1 and @5 are read from the same ranking
 
 
@@ -221,6 +222,12 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def missing_note(results: dict[str, Any]) -> str:
+    """Says which corpus and chunking pairs an interrupted or partial run did not reach."""
+    missing = [f"{c} / {k}" for c in CORPORA for k in CHUNKINGS if k not in results.get(c, {})]
+    return f"Not in this record (the run did not reach them): {', '.join(missing)}." if missing else ""
+
+
 def markdown(record: dict[str, Any]) -> str:
     from tools.bench.machine import markdown as machine_markdown
 
@@ -234,6 +241,8 @@ def markdown(record: dict[str, Any]) -> str:
         "`heldout` are the frozen sets in `tools/rag_data/` (written before tuning).",
         "",
         table(record["ablation"]),
+        "",
+        missing_note(record["ablation"]),
         "",
         "Ingestion (one workflow per corpus and chunking, real MiniLM embeddings):",
         "",
@@ -277,7 +286,12 @@ async def main() -> None:
     args.add_argument("--full-html", action="store_true", help="also ingest the whole HTML documentation")
     args.add_argument("--no-ablation", action="store_true", help="only the full HTML run")
     args.add_argument("--out", type=Path, default=None, help="write rag_quality.json and rag_quality.md here")
+    args.add_argument("--render-only", action="store_true", help="measure nothing; rebuild the Markdown from --out")
     options = args.parse_args()
+    if options.render_only:
+        path = options.out / "rag_quality.json"
+        (options.out / "rag_quality.md").write_text(markdown(json.loads(path.read_text())))
+        return
     if not options.html_root.is_dir():
         raise SystemExit(f"{options.html_root} is missing: install Debian's python3.11-doc (make debian-docs)")
     from tools.bench.machine import describe
