@@ -6,7 +6,8 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian postgres api-baseline
+.PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian debian-docs postgres \
+	api-baseline rag-eval bench-rag-full
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -34,6 +35,13 @@ DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:pro
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)
 
+# The Python 3.11 HTML documentation (about 530 pages): the retrieval evaluation's second corpus, and a few of its
+# pages in the RAG workflow tests. A documentation package has no command, so a file it installs proves it is there.
+DEBIAN_DOCS := python3.11-doc:/usr/share/doc/python3.11/html/index.html
+
+debian-docs:
+	tools/install_debian.sh $(DEBIAN_DOCS)
+
 # Debian's PostgreSQL binaries: the registry's shared database in the tests and in `make up REPLICAS=2`.
 postgres:
 	tools/install_postgres.sh
@@ -58,7 +66,7 @@ status:
 	$(PY) -m tools.launcher status
 
 # Lint first: a stale gen/ or TS client, an invalid Envoy config or a type error fails CI like a failing test.
-test: setup debian postgres lint
+test: setup debian debian-docs postgres lint
 	$(PY) -m pytest -q -rs --durations=15
 
 # The peer the bench compares with, in its own virtualenv so its pins never move the stack's. Exact versions only:
@@ -81,6 +89,15 @@ bench: setup bench-venv
 	$(PY) -m tools.bench.profile
 	$(PY) -m tools.bench.history_cost --out docs/benchmarks
 	$(PY) -m tools.bench.fairness --out docs/benchmarks
+
+# Retrieval quality (modes by chunking, public and held-out questions) on pydoc_data.topics and a fixed subset of the
+# HTML documentation, about 15 minutes on 2 cores: docs/benchmarks/rag_quality.{json,md}.
+rag-eval: setup debian-docs
+	$(PY) -m tools.rag_eval --out docs/benchmarks
+
+# The whole HTML documentation through the CLI's ingestion path, 20 to 40 minutes on 2 cores; not in `make bench`.
+bench-rag-full: setup debian-docs
+	$(PY) -m tools.rag_eval --no-ablation --full-html --out docs/benchmarks
 
 # Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
 reliability: setup postgres

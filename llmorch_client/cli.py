@@ -10,6 +10,7 @@ from llmorch.v1 import retrieval_pb2, types_pb2
 
 from llmorch_client.client import OrchestratorClient, question_request, tls_credentials
 from llmorch_client.corpus import DEMO_COLLECTION, python_reference
+from llmorch_client.ingest_files import ingest_paths
 from llmorch_common.constants import ORCHESTRATOR_PORT
 
 
@@ -21,22 +22,35 @@ def progress_bar(progress: retrieval_pb2.GetIngestionResponse, width: int = 40) 
     sys.stderr.flush()
 
 
-def read_documents(args: argparse.Namespace) -> dict[str, str]:
-    return python_reference() if args.pydoc else {Path(f).name: Path(f).read_text() for f in args.files}
+CHUNKINGS = {"sections": retrieval_pb2.CHUNKING_SECTIONS, "flat": retrieval_pb2.CHUNKING_FLAT}
+MODES = {
+    "default": retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
+    "dense": retrieval_pb2.RETRIEVAL_MODE_DENSE,
+    "keyword": retrieval_pb2.RETRIEVAL_MODE_KEYWORD,
+    "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
+}
 
 
 async def ingest(client: OrchestratorClient, args: argparse.Namespace) -> None:
-    documents = read_documents(args)
-    if not documents:
-        sys.exit("nothing to ingest: pass files or --pydoc")
-    await client.ensure_collection(args.collection)
-    chunks = await client.ingest(args.collection, documents, progress_bar)
-    sys.stderr.write("\n")
-    print(f"ingested {len(documents)} documents as {chunks} chunks into {args.collection!r}")
+    chunking = CHUNKINGS[args.chunking]
+    if args.pydoc:
+        await client.ensure_collection(args.collection)
+        chunks = await client.ingest(args.collection, python_reference(), progress_bar, chunking)
+        sys.stderr.write("\n")
+        print(f"ingested the Python reference as {chunks} chunks into {args.collection!r}")
+        return
+    if not args.paths:
+        sys.exit("nothing to ingest: pass files or folders, or --pydoc")
+    state = args.state or Path.home() / ".cache" / "llmorch" / f"ingest-{args.collection}.json"
+    summary = await ingest_paths(client, args.collection, [Path(p) for p in args.paths], state, chunking)
+    print(
+        f"ingested {summary.documents_sent} documents ({summary.documents_unchanged} unchanged, skipped) as "
+        f"{summary.chunks} chunks into {args.collection!r}"
+    )
 
 
 async def query(client: OrchestratorClient, args: argparse.Namespace) -> None:
-    for hit in await client.query(args.collection, args.text, args.top_k):
+    for hit in await client.query(args.collection, args.text, args.top_k, MODES[args.mode]):
         preview = " ".join(hit.text.split())[:100]
         print(f"{hit.score:.3f}  {hit.chunk_id:28}  {preview}")
 
@@ -74,7 +88,8 @@ async def ask(client: OrchestratorClient, args: argparse.Namespace) -> None:
             provenance = event.completed.provenance
             print()
             for number, citation in enumerate(provenance.citations, start=1):
-                print(f"  [{number}] {citation.source} ({citation.chunk_id}, score {citation.score:.3f})")
+                where = f" — {citation.heading_path}" if citation.heading_path else ""
+                print(f"  [{number}] {citation.source}{where} ({citation.chunk_id}, score {citation.score:.3f})")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,14 +106,21 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the models with their health and load")
     embed_cmd = commands.add_parser("embed", help="embed texts with the platform's embedding model")
     embed_cmd.add_argument("texts", nargs="+")
-    ingest_cmd = commands.add_parser("ingest", help="ingest files, or the Python reference with --pydoc")
-    ingest_cmd.add_argument("files", nargs="*")
+    ingest_cmd = commands.add_parser(
+        "ingest", help="ingest .md/.txt/.html/.pdf files and folders (resumable), or the Python reference with --pydoc"
+    )
+    ingest_cmd.add_argument("paths", nargs="*", help="files, and folders searched recursively")
     ingest_cmd.add_argument("--pydoc", action="store_true", help="ingest the Python Language Reference")
     ingest_cmd.add_argument("--collection", default=DEMO_COLLECTION)
+    ingest_cmd.add_argument("--chunking", choices=sorted(CHUNKINGS), default="sections")
+    ingest_cmd.add_argument(
+        "--state", type=Path, default=None, help="resume file; default ~/.cache/llmorch/ingest-<collection>.json"
+    )
     query_cmd = commands.add_parser("query", help="top-k chunks for a text")
     query_cmd.add_argument("text")
     query_cmd.add_argument("--collection", default=DEMO_COLLECTION)
     query_cmd.add_argument("--top-k", type=int, default=0, help="chunks to return; 0 takes the server's default")
+    query_cmd.add_argument("--mode", choices=list(MODES), default="default", help="how chunks are scored")
     ask_cmd = commands.add_parser("ask", help="ask a question and stream the answer")
     ask_cmd.add_argument("question")
     ask_cmd.add_argument("--collection", default="", help="ground the answer in this collection")

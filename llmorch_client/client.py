@@ -12,6 +12,7 @@ from llmorch_common.grpc_edge import make_channel
 
 ProgressCallback = Callable[[retrieval_pb2.GetIngestionResponse], None]
 INGEST_BATCH = 100  # documents per Ingest call, well under the API's limit of 1000
+INGEST_BATCH_CHARS = 8_000_000  # text per Ingest call, well under the channel's 64 MiB message limit
 
 
 def question_request(
@@ -101,17 +102,31 @@ class OrchestratorClient:
         return result
 
     async def ingest(
-        self, collection: str, documents: Mapping[str, str], on_progress: ProgressCallback | None = None
+        self,
+        collection: str,
+        documents: Mapping[str, str],
+        on_progress: ProgressCallback | None = None,
+        chunking: retrieval_pb2.Chunking.ValueType = retrieval_pb2.CHUNKING_UNSPECIFIED,
     ) -> int:
         """Ingest in batches and wait for each; returns the number of chunks stored."""
         chunks = 0
-        items = list(documents.items())
-        for start in range(0, len(items), INGEST_BATCH):
-            batch = [retrieval_pb2.Document(id=k, text=v) for k, v in items[start : start + INGEST_BATCH]]
-            started = await self.retrieval.Ingest(retrieval_pb2.IngestRequest(collection=collection, documents=batch))
-            progress = await self.wait_ingestion(started.ingestion_id, on_progress)
+        for batch in batches([retrieval_pb2.Document(id=k, text=v) for k, v in documents.items()]):
+            started = await self.start_ingestion(collection, batch, chunking)
+            progress = await self.wait_ingestion(started, on_progress)
             chunks += progress.chunks_done
         return chunks
+
+    async def start_ingestion(
+        self,
+        collection: str,
+        documents: Sequence[retrieval_pb2.Document],
+        chunking: retrieval_pb2.Chunking.ValueType = retrieval_pb2.CHUNKING_UNSPECIFIED,
+    ) -> str:
+        """Start one ingestion workflow; returns its id."""
+        request = retrieval_pb2.IngestRequest(collection=collection, documents=documents, chunking=chunking)
+        started = await self.retrieval.Ingest(request)
+        ingestion_id: str = started.ingestion_id
+        return ingestion_id
 
     async def wait_ingestion(
         self, ingestion_id: str, on_progress: ProgressCallback | None = None, poll_s: float = 0.5
@@ -129,7 +144,28 @@ class OrchestratorClient:
                 return result
             await asyncio.sleep(poll_s)
 
-    async def query(self, collection: str, text: str, top_k: int = 0) -> list[retrieval_pb2.ScoredChunk]:
-        """top_k 0 takes the server's default."""
-        reply = await self.retrieval.Query(retrieval_pb2.QueryRequest(collection=collection, text=text, top_k=top_k))
+    async def query(
+        self,
+        collection: str,
+        text: str,
+        top_k: int = 0,
+        mode: retrieval_pb2.RetrievalMode.ValueType = retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
+    ) -> list[retrieval_pb2.ScoredChunk]:
+        """top_k 0 and an unspecified mode take the server's defaults."""
+        request = retrieval_pb2.QueryRequest(collection=collection, text=text, top_k=top_k, mode=mode)
+        reply = await self.retrieval.Query(request)
         return list(reply.chunks)
+
+
+def batches(documents: Sequence[retrieval_pb2.Document]) -> list[list[retrieval_pb2.Document]]:
+    """Consecutive batches of at most INGEST_BATCH documents and, unless one document alone is larger,
+    INGEST_BATCH_CHARS characters."""
+    found: list[list[retrieval_pb2.Document]] = []
+    size = 0
+    for document in documents:
+        if not found or len(found[-1]) >= INGEST_BATCH or size + len(document.text) > INGEST_BATCH_CHARS:
+            found.append([])
+            size = 0
+        found[-1].append(document)
+        size += len(document.text)
+    return found

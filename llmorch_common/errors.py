@@ -64,6 +64,10 @@ def already_exists(message: str) -> PlatformError:
     return PlatformError(message, "ALREADY_EXISTS")
 
 
+def failed_precondition(message: str) -> PlatformError:
+    return PlatformError(message, "FAILED_PRECONDITION")
+
+
 def unavailable(message: str) -> PlatformError:
     return PlatformError(message, "UNAVAILABLE")
 

@@ -6,7 +6,6 @@ token ids to ModelService, which continues after them."""
 
 import asyncio
 import time
-from contextlib import suppress
 from datetime import timedelta
 
 import grpc
@@ -29,6 +28,7 @@ from llmorch_common.contracts import (
 from llmorch_common.errors import to_activity_failure, unavailable
 from llmorch_common.finish_reason import finish_reason_from_proto
 from llmorch_common.grpc_edge import activity_timeout_s, make_channel
+from llmorch_common.heartbeats import heartbeat_forever
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
 
 # Deltas are batched into one signal per interval: each signal costs the workflow a task, tokens cost nothing.
@@ -70,7 +70,9 @@ class ModelActivities:
             assistant_prefix=request.assistant_prefix,
         )
         progress = Progress(resume)
-        heartbeats = asyncio.create_task(_heartbeat_forever(progress))
+        # Heartbeats carry cancellation to the activity, which cancels the gRPC call and frees the model; their
+        # details are a resume point for a retry when nothing streams.
+        heartbeats = asyncio.create_task(heartbeat_forever(progress.details, HEARTBEAT_INTERVAL_S))
         try:
             response = await self._generate(proto, request, progress)
         except grpc.aio.AioRpcError as error:
@@ -177,17 +179,6 @@ class Progress:
 
     def details(self) -> dict[str, object]:
         return {"token_ids": list(self.token_ids), "text": "".join(self.text)}
-
-
-async def _heartbeat_forever(progress: Progress) -> None:
-    """Heartbeats carry cancellation to the activity, which cancels the gRPC call and frees the model; their details
-    are a resume point for a retry when nothing streams (the SDK throttles them, so they may trail by seconds).
-    The first one waits an interval: a generation shorter than that (most short requests) sends none, saving the
-    server a heartbeat RPC and the details' conversion per request, well inside the heartbeat timeout."""
-    with suppress(asyncio.CancelledError):
-        while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
-            activity.heartbeat(progress.details())
 
 
 def create_worker(client: Client, task_queue: str, activities: ModelActivities, max_concurrency: int) -> Worker:

@@ -33,6 +33,7 @@ from orchestrator_svc.retrieval import servicer as retrieval
 from orchestrator_svc.retrieval.activities import RetrievalActivities
 from orchestrator_svc.retrieval.ingestion import IngestionActivities, IngestionWorkflow
 from orchestrator_svc.retrieval.service import RetrievalService
+from orchestrator_svc.retrieval.vectorstore.base import RetrievalMode
 
 
 @dataclass
@@ -88,7 +89,12 @@ async def start_api(
     limits = RateLimiter(keys, lease_ttl_s=settings.request_timeout_s)
     service = InferenceService(client, settings, model_registry, resources.store, resources.embeddings, limits)
     retrieval_service = RetrievalService(
-        client, settings.task_queue, resources.store, resources.staging, resources.embeddings
+        client,
+        settings.task_queue,
+        resources.store,
+        resources.staging,
+        resources.embeddings,
+        RetrievalMode(settings.retrieval_mode),
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -101,6 +101,11 @@ class OrchestratorSettings(BaseSettings):
     vector_path: Path = Field(Path("data/vectors"), description="LanceDB directory, or the SQLite file for sqlite")
     staging_db: Path = Field(Path("data/ingestion.db"), description="SQLite file documents wait in during ingestion")
     embedding_address: str = Field(f"localhost:{EMBED_PORT}", description="EmbeddingService for ingestion and Query")
+    retrieval_mode: Literal["dense", "keyword", "hybrid"] = Field(
+        "dense",
+        description="How Query (when the request names no mode) and RAG requests score chunks; dense scored best "
+        "on the public questions, the only ones tuning may use (docs/benchmarks/rag_quality.md)",
+    )
     embedding_task_queue: str = Field(
         embedding_task_queue(EMBEDDING_MODEL_ID), description="Queue of the embed activity for RAG requests"
     )

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests run for real (given as arguments, with the command that proves each one is
-# there); a no-op for those already present. Usage: install_debian.sh package:command ...
+# Install the Debian packages the tests run for real (given as arguments, with the command, or for a package without
+# one the absolute path of a file it installs, that proves each one is there); a no-op for those already present.
+# Usage: install_debian.sh package:command|package:/path ...
 set -euo pipefail
 missing=()
 for pair in "$@"; do
-  command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+  probe="${pair#*:}"
+  if [[ "$probe" == /* ]]; then
+    [[ -e "$probe" ]] || missing+=("${pair%%:*}")
+  else
+    command -v "$probe" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+  fi
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 SUDO=""

@@ -1,61 +1,328 @@
-"""Retrieval eval over the public Query API: recall@k of rag_eval_public.jsonl against the demo corpus.
+"""Retrieval quality through the public Query API: recall@1, recall@5 and MRR per corpus, chunking and mode.
 
-Usage: python -m tools.rag_eval [--target localhost:50051] [--ingest]
+Corpora: pydoc_data.topics (the public 20 questions and the held-out pydoc set) and the fixed subset of the
+Python 3.11 HTML documentation (the held-out HTML set); with --full-html, the whole HTML documentation ingested
+through `cli ingest`'s path, for ingestion throughput and query latency at full size.
+
+Usage: python -m tools.rag_eval [--target HOST:PORT] [--out docs/benchmarks] [--full-html] [--chunkings sections,flat]
+Without --target it starts its own stack (real MiniLM embeddings, the fake LLM: only retrieval is measured).
 """
 
 import argparse
 import asyncio
 import json
 import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from llmorch.v1 import retrieval_pb2
 
 from llmorch_client.client import OrchestratorClient
-from llmorch_client.corpus import DEMO_COLLECTION, python_reference
-from llmorch_common.constants import ORCHESTRATOR_PORT
+from llmorch_client.corpus import python_reference
+from llmorch_client.documents import read_document
+from llmorch_client.ingest_files import ingest_paths
+from llmorch_common.constants import DEFAULT_MODEL_ID
 from tools.testdata import reference_data_dir
+
+DATA = Path(__file__).resolve().parent / "rag_data"
+HTML_ROOT = Path("/usr/share/doc/python3.11/html")
+PUBLIC_QUESTIONS = reference_data_dir() / "rag_eval_public.jsonl"
+MODES = {
+    "dense": retrieval_pb2.RETRIEVAL_MODE_DENSE,
+    "keyword": retrieval_pb2.RETRIEVAL_MODE_KEYWORD,
+    "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
+}
+CHUNKINGS = {"sections": retrieval_pb2.CHUNKING_SECTIONS, "flat": retrieval_pb2.CHUNKING_FLAT}
+CORPORA = ("pydoc", "html-subset")
+DEPTH = 10  # MRR looks this deep; recall@1 and @5 are read from the same ranking
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    sources: frozenset[str]
 
 
 @dataclass(frozen=True)
 class EvalReport:
-    recall: float
     total: int
-    misses: list[tuple[str, list[str]]]  # question, topics retrieved instead
+    recall_at_1: float
+    recall_at_5: float
+    mrr: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    misses: list[tuple[str, list[str]]]  # question, documents retrieved instead (top 5)
+
+    @property
+    def recall(self) -> float:
+        return self.recall_at_5
 
 
-def load_questions(path: Path) -> list[tuple[str, set[str]]]:
+def load_questions(path: Path) -> list[Question]:
+    """A question's relevant documents are under "sources" (held-out sets) or "topics" (the public set)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(row["question"], set(row["topics"])) for row in rows]
+    return [Question(row["question"], frozenset(row.get("sources") or row["topics"])) for row in rows]
 
 
 async def evaluate(
-    client: OrchestratorClient, collection: str, questions: list[tuple[str, set[str]]], k: int = 5
+    client: OrchestratorClient,
+    collection: str,
+    questions: Sequence[Question],
+    mode: retrieval_pb2.RetrievalMode.ValueType = retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED,
 ) -> EvalReport:
-    """A question passes when any of the top-k chunks comes from one of its acceptable topics."""
+    """A question's rank is that of the first chunk from one of its sources; a miss at 5 lists what came instead."""
+    ranks: list[int | None] = []
+    latencies: list[float] = []
     misses = []
-    for question, topics in questions:
-        retrieved = [hit.document_id for hit in await client.query(collection, question, k)]
-        if not topics & set(retrieved):
-            misses.append((question, retrieved))
-    return EvalReport(1 - len(misses) / len(questions), len(questions), misses)
+    for question in questions:
+        started = time.perf_counter()
+        hits = await client.query(collection, question.text, DEPTH, mode)
+        latencies.append((time.perf_counter() - started) * 1000)
+        documents = [hit.document_id for hit in hits]
+        rank = next((i for i, d in enumerate(documents, start=1) if d in question.sources), None)
+        ranks.append(rank)
+        if rank is None or rank > 5:
+            misses.append((question.text, documents[:5]))
+    total = len(questions)
+    return EvalReport(
+        total,
+        sum(1 for r in ranks if r == 1) / total,
+        sum(1 for r in ranks if r is not None and r <= 5) / total,
+        sum(1 / r for r in ranks if r is not None) / total,
+        statistics.median(latencies),
+        statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else latencies[0],
+        misses,
+    )
+
+
+def html_subset(root: Path) -> dict[str, retrieval_pb2.Document]:
+    pages = [line.strip() for line in (DATA / "html_subset.txt").read_text().splitlines() if line.strip()]
+    documents = {}
+    for page in pages:
+        document = read_document(root / page, root)
+        documents[document.document_id] = retrieval_pb2.Document(
+            id=document.document_id, text=document.text, metadata=document.metadata
+        )
+    return documents
+
+
+async def ingest_corpus(
+    client: OrchestratorClient, collection: str, documents: dict[str, retrieval_pb2.Document], chunking: str
+) -> dict[str, float]:
+    """Ingest into a fresh collection; returns its size and the throughput measured."""
+    listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
+    if any(c.name == collection for c in listing.collections):
+        await client.retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name=collection))
+    await client.ensure_collection(collection)
+    started = time.perf_counter()
+    ingestion_id = await client.start_ingestion(collection, list(documents.values()), CHUNKINGS[chunking])
+    progress = await client.wait_ingestion(ingestion_id)
+    seconds = time.perf_counter() - started
+    return {
+        "documents": len(documents),
+        "chunks": progress.chunks_done,
+        "seconds": seconds,
+        "chunks_per_s": progress.chunks_done / seconds,
+    }
+
+
+def report_row(report: EvalReport) -> dict[str, Any]:
+    return {
+        "questions": report.total,
+        "recall_at_1": report.recall_at_1,
+        "recall_at_5": report.recall_at_5,
+        "mrr": report.mrr,
+        "latency_ms_p50": report.latency_ms_p50,
+        "latency_ms_p95": report.latency_ms_p95,
+        "misses_at_5": [{"question": q, "retrieved": r} for q, r in report.misses],
+    }
+
+
+async def run_ablation(
+    client: OrchestratorClient, html_root: Path, chunkings: list[str], record: dict[str, Any], out: Path | None
+) -> None:
+    """Fills record["ablation"] and rewrites the report after each corpus and chunking, so an interrupted run
+    still leaves what it measured (the report says which runs are missing)."""
+    corpora: dict[str, tuple[dict[str, retrieval_pb2.Document], dict[str, Path]]] = {
+        "pydoc": (
+            {k: retrieval_pb2.Document(id=k, text=v) for k, v in python_reference().items()},
+            {"public": PUBLIC_QUESTIONS, "heldout": DATA / "heldout_pydoc.jsonl"},
+        ),
+        "html-subset": (html_subset(html_root), {"heldout": DATA / "heldout_html.jsonl"}),
+    }
+    results: dict[str, Any] = record.setdefault("ablation", {})
+    for corpus, (documents, question_sets) in corpora.items():
+        for chunking in chunkings:
+            collection = f"eval-{corpus}-{chunking}"
+            print(f"{corpus} / {chunking}: ingesting {len(documents)} documents ...", flush=True)
+            ingestion = await ingest_corpus(client, collection, documents, chunking)
+            print(f"  {ingestion['chunks']} chunks in {ingestion['seconds']:.0f} s", flush=True)
+            entry: dict[str, Any] = {"ingestion": ingestion, "sets": {}}
+            for name, path in question_sets.items():
+                questions = load_questions(path)
+                for mode, value in MODES.items():
+                    report = await evaluate(client, collection, questions, value)
+                    entry["sets"].setdefault(name, {})[mode] = report_row(report)
+                    print(
+                        f"  {name:8} {mode:8} recall@1 {report.recall_at_1:.3f}  recall@5 {report.recall_at_5:.3f}  "
+                        f"MRR {report.mrr:.3f}  ({report.total} questions)",
+                        flush=True,
+                    )
+            results.setdefault(corpus, {})[chunking] = entry
+            write(record, out, "rag_quality")
+
+
+async def run_full_html(client: OrchestratorClient, html_root: Path, state_dir: Path) -> dict[str, Any]:
+    """The whole HTML documentation through the CLI's ingestion path, then the held-out HTML questions."""
+    collection = "eval-html-full"
+    listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
+    if any(c.name == collection for c in listing.collections):
+        await client.retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name=collection))
+    state = state_dir / "rag-eval-full-html.json"
+    state.unlink(missing_ok=True)
+    started = time.perf_counter()
+    summary = await ingest_paths(client, collection, [html_root], state)
+    seconds = time.perf_counter() - started
+    questions = load_questions(DATA / "heldout_html.jsonl")
+    entry: dict[str, Any] = {
+        "ingestion": {
+            "documents": summary.documents_sent,
+            "chunks": summary.chunks,
+            "seconds": seconds,
+            "documents_per_s": summary.documents_sent / seconds,
+            "chunks_per_s": summary.chunks / seconds,
+        },
+        "heldout": {},
+    }
+    for mode, value in MODES.items():
+        entry["heldout"][mode] = report_row(await evaluate(client, collection, questions, value))
+    return entry
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| corpus | chunking | chunks | questions | mode | recall@1 | recall@5 | MRR@10 | query p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for corpus, by_chunking in results.items():
+        for chunking, entry in by_chunking.items():
+            for name, by_mode in entry["sets"].items():
+                for mode, row in by_mode.items():
+                    lines.append(
+                        f"| {corpus} | {chunking} | {entry['ingestion']['chunks']} | {name} ({row['questions']}) | "
+                        f"{mode} | {row['recall_at_1']:.3f} | {row['recall_at_5']:.3f} | {row['mrr']:.3f} | "
+                        f"{row['latency_ms_p50']:.1f} |"
+                    )
+    return "\n".join(lines)
+
+
+def missing_note(results: dict[str, Any]) -> str:
+    """Says which corpus and chunking pairs an interrupted or partial run did not reach."""
+    missing = [f"{c} / {k}" for c in CORPORA for k in CHUNKINGS if k not in results.get(c, {})]
+    return f"Not in this record (the run did not reach them): {', '.join(missing)}." if missing else ""
+
+
+def markdown(record: dict[str, Any]) -> str:
+    from tools.bench.machine import markdown as machine_markdown
+
+    parts = [
+        "# Retrieval quality: modes by chunking, held-out questions",
+        "",
+        machine_markdown(record["machine"]).replace(" (`make bench` runs it without flags)", ""),
+        "",
+        "Through the public `RetrievalService/Query`. Recall@k: a question counts when a chunk from one of its "
+        "named sources is in the top k; MRR over the top 10. `public` is the 20 questions tuning may look at; "
+        "`heldout` are the frozen sets in `tools/rag_data/` (written before tuning).",
+        "",
+        table(record["ablation"]),
+        "",
+        missing_note(record["ablation"]),
+        "",
+        "Ingestion (one workflow per corpus and chunking, real MiniLM embeddings):",
+        "",
+        "| corpus | chunking | documents | chunks | seconds | chunks/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for corpus, by_chunking in record["ablation"].items():
+        for chunking, entry in by_chunking.items():
+            i = entry["ingestion"]
+            parts.append(
+                f"| {corpus} | {chunking} | {i['documents']} | {i['chunks']} | {i['seconds']:.0f} | "
+                f"{i['chunks_per_s']:.1f} |"
+            )
+    full = record.get("full_html")
+    if full:
+        i = full["ingestion"]
+        parts += [
+            "",
+            f"Full HTML documentation through `cli ingest`'s path: {i['documents']} pages, {i['chunks']} chunks in "
+            f"{i['seconds']:.0f} s ({i['documents_per_s']:.2f} pages/s, {i['chunks_per_s']:.1f} chunks/s).",
+            "",
+            "| mode | recall@1 | recall@5 | MRR@10 | query p50 ms | query p95 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for mode, row in full["heldout"].items():
+            parts.append(
+                f"| {mode} | {row['recall_at_1']:.3f} | {row['recall_at_5']:.3f} | {row['mrr']:.3f} | "
+                f"{row['latency_ms_p50']:.1f} | {row['latency_ms_p95']:.1f} |"
+            )
+    else:
+        parts += ["", "The full HTML ingestion (`make bench-rag-full`) is not part of this record."]
+    return "\n".join(parts) + "\n"
 
 
 async def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__)
-    args.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}")
+    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args.add_argument("--target", default="", help="a running API; empty starts a stack for the run")
     args.add_argument("--api-key", default=os.environ.get("LLMORCH_API_KEY", ""), help="default: $LLMORCH_API_KEY")
-    args.add_argument("--collection", default=DEMO_COLLECTION)
-    args.add_argument("--ingest", action="store_true", help="ingest the demo corpus first if the collection is empty")
-    args.add_argument("--eval-file", type=Path, default=reference_data_dir() / "rag_eval_public.jsonl")
+    args.add_argument("--html-root", type=Path, default=HTML_ROOT)
+    args.add_argument("--chunkings", default="sections,flat")
+    args.add_argument("--full-html", action="store_true", help="also ingest the whole HTML documentation")
+    args.add_argument("--no-ablation", action="store_true", help="only the full HTML run")
+    args.add_argument("--out", type=Path, default=None, help="write rag_quality.json and rag_quality.md here")
+    args.add_argument("--render-only", action="store_true", help="measure nothing; rebuild the Markdown from --out")
     options = args.parse_args()
-    async with OrchestratorClient(options.target, options.api_key) as client:
-        collection = await client.ensure_collection(options.collection)
-        if options.ingest and collection.chunk_count == 0:
-            await client.ingest(options.collection, python_reference())
-        report = await evaluate(client, options.collection, load_questions(options.eval_file))
-    print(f"recall@5 = {report.recall:.3f} over {report.total} questions")
-    for question, retrieved in report.misses:
-        print(f"  miss: {question!r} -> {retrieved}")
+    if options.render_only:
+        path = options.out / "rag_quality.json"
+        (options.out / "rag_quality.md").write_text(markdown(json.loads(path.read_text())))
+        return
+    if not options.html_root.is_dir():
+        raise SystemExit(f"{options.html_root} is missing: install Debian's python3.11-doc (make debian-docs)")
+    from tools.bench.machine import describe
+
+    record: dict[str, Any] = {"machine": describe(sys.argv[1:], "tools.rag_eval")}
+    async with AsyncExitStack() as stack:
+        target, api_key = (options.target, options.api_key) if options.target else await start_stack(stack)
+        client = await stack.enter_async_context(OrchestratorClient(target, api_key))
+        if not options.no_ablation:
+            await run_ablation(client, options.html_root, options.chunkings.split(","), record, options.out)
+        if options.full_html:
+            record["full_html"] = await run_full_html(client, options.html_root, Path("data"))
+            write(record, options.out, "rag_full_html" if options.no_ablation else "rag_quality")
+
+
+def write(record: dict[str, Any], out: Path | None, name: str) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    if "ablation" in record:
+        (out / f"{name}.md").write_text(markdown(record))
+
+
+async def start_stack(stack: AsyncExitStack) -> tuple[str, str]:
+    """(target, the stack's dev key)."""
+    from tools.stack import ModelGroup, Stack, StackConfig
+
+    config = StackConfig(models=(ModelGroup(DEFAULT_MODEL_ID, "fake"),), envoy=False, label="rag-eval")
+    started = await stack.enter_async_context(Stack(config))
+    return started.api_target, started.api_key
 
 
 if __name__ == "__main__":

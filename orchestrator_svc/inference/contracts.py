@@ -13,6 +13,8 @@ class RagRequest:
     collection: str
     top_k: int
     embedding_task_queue: str
+    # A RetrievalMode value; runs started before modes existed searched densely.
+    mode: str = "dense"
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,9 @@ class InferenceService:
         if request.rag_collection:
             collection = scoped_collection(request.tenant, request.rag_collection)
             await self._store.get_collection(collection)  # NOT_FOUND before the workflow starts
-            rag = RagRequest(collection, request.rag_top_k, self._settings.embedding_task_queue)
+            rag = RagRequest(
+                collection, request.rag_top_k, self._settings.embedding_task_queue, self._settings.retrieval_mode
+            )
         return InferenceInput(
             request_id=request.request_id,
             tenant=request.tenant,

@@ -122,7 +122,9 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
                 total_ms=result.total_ms,
             ),
             citations=[
-                types_pb2.Citation(chunk_id=c.chunk_id, source=c.source, score=c.score, text=c.text)
+                types_pb2.Citation(
+                    chunk_id=c.chunk_id, source=c.source, score=c.score, text=c.text, heading_path=c.heading_path
+                )
                 for c in result.citations
             ],
             workflow_id=result.workflow_id,

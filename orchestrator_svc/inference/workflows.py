@@ -229,7 +229,7 @@ class InferenceWorkflow:
             )
             hits: list[CitationRecord] = await workflow.execute_local_activity(
                 RETRIEVE_ACTIVITY,
-                RetrieveInput(rag.collection, embedded.vectors[0], rag.top_k),
+                RetrieveInput(rag.collection, embedded.vectors[0], rag.top_k, query_text(request), rag.mode),
                 result_type=list[CitationRecord],
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=SELECT_RETRY,

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from temporalio import activity
 
 from llmorch_common.errors import PlatformError, to_final_failure
-from orchestrator_svc.retrieval.vectorstore.base import VectorStore
+from orchestrator_svc.retrieval.chunking import HEADING_PATH_KEY
+from orchestrator_svc.retrieval.vectorstore.base import RetrievalMode, VectorStore, search
 
 RETRIEVE_ACTIVITY = "retrieve"
 
@@ -15,6 +16,9 @@ class RetrieveInput:
     collection: str
     vector: list[float]
     top_k: int
+    # The question's text, for keyword and hybrid modes; runs started before modes existed send neither.
+    text: str = ""
+    mode: str = RetrievalMode.DENSE.value
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class CitationRecord:
     source: str
     score: float
     text: str
+    heading_path: str = ""
 
 
 class RetrievalActivities:
@@ -32,7 +37,16 @@ class RetrievalActivities:
     @activity.defn(name=RETRIEVE_ACTIVITY)
     async def retrieve(self, request: RetrieveInput) -> list[CitationRecord]:
         try:
-            hits = await self._store.query(request.collection, request.vector, request.top_k)
+            hits = await search(
+                self._store,
+                request.collection,
+                request.vector,
+                request.text,
+                RetrievalMode(request.mode),
+                request.top_k,
+            )
         except PlatformError as error:
             raise to_final_failure(error) from None
-        return [CitationRecord(h.id, h.document_id, h.score, h.text) for h in hits]
+        return [
+            CitationRecord(h.id, h.document_id, h.score, h.text, h.metadata.get(HEADING_PATH_KEY, "")) for h in hits
+        ]

@@ -12,6 +12,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    import asyncio
+
     import grpc
 
     from llmorch_common.errors import (
@@ -22,7 +24,8 @@ with workflow.unsafe.imports_passed_through():
         to_activity_failure,
         to_final_failure,
     )
-    from orchestrator_svc.retrieval.chunking import chunk_text
+    from llmorch_common.heartbeats import heartbeat_forever
+    from orchestrator_svc.retrieval.chunking import HEADING_PATH_KEY, Chunking, chunk_document
     from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
     from orchestrator_svc.retrieval.staging import Staging
     from orchestrator_svc.retrieval.vectorstore.base import ChunkRecord, VectorStore
@@ -30,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
 INGEST_DOCUMENT_ACTIVITY = "ingest_document"
 RELEASE_STAGING_ACTIVITY = "release_staging"
 PROGRESS_QUERY = "progress"
+# One embedding batch can outlast the heartbeat timeout on a loaded machine; a timer keeps heartbeating while the
+# worker lives, so only a dead worker times out.
+HEARTBEAT_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class IngestionInput:
     ingestion_id: str
     collection: str
     document_ids: tuple[str, ...]
+    # A Chunking value; runs started before section chunking existed chunk flat, as they began.
+    chunking: str = Chunking.FLAT.value
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class IngestDocumentInput:
     ingestion_id: str
     collection: str
     document_id: str
+    chunking: str = Chunking.FLAT.value
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class IngestionWorkflow:
             try:
                 stored: int = await workflow.execute_activity(
                     INGEST_DOCUMENT_ACTIVITY,
-                    IngestDocumentInput(request.ingestion_id, request.collection, document_id),
+                    IngestDocumentInput(request.ingestion_id, request.collection, document_id, request.chunking),
                     result_type=int,
                     start_to_close_timeout=timedelta(minutes=10),
                     heartbeat_timeout=timedelta(seconds=30),
@@ -89,6 +98,10 @@ class IngestionWorkflow:
         return self._progress
 
 
+def chunk_metadata(metadata: dict[str, str], heading_path: str) -> dict[str, str]:
+    return {**metadata, HEADING_PATH_KEY: heading_path} if heading_path else metadata
+
+
 class IngestionActivities:
     def __init__(self, store: VectorStore, staging: Staging, embeddings: EmbeddingClient) -> None:
         self._store = store
@@ -100,16 +113,19 @@ class IngestionActivities:
         document = await self._staging.get(request.ingestion_id, request.document_id)
         if document is None:
             raise to_activity_failure(not_found(f"document {request.document_id!r} is not staged"))
-        chunks = chunk_text(request.document_id, document.text)
+        chunks = chunk_document(request.document_id, document.text, Chunking(request.chunking))
         vectors: list[list[float]] = []
+        heartbeats = asyncio.create_task(heartbeat_forever(lambda: len(vectors), HEARTBEAT_INTERVAL_S))
         try:
-            async for batch in self._embeddings.batches([c.text for c in chunks]):
+            async for batch in self._embeddings.batches([c.indexed_text for c in chunks]):
                 vectors.extend(batch.vectors)
-                activity.heartbeat(len(vectors))
         except grpc.aio.AioRpcError as error:
             raise to_activity_failure(error) from None
+        finally:
+            heartbeats.cancel()
         records = [
-            ChunkRecord(c.id, c.text, vector, document.metadata) for c, vector in zip(chunks, vectors, strict=True)
+            ChunkRecord(c.id, c.indexed_text, vector, chunk_metadata(document.metadata, c.heading_path))
+            for c, vector in zip(chunks, vectors, strict=True)
         ]
         try:
             return await self._store.upsert_document(request.collection, request.document_id, records)

@@ -9,14 +9,17 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from llmorch_common.errors import FieldViolation, invalid_argument, not_found
+from orchestrator_svc.retrieval.chunking import Chunking
 from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
 from orchestrator_svc.retrieval.ingestion import PROGRESS_QUERY, IngestionInput, IngestionProgress, IngestionWorkflow
 from orchestrator_svc.retrieval.staging import StagedDocument, Staging
 from orchestrator_svc.retrieval.vectorstore.base import (
     CollectionInfo,
+    RetrievalMode,
     ScoredChunk,
     VectorStore,
     scoped_collection,
+    search,
     unscoped_collection,
 )
 
@@ -42,8 +45,15 @@ class IngestionStatus:
 
 class RetrievalService:
     def __init__(
-        self, client: Client, task_queue: str, store: VectorStore, staging: Staging, embeddings: EmbeddingClient
+        self,
+        client: Client,
+        task_queue: str,
+        store: VectorStore,
+        staging: Staging,
+        embeddings: EmbeddingClient,
+        default_mode: RetrievalMode = RetrievalMode.DENSE,
     ) -> None:
+        self.default_mode = default_mode
         self._client = client
         self._task_queue = task_queue
         self.store = store
@@ -63,7 +73,9 @@ class RetrievalService:
     async def delete_collection(self, tenant: str, name: str) -> None:
         await self.store.delete_collection(scoped_collection(tenant, name))
 
-    async def ingest(self, tenant: str, collection: str, documents: list[StagedDocument]) -> str:
+    async def ingest(
+        self, tenant: str, collection: str, documents: list[StagedDocument], chunking: Chunking = Chunking.SECTIONS
+    ) -> str:
         """Stage the documents and start their ingestion workflow; returns its id, which names the tenant."""
         stored = scoped_collection(tenant, collection)
         await self.store.get_collection(stored)  # NOT_FOUND before anything is staged
@@ -71,7 +83,7 @@ class RetrievalService:
         await self._staging.put(ingestion_id, documents)
         await self._client.start_workflow(
             IngestionWorkflow.run,
-            IngestionInput(ingestion_id, stored, tuple(d.document_id for d in documents)),
+            IngestionInput(ingestion_id, stored, tuple(d.document_id for d in documents), chunking.value),
             id=ingestion_id,
             task_queue=self._task_queue,
         )
@@ -97,8 +109,12 @@ class RetrievalService:
         except WorkflowFailureError as error:
             return IngestionStatus(IngestionState.FAILED, IngestionProgress(0, 0, 0), str(error.cause))
 
-    async def query(self, tenant: str, collection: str, text: str, top_k: int) -> list[ScoredChunk]:
+    async def query(
+        self, tenant: str, collection: str, text: str, top_k: int, mode: RetrievalMode | None = None
+    ) -> list[ScoredChunk]:
+        """`mode` None takes the default; keyword mode needs no embedding."""
+        mode = mode or self.default_mode
         stored = scoped_collection(tenant, collection)
         await self.store.get_collection(stored)
-        [vector] = await self._embeddings.embed([text])
-        return await self.store.query(stored, vector, top_k)
+        vector = [] if mode == RetrievalMode.KEYWORD else (await self._embeddings.embed([text]))[0]
+        return await search(self.store, stored, vector, text, mode, top_k)

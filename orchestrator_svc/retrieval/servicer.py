@@ -6,6 +6,7 @@ from llmorch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from llmorch_common.errors import FieldViolation, invalid_argument, permission_denied
 from llmorch_common.grpc_edge import unary_edge
 from orchestrator_svc.identity.caller import caller
+from orchestrator_svc.retrieval.chunking import Chunking
 from orchestrator_svc.retrieval.service import (
     MAX_DOCUMENT_CHARS,
     MAX_DOCUMENTS,
@@ -17,6 +18,7 @@ from orchestrator_svc.retrieval.service import (
 from orchestrator_svc.retrieval.staging import StagedDocument
 from orchestrator_svc.retrieval.vectorstore.base import (
     CollectionInfo,
+    RetrievalMode,
     resolve_top_k,
     top_k_violations,
     unscoped_collection,
@@ -27,6 +29,18 @@ INGESTION_STATES = {
     IngestionState.RUNNING: retrieval_pb2.INGESTION_STATE_RUNNING,
     IngestionState.COMPLETED: retrieval_pb2.INGESTION_STATE_COMPLETED,
     IngestionState.FAILED: retrieval_pb2.INGESTION_STATE_FAILED,
+}
+# Unspecified maps to None (the server's default) and to section chunking.
+MODES = {
+    retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED: None,
+    retrieval_pb2.RETRIEVAL_MODE_DENSE: RetrievalMode.DENSE,
+    retrieval_pb2.RETRIEVAL_MODE_KEYWORD: RetrievalMode.KEYWORD,
+    retrieval_pb2.RETRIEVAL_MODE_HYBRID: RetrievalMode.HYBRID,
+}
+CHUNKINGS = {
+    retrieval_pb2.CHUNKING_UNSPECIFIED: Chunking.SECTIONS,
+    retrieval_pb2.CHUNKING_FLAT: Chunking.FLAT,
+    retrieval_pb2.CHUNKING_SECTIONS: Chunking.SECTIONS,
 }
 
 
@@ -100,10 +114,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.IngestRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.IngestResponse:
         violations = document_violations(list(request.documents))
+        if request.chunking not in CHUNKINGS:
+            violations.append(FieldViolation("chunking", "unknown chunking"))
         if violations:
             raise invalid_argument(violations)
         documents = [StagedDocument(d.id, d.text, dict(d.metadata)) for d in request.documents]
-        ingestion_id = await self._service.ingest(caller().tenant, request.collection, documents)
+        ingestion_id = await self._service.ingest(
+            caller().tenant, request.collection, documents, CHUNKINGS[request.chunking]
+        )
         return retrieval_pb2.IngestResponse(ingestion_id=ingestion_id)
 
     @unary_edge
@@ -121,9 +139,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             violations.append(FieldViolation("text", f"must be 1 to {MAX_QUERY_CHARS} characters"))
         top_k = resolve_top_k(request.top_k)
         violations += top_k_violations(top_k, "top_k")
+        if request.mode not in MODES:
+            violations.append(FieldViolation("mode", "unknown retrieval mode"))
         if violations:
             raise invalid_argument(violations)
-        hits = await self._service.query(caller().tenant, request.collection, request.text, top_k)
+        hits = await self._service.query(caller().tenant, request.collection, request.text, top_k, MODES[request.mode])
         return retrieval_pb2.QueryResponse(
             chunks=[
                 retrieval_pb2.ScoredChunk(

@@ -5,7 +5,7 @@ import pydoc_data.topics
 
 import pytest
 
-from orchestrator_svc.retrieval.chunking import chunk_text
+from orchestrator_svc.retrieval.chunking import Chunking, chunk_document, chunk_text
 
 SENTENCE = "The quick brown fox jumps over the lazy dog number {}."
 
@@ -89,3 +89,69 @@ def test_real_documentation_chunks_stay_near_the_target() -> None:
 def test_bad_parameters(target: int, overlap: int) -> None:
     with pytest.raises(ValueError):
         chunk_text("d", "text", target, overlap)
+
+
+MARKDOWN = """Preface before any heading.
+
+# Guide
+
+Intro paragraph.
+
+## Install
+
+Steps here.
+
+### On Linux
+
+Use apt.
+
+## Use
+
+Run it. # not a heading: not at a line start
+"""
+
+
+def test_sections_carry_the_heading_path_and_never_cross_a_heading() -> None:
+    chunks = chunk_document("guide.md", MARKDOWN)
+    assert [(c.heading_path, c.text) for c in chunks] == [
+        ("", "Preface before any heading."),
+        ("Guide", "Intro paragraph."),
+        ("Guide > Install", "Steps here."),
+        ("Guide > Install > On Linux", "Use apt."),
+        ("Guide > Use", "Run it. # not a heading: not at a line start"),
+    ]
+    assert [c.id for c in chunks] == [f"guide.md#{i}" for i in range(5)]
+    for chunk in chunks:
+        assert MARKDOWN[chunk.start : chunk.end] == chunk.text, "offsets point into the document"
+    assert chunks[3].indexed_text == "Guide > Install > On Linux\n\nUse apt."
+
+
+def test_restructured_text_underlines_rank_by_first_appearance() -> None:
+    """pydoc_data.topics: the title underlined with "*", its sections with "="."""
+    text = pydoc_data.topics.topics["naming"]
+    paths = {c.heading_path for c in chunk_document("naming", text)}
+    assert paths == {
+        "Naming and binding > Binding of names",
+        "Naming and binding > Resolution of names",
+        "Naming and binding > Builtins and restricted execution",
+        "Naming and binding > Interaction with dynamic features",
+    }
+
+
+def test_a_short_rule_or_a_table_border_is_not_a_heading() -> None:
+    text = "Title\n=====\n\nA long line of text\n---\n\n+-----+-----+\n| a   | b   |\n+-----+-----+\n"
+    [chunk] = chunk_document("t", text)
+    assert chunk.heading_path == "Title" and chunk.text.startswith("A long line of text\n---")
+
+
+def test_flat_chunking_is_the_old_chunker() -> None:
+    text = pydoc_data.topics.topics["class"]
+    assert chunk_document("class", text, Chunking.FLAT) == chunk_text("class", text)
+    assert all(c.heading_path == "" and c.indexed_text == c.text for c in chunk_document("c", text, Chunking.FLAT))
+
+
+def test_section_chunks_of_the_whole_reference_stay_within_the_target() -> None:
+    for key, text in pydoc_data.topics.topics.items():
+        chunks = chunk_document(key, text)
+        assert chunks, key
+        assert all(len(c.text) <= 800 and c.heading_path for c in chunks), key

@@ -1,4 +1,5 @@
-"""One behavioural suite run against every vector store, so memory, sqlite and lancedb stay interchangeable."""
+"""One behavioural suite run against every vector store, so memory, sqlite, lancedb and postgres stay
+interchangeable, full-text search included where the store has it."""
 
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from llmorch_common.errors import PlatformError
 from orchestrator_svc.retrieval.vectorstore import ChunkRecord, VectorStore, open_store
+from orchestrator_svc.retrieval.vectorstore.base import RetrievalMode, reciprocal_rank_fusion, search
 from orchestrator_svc.retrieval.vectorstore.lancedb_store import LanceDbStore
 
 DIM = 8
@@ -113,6 +115,68 @@ async def test_wrong_dimension_and_bad_top_k_are_invalid_argument(store: VectorS
 async def test_empty_collection_query_returns_nothing(store: VectorStore) -> None:
     await store.create_collection("docs", DIM)
     assert await store.query("docs", basis(0), 5) == []
+
+
+TEXTS = {
+    "rockets": "Rockets carry spacecraft into orbit; a launch vehicle burns propellant.",
+    "cats": "Cats purr and sleep most of the day, and they chase mice.",
+    "bread": "Bread is baked from flour and yeast; the dough rises in a warm oven.",
+}
+
+
+async def keyword_collection(store: VectorStore) -> None:
+    await store.create_collection("words", DIM)
+    for index, (document_id, text) in enumerate(TEXTS.items()):
+        record = ChunkRecord(f"{document_id}#0", text, basis(index), {"source": document_id})
+        await store.upsert_document("words", document_id, [record])
+
+
+async def test_keyword_search_ranks_by_the_words_and_follows_replacements(store: VectorStore) -> None:
+    if not store.supports_keyword:
+        pytest.skip("this store is dense-only (it says so through supports_keyword)")
+    await keyword_collection(store)
+    hits = await store.keyword_query("words", "Which animal chases MICE?", 3)
+    assert [h.id for h in hits] == ["cats#0"], "only chunks sharing a word match"
+    assert hits[0].score > 0 and hits[0].metadata == {"source": "cats"}
+    assert [h.id for h in await store.keyword_query("words", "rising dough", 3)] == ["bread#0"], "stemmed"
+    assert await store.keyword_query("words", "quantum ***", 3) == []
+    assert await store.keyword_query("words", "\"' OR ( NOT", 3) == [], "query syntax in user text is just text"
+    replacement = ChunkRecord("cats#0", "Dogs bark at the postman.", basis(1), {"source": "cats"})
+    await store.upsert_document("words", "cats", [replacement])
+    assert await store.keyword_query("words", "mice", 3) == []
+    assert [h.id for h in await store.keyword_query("words", "postman", 3)] == ["cats#0"]
+    await store.delete_document("words", "cats")
+    assert await store.keyword_query("words", "postman", 3) == []
+    with pytest.raises(PlatformError) as caught:
+        await store.keyword_query("missing", "mice", 3)
+    assert caught.value.code == "NOT_FOUND"
+
+
+async def test_hybrid_fuses_both_rankings_and_dense_only_stores_fall_back(store: VectorStore) -> None:
+    await keyword_collection(store)
+    # The vector points at "rockets" while the words point at "bread": both lists' leaders come back.
+    hybrid = await search(store, "words", basis(0), "flour, yeast", RetrievalMode.HYBRID, 2)
+    dense = await search(store, "words", basis(0), "flour, yeast", RetrievalMode.DENSE, 2)
+    if store.supports_keyword:
+        assert {h.id for h in hybrid} == {"rockets#0", "bread#0"}
+        assert all(h.score >= 1 / 61 for h in hybrid), "each leads one ranking"
+    else:
+        assert hybrid == dense
+        with pytest.raises(PlatformError) as caught:
+            await search(store, "words", basis(0), "flour", RetrievalMode.KEYWORD, 2)
+        assert caught.value.code == "FAILED_PRECONDITION"
+
+
+def test_reciprocal_rank_fusion_sums_reciprocal_ranks() -> None:
+    from orchestrator_svc.retrieval.vectorstore.base import ScoredChunk
+
+    def ranked(*ids: str) -> list[ScoredChunk]:
+        return [ScoredChunk(i, i.split("#")[0], i, 0.0, {}) for i in ids]
+
+    fused = reciprocal_rank_fusion([ranked("a#0", "b#0", "c#0"), ranked("c#0", "a#0")], 3)
+    assert [h.id for h in fused] == ["a#0", "c#0", "b#0"]
+    np.testing.assert_allclose([h.score for h in fused], [1 / 61 + 1 / 62, 1 / 63 + 1 / 61, 1 / 62])
+    assert reciprocal_rank_fusion([[], []], 5) == []
 
 
 async def test_data_survives_reopening(tmp_path: Path, postgres_url: str) -> None:

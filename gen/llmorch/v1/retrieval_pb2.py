@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1allmorch/v1/retrieval.proto\x12\nllmorch.v1\"\x80\x01\n\nCollection\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0e\x64ocument_count\x18\x02 \x01(\x03R\rdocumentCount\x12\x1f\n\x0b\x63hunk_count\x18\x03 \x01(\x03R\nchunkCount\x12\x16\n\x06tenant\x18\x04 \x01(\tR\x06tenant\"-\n\x17\x43reateCollectionRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"R\n\x18\x43reateCollectionResponse\x12\x36\n\ncollection\x18\x01 \x01(\x0b\x32\x16.llmorch.v1.CollectionR\ncollection\"9\n\x16ListCollectionsRequest\x12\x1f\n\x0b\x61ll_tenants\x18\x01 \x01(\x08R\nallTenants\"S\n\x17ListCollectionsResponse\x12\x38\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.llmorch.v1.CollectionR\x0b\x63ollections\"-\n\x17\x44\x65leteCollectionRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n\x18\x44\x65leteCollectionResponse\"\xab\x01\n\x08\x44ocument\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12>\n\x08metadata\x18\x03 \x03(\x0b\x32\".llmorch.v1.Document.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"c\n\rIngestRequest\x12\x1e\n\ncollection\x18\x01 \x01(\tR\ncollection\x12\x32\n\tdocuments\x18\x02 \x03(\x0b\x32\x14.llmorch.v1.DocumentR\tdocuments\"3\n\x0eIngestResponse\x12!\n\x0cingestion_id\x18\x01 \x01(\tR\x0bingestionId\"8\n\x13GetIngestionRequest\x12!\n\x0cingestion_id\x18\x01 \x01(\tR\x0bingestionId\"\xcf\x01\n\x14GetIngestionResponse\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32\x1a.llmorch.v1.IngestionStateR\x05state\x12\'\n\x0f\x64ocuments_total\x18\x02 \x01(\x05R\x0e\x64ocumentsTotal\x12%\n\x0e\x64ocuments_done\x18\x03 \x01(\x05R\rdocumentsDone\x12\x1f\n\x0b\x63hunks_done\x18\x04 \x01(\x05R\nchunksDone\x12\x14\n\x05\x65rror\x18\x05 \x01(\tR\x05\x65rror\"W\n\x0cQueryRequest\x12\x1e\n\ncollection\x18\x01 \x01(\tR\ncollection\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12\x13\n\x05top_k\x18\x03 \x01(\x05R\x04topK\"\xf3\x01\n\x0bScoredChunk\x12\x19\n\x08\x63hunk_id\x18\x01 \x01(\tR\x07\x63hunkId\x12\x1f\n\x0b\x64ocument_id\x18\x02 \x01(\tR\ndocumentId\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x14\n\x05score\x18\x04 \x01(\x02R\x05score\x12\x41\n\x08metadata\x18\x05 \x03(\x0b\x32%.llmorch.v1.ScoredChunk.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"@\n\rQueryResponse\x12/\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x17.llmorch.v1.ScoredChunkR\x06\x63hunks*\x89\x01\n\x0eIngestionState\x12\x1f\n\x1bINGESTION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGESTION_STATE_RUNNING\x10\x01\x12\x1d\n\x19INGESTION_STATE_COMPLETED\x10\x02\x12\x1a\n\x16INGESTION_STATE_FAILED\x10\x03\x32\x92\x04\n\x10RetrievalService\x12]\n\x10\x43reateCollection\x12#.llmorch.v1.CreateCollectionRequest\x1a$.llmorch.v1.CreateCollectionResponse\x12_\n\x0fListCollections\x12\".llmorch.v1.ListCollectionsRequest\x1a#.llmorch.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12\x62\n\x10\x44\x65leteCollection\x12#.llmorch.v1.DeleteCollectionRequest\x1a$.llmorch.v1.DeleteCollectionResponse\"\x03\x90\x02\x02\x12?\n\x06Ingest\x12\x19.llmorch.v1.IngestRequest\x1a\x1a.llmorch.v1.IngestResponse\x12V\n\x0cGetIngestion\x12\x1f.llmorch.v1.GetIngestionRequest\x1a .llmorch.v1.GetIngestionResponse\"\x03\x90\x02\x01\x12\x41\n\x05Query\x12\x18.llmorch.v1.QueryRequest\x1a\x19.llmorch.v1.QueryResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1allmorch/v1/retrieval.proto\x12\nllmorch.v1\"\x80\x01\n\nCollection\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0e\x64ocument_count\x18\x02 \x01(\x03R\rdocumentCount\x12\x1f\n\x0b\x63hunk_count\x18\x03 \x01(\x03R\nchunkCount\x12\x16\n\x06tenant\x18\x04 \x01(\tR\x06tenant\"-\n\x17\x43reateCollectionRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"R\n\x18\x43reateCollectionResponse\x12\x36\n\ncollection\x18\x01 \x01(\x0b\x32\x16.llmorch.v1.CollectionR\ncollection\"9\n\x16ListCollectionsRequest\x12\x1f\n\x0b\x61ll_tenants\x18\x01 \x01(\x08R\nallTenants\"S\n\x17ListCollectionsResponse\x12\x38\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.llmorch.v1.CollectionR\x0b\x63ollections\"-\n\x17\x44\x65leteCollectionRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n\x18\x44\x65leteCollectionResponse\"\xab\x01\n\x08\x44ocument\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12>\n\x08metadata\x18\x03 \x03(\x0b\x32\".llmorch.v1.Document.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x95\x01\n\rIngestRequest\x12\x1e\n\ncollection\x18\x01 \x01(\tR\ncollection\x12\x32\n\tdocuments\x18\x02 \x03(\x0b\x32\x14.llmorch.v1.DocumentR\tdocuments\x12\x30\n\x08\x63hunking\x18\x03 \x01(\x0e\x32\x14.llmorch.v1.ChunkingR\x08\x63hunking\"3\n\x0eIngestResponse\x12!\n\x0cingestion_id\x18\x01 \x01(\tR\x0bingestionId\"8\n\x13GetIngestionRequest\x12!\n\x0cingestion_id\x18\x01 \x01(\tR\x0bingestionId\"\xcf\x01\n\x14GetIngestionResponse\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32\x1a.llmorch.v1.IngestionStateR\x05state\x12\'\n\x0f\x64ocuments_total\x18\x02 \x01(\x05R\x0e\x64ocumentsTotal\x12%\n\x0e\x64ocuments_done\x18\x03 \x01(\x05R\rdocumentsDone\x12\x1f\n\x0b\x63hunks_done\x18\x04 \x01(\x05R\nchunksDone\x12\x14\n\x05\x65rror\x18\x05 \x01(\tR\x05\x65rror\"\x86\x01\n\x0cQueryRequest\x12\x1e\n\ncollection\x18\x01 \x01(\tR\ncollection\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12\x13\n\x05top_k\x18\x03 \x01(\x05R\x04topK\x12-\n\x04mode\x18\x04 \x01(\x0e\x32\x19.llmorch.v1.RetrievalModeR\x04mode\"\xf3\x01\n\x0bScoredChunk\x12\x19\n\x08\x63hunk_id\x18\x01 \x01(\tR\x07\x63hunkId\x12\x1f\n\x0b\x64ocument_id\x18\x02 \x01(\tR\ndocumentId\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x14\n\x05score\x18\x04 \x01(\x02R\x05score\x12\x41\n\x08metadata\x18\x05 \x03(\x0b\x32%.llmorch.v1.ScoredChunk.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"@\n\rQueryResponse\x12/\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x17.llmorch.v1.ScoredChunkR\x06\x63hunks*N\n\x08\x43hunking\x12\x18\n\x14\x43HUNKING_UNSPECIFIED\x10\x00\x12\x11\n\rCHUNKING_FLAT\x10\x01\x12\x15\n\x11\x43HUNKING_SECTIONS\x10\x02*\x89\x01\n\x0eIngestionState\x12\x1f\n\x1bINGESTION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGESTION_STATE_RUNNING\x10\x01\x12\x1d\n\x19INGESTION_STATE_COMPLETED\x10\x02\x12\x1a\n\x16INGESTION_STATE_FAILED\x10\x03*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_KEYWORD\x10\x02\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x03\x32\x92\x04\n\x10RetrievalService\x12]\n\x10\x43reateCollection\x12#.llmorch.v1.CreateCollectionRequest\x1a$.llmorch.v1.CreateCollectionResponse\x12_\n\x0fListCollections\x12\".llmorch.v1.ListCollectionsRequest\x1a#.llmorch.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12\x62\n\x10\x44\x65leteCollection\x12#.llmorch.v1.DeleteCollectionRequest\x1a$.llmorch.v1.DeleteCollectionResponse\"\x03\x90\x02\x02\x12?\n\x06Ingest\x12\x19.llmorch.v1.IngestRequest\x1a\x1a.llmorch.v1.IngestResponse\x12V\n\x0cGetIngestion\x12\x1f.llmorch.v1.GetIngestionRequest\x1a .llmorch.v1.GetIngestionResponse\"\x03\x90\x02\x01\x12\x41\n\x05Query\x12\x18.llmorch.v1.QueryRequest\x1a\x19.llmorch.v1.QueryResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVALSERVICE'].methods_by_name['GetIngestion']._serialized_options = b'\220\002\001'
   _globals['_RETRIEVALSERVICE'].methods_by_name['Query']._loaded_options = None
   _globals['_RETRIEVALSERVICE'].methods_by_name['Query']._serialized_options = b'\220\002\001'
-  _globals['_INGESTIONSTATE']._serialized_start=1521
-  _globals['_INGESTIONSTATE']._serialized_end=1658
+  _globals['_CHUNKING']._serialized_start=1619
+  _globals['_CHUNKING']._serialized_end=1697
+  _globals['_INGESTIONSTATE']._serialized_start=1700
+  _globals['_INGESTIONSTATE']._serialized_end=1837
+  _globals['_RETRIEVALMODE']._serialized_start=1840
+  _globals['_RETRIEVALMODE']._serialized_end=1968
   _globals['_COLLECTION']._serialized_start=43
   _globals['_COLLECTION']._serialized_end=171
   _globals['_CREATECOLLECTIONREQUEST']._serialized_start=173
@@ -63,22 +67,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCUMENT']._serialized_end=695
   _globals['_DOCUMENT_METADATAENTRY']._serialized_start=636
   _globals['_DOCUMENT_METADATAENTRY']._serialized_end=695
-  _globals['_INGESTREQUEST']._serialized_start=697
-  _globals['_INGESTREQUEST']._serialized_end=796
-  _globals['_INGESTRESPONSE']._serialized_start=798
-  _globals['_INGESTRESPONSE']._serialized_end=849
-  _globals['_GETINGESTIONREQUEST']._serialized_start=851
-  _globals['_GETINGESTIONREQUEST']._serialized_end=907
-  _globals['_GETINGESTIONRESPONSE']._serialized_start=910
-  _globals['_GETINGESTIONRESPONSE']._serialized_end=1117
-  _globals['_QUERYREQUEST']._serialized_start=1119
-  _globals['_QUERYREQUEST']._serialized_end=1206
-  _globals['_SCOREDCHUNK']._serialized_start=1209
-  _globals['_SCOREDCHUNK']._serialized_end=1452
+  _globals['_INGESTREQUEST']._serialized_start=698
+  _globals['_INGESTREQUEST']._serialized_end=847
+  _globals['_INGESTRESPONSE']._serialized_start=849
+  _globals['_INGESTRESPONSE']._serialized_end=900
+  _globals['_GETINGESTIONREQUEST']._serialized_start=902
+  _globals['_GETINGESTIONREQUEST']._serialized_end=958
+  _globals['_GETINGESTIONRESPONSE']._serialized_start=961
+  _globals['_GETINGESTIONRESPONSE']._serialized_end=1168
+  _globals['_QUERYREQUEST']._serialized_start=1171
+  _globals['_QUERYREQUEST']._serialized_end=1305
+  _globals['_SCOREDCHUNK']._serialized_start=1308
+  _globals['_SCOREDCHUNK']._serialized_end=1551
   _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_start=636
   _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_end=695
-  _globals['_QUERYRESPONSE']._serialized_start=1454
-  _globals['_QUERYRESPONSE']._serialized_end=1518
-  _globals['_RETRIEVALSERVICE']._serialized_start=1661
-  _globals['_RETRIEVALSERVICE']._serialized_end=2191
+  _globals['_QUERYRESPONSE']._serialized_start=1553
+  _globals['_QUERYRESPONSE']._serialized_end=1617
+  _globals['_RETRIEVALSERVICE']._serialized_start=1971
+  _globals['_RETRIEVALSERVICE']._serialized_end=2501
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,36 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Chunking:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChunkingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Chunking.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHUNKING_UNSPECIFIED: _Chunking.ValueType  # 0
+    """CHUNKING_UNSPECIFIED means CHUNKING_SECTIONS."""
+    CHUNKING_FLAT: _Chunking.ValueType  # 1
+    """CHUNKING_FLAT splits on paragraphs and sentences only, ignoring headings."""
+    CHUNKING_SECTIONS: _Chunking.ValueType  # 2
+    """CHUNKING_SECTIONS splits by heading (Markdown "#" lines and reStructuredText underlines) first, then by
+    paragraph and sentence; each chunk starts with its heading path ("Document > Section > Subsection"), which is
+    also kept in the chunk's metadata under "heading_path".
+    """
+
+class Chunking(_Chunking, metaclass=_ChunkingEnumTypeWrapper):
+    """Chunking is how ingestion splits a document into chunks."""
+
+CHUNKING_UNSPECIFIED: Chunking.ValueType  # 0
+"""CHUNKING_UNSPECIFIED means CHUNKING_SECTIONS."""
+CHUNKING_FLAT: Chunking.ValueType  # 1
+"""CHUNKING_FLAT splits on paragraphs and sentences only, ignoring headings."""
+CHUNKING_SECTIONS: Chunking.ValueType  # 2
+"""CHUNKING_SECTIONS splits by heading (Markdown "#" lines and reStructuredText underlines) first, then by
+paragraph and sentence; each chunk starts with its heading path ("Document > Section > Subsection"), which is
+also kept in the chunk's metadata under "heading_path".
+"""
+Global___Chunking: _TypeAlias = Chunking  # noqa: Y015
+
 class _IngestionState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -46,6 +76,42 @@ INGESTION_STATE_COMPLETED: IngestionState.ValueType  # 2
 INGESTION_STATE_FAILED: IngestionState.ValueType  # 3
 """INGESTION_STATE_FAILED means the ingestion stopped; error says why."""
 Global___IngestionState: _TypeAlias = IngestionState  # noqa: Y015
+
+class _RetrievalMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RetrievalModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RetrievalMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETRIEVAL_MODE_UNSPECIFIED: _RetrievalMode.ValueType  # 0
+    """RETRIEVAL_MODE_UNSPECIFIED means the server's default."""
+    RETRIEVAL_MODE_DENSE: _RetrievalMode.ValueType  # 1
+    """RETRIEVAL_MODE_DENSE ranks by cosine similarity of the embeddings."""
+    RETRIEVAL_MODE_KEYWORD: _RetrievalMode.ValueType  # 2
+    """RETRIEVAL_MODE_KEYWORD ranks by the store's full-text score (BM25 in LanceDB and SQLite FTS5, ts_rank in
+    PostgreSQL).
+    """
+    RETRIEVAL_MODE_HYBRID: _RetrievalMode.ValueType  # 3
+    """RETRIEVAL_MODE_HYBRID fuses the dense and keyword rankings with reciprocal rank fusion; on a store without
+    full-text search it is dense.
+    """
+
+class RetrievalMode(_RetrievalMode, metaclass=_RetrievalModeEnumTypeWrapper):
+    """RetrievalMode is how a query scores chunks."""
+
+RETRIEVAL_MODE_UNSPECIFIED: RetrievalMode.ValueType  # 0
+"""RETRIEVAL_MODE_UNSPECIFIED means the server's default."""
+RETRIEVAL_MODE_DENSE: RetrievalMode.ValueType  # 1
+"""RETRIEVAL_MODE_DENSE ranks by cosine similarity of the embeddings."""
+RETRIEVAL_MODE_KEYWORD: RetrievalMode.ValueType  # 2
+"""RETRIEVAL_MODE_KEYWORD ranks by the store's full-text score (BM25 in LanceDB and SQLite FTS5, ts_rank in
+PostgreSQL).
+"""
+RETRIEVAL_MODE_HYBRID: RetrievalMode.ValueType  # 3
+"""RETRIEVAL_MODE_HYBRID fuses the dense and keyword rankings with reciprocal rank fusion; on a store without
+full-text search it is dense.
+"""
+Global___RetrievalMode: _TypeAlias = RetrievalMode  # noqa: Y015
 
 @_typing.final
 class Collection(_message.Message):
@@ -272,8 +338,11 @@ class IngestRequest(_message.Message):
 
     COLLECTION_FIELD_NUMBER: _builtins.int
     DOCUMENTS_FIELD_NUMBER: _builtins.int
+    CHUNKING_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     """collection must exist."""
+    chunking: Global___Chunking.ValueType
+    """chunking is how the documents are split; unspecified means CHUNKING_SECTIONS."""
     @_builtins.property
     def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]:
         """documents, 1 to 1000 of them, with unique ids."""
@@ -283,10 +352,11 @@ class IngestRequest(_message.Message):
         *,
         collection: _builtins.str = ...,
         documents: _abc.Iterable[Global___Document] | None = ...,
+        chunking: Global___Chunking.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "documents", b"documents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "collection", b"collection", "documents", b"documents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,22 +453,28 @@ class QueryRequest(_message.Message):
     COLLECTION_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     """collection to search."""
     text: _builtins.str
     """text is the query, 1 to 20000 characters."""
     top_k: _builtins.int
     """top_k is the number of chunks to return, in [1, 50]; 0 means 5."""
+    mode: Global___RetrievalMode.ValueType
+    """mode is how chunks are scored; unspecified means the server's default (RETRIEVAL_MODE_DENSE unless the
+    operator configured another). FAILED_PRECONDITION for RETRIEVAL_MODE_KEYWORD on a store without full-text search.
+    """
     def __init__(
         self,
         *,
         collection: _builtins.str = ...,
         text: _builtins.str = ...,
         top_k: _builtins.int = ...,
+        mode: Global___RetrievalMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "text", b"text", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "mode", b"mode", "text", b"text", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -442,10 +518,12 @@ class ScoredChunk(_message.Message):
     text: _builtins.str
     """text is the chunk's text."""
     score: _builtins.float
-    """score is cosine similarity; higher is closer."""
+    """score is cosine similarity in dense mode, the full-text score in keyword mode and the reciprocal-rank-fusion
+    score in hybrid mode; higher is closer in every mode.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """metadata is the document's metadata."""
+        """metadata is the document's metadata, plus "heading_path" for section chunking."""
 
     def __init__(
         self,

@@ -109,7 +109,7 @@ class RetrievalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Query(self, request, context):
-        """Query embeds a text and returns the top_k closest chunks.
+        """Query returns the top_k best chunks for a text, scored by the request's mode.
         NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
         outside [1, 50].
         """

@@ -47,7 +47,7 @@ class RetrievalServiceStub:
     GetIngestion: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.GetIngestionRequest, _retrieval_pb2.GetIngestionResponse]
     """GetIngestion reports an ingestion's progress. NOT_FOUND for an unknown ingestion id."""
     Query: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.QueryRequest, _retrieval_pb2.QueryResponse]
-    """Query embeds a text and returns the top_k closest chunks.
+    """Query returns the top_k best chunks for a text, scored by the request's mode.
     NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
     outside [1, 50].
     """
@@ -71,7 +71,7 @@ class RetrievalServiceAsyncStub(RetrievalServiceStub):
     GetIngestion: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.GetIngestionRequest, _retrieval_pb2.GetIngestionResponse]  # type: ignore[assignment]
     """GetIngestion reports an ingestion's progress. NOT_FOUND for an unknown ingestion id."""
     Query: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.QueryRequest, _retrieval_pb2.QueryResponse]  # type: ignore[assignment]
-    """Query embeds a text and returns the top_k closest chunks.
+    """Query returns the top_k best chunks for a text, scored by the request's mode.
     NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
     outside [1, 50].
     """
@@ -128,7 +128,7 @@ class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _retrieval_pb2.QueryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.QueryResponse, _abc.Awaitable[_retrieval_pb2.QueryResponse]]:
-        """Query embeds a text and returns the top_k closest chunks.
+        """Query returns the top_k best chunks for a text, scored by the request's mode.
         NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
         outside [1, 50].
         """

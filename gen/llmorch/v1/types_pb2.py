@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmorch/v1/types.proto\x12\nllmorch.v1\";\n\x0b\x43hatMessage\x12\x12\n\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\"\x93\x02\n\x0eSamplingParams\x12\"\n\nmax_tokens\x18\x01 \x01(\x05H\x00R\tmaxTokens\x88\x01\x01\x12%\n\x0btemperature\x18\x02 \x01(\x02H\x01R\x0btemperature\x88\x01\x01\x12\x18\n\x05top_p\x18\x03 \x01(\x02H\x02R\x04topP\x88\x01\x01\x12\x12\n\x04stop\x18\x04 \x03(\tR\x04stop\x12\x17\n\x04seed\x18\x05 \x01(\x03H\x03R\x04seed\x88\x01\x01\x12*\n\x0erepeat_penalty\x18\x06 \x01(\x02H\x04R\rrepeatPenalty\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x11\n\x0f_repeat_penalty\"A\n\nRagOptions\x12\x1e\n\ncollection\x18\x01 \x01(\tR\ncollection\x12\x13\n\x05top_k\x18\x02 \x01(\x05R\x04topK\"Y\n\x05Usage\x12#\n\rprompt_tokens\x18\x01 \x01(\x05R\x0cpromptTokens\x12+\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05R\x10\x63ompletionTokens\"g\n\x08\x43itation\x12\x19\n\x08\x63hunk_id\x18\x01 \x01(\tR\x07\x63hunkId\x12\x16\n\x06source\x18\x02 \x01(\tR\x06source\x12\x14\n\x05score\x18\x03 \x01(\x02R\x05score\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\"\xc4\x01\n\x07Timings\x12\"\n\rqueue_wait_ms\x18\x01 \x01(\x01R\x0bqueueWaitMs\x12\x32\n\x16time_to_first_token_ms\x18\x02 \x01(\x01R\x12timeToFirstTokenMs\x12#\n\rgeneration_ms\x18\x03 \x01(\x01R\x0cgenerationMs\x12!\n\x0cretrieval_ms\x18\x04 \x01(\x01R\x0bretrievalMs\x12\x19\n\x08total_ms\x18\x05 \x01(\x01R\x07totalMs\"=\n\x08\x46\x61llback\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\xa3\x03\n\nProvenance\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12)\n\x10selection_reason\x18\x02 \x01(\tR\x0fselectionReason\x12\x32\n\tfallbacks\x18\x03 \x03(\x0b\x32\x14.llmorch.v1.FallbackR\tfallbacks\x12\'\n\x05usage\x18\x04 \x01(\x0b\x32\x11.llmorch.v1.UsageR\x05usage\x12-\n\x07timings\x18\x05 \x01(\x0b\x32\x13.llmorch.v1.TimingsR\x07timings\x12\x32\n\tcitations\x18\x06 \x03(\x0b\x32\x14.llmorch.v1.CitationR\tcitations\x12\x1f\n\x0bworkflow_id\x18\x07 \x01(\tR\nworkflowId\x12\x15\n\x06run_id\x18\x08 \x01(\tR\x05runId\x12\x30\n\x05parts\x18\t \x03(\x0b\x32\x1a.llmorch.v1.GenerationPartR\x05parts\x12%\n\x0epriority_class\x18\x0c \x01(\tR\rpriorityClass\"\x91\x02\n\x0eGenerationPart\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1c\n\tselection\x18\x02 \x01(\x05R\tselection\x12\x1a\n\x08\x61ttempts\x18\x03 \x01(\x05R\x08\x61ttempts\x12*\n\x11resumed_at_tokens\x18\x04 \x01(\x05R\x0fresumedAtTokens\x12)\n\x10generated_tokens\x18\x05 \x01(\x05R\x0fgeneratedTokens\x12#\n\rcarried_chars\x18\x06 \x01(\x05R\x0c\x63\x61rriedChars\x12\x14\n\x05\x63hars\x18\x07 \x01(\x05R\x05\x63hars\x12\x18\n\x07outcome\x18\x08 \x01(\tR\x07outcome*U\n\tModelType\x12\x1a\n\x16MODEL_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODEL_TYPE_LLM\x10\x01\x12\x18\n\x14MODEL_TYPE_EMBEDDING\x10\x02*[\n\x0cHardwareType\x12\x1d\n\x19HARDWARE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11HARDWARE_TYPE_CPU\x10\x01\x12\x15\n\x11HARDWARE_TYPE_GPU\x10\x02*c\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_SERVING\x10\x01\x12\x1c\n\x18HEALTH_STATE_NOT_SERVING\x10\x02*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmorch/v1/types.proto\x12\nllmorch.v1\";\n\x0b\x43hatMessage\x12\x12\n\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n\x07\x63ontent\x18\x02 \x01(\tR\x07\x63ontent\"\x93\x02\n\x0eSamplingParams\x12\"\n\nmax_tokens\x18\x01 \x01(\x05H\x00R\tmaxTokens\x88\x01\x01\x12%\n\x0btemperature\x18\x02 \x01(\x02H\x01R\x0btemperature\x88\x01\x01\x12\x18\n\x05top_p\x18\x03 \x01(\x02H\x02R\x04topP\x88\x01\x01\x12\x12\n\x04stop\x18\x04 \x03(\tR\x04stop\x12\x17\n\x04seed\x18\x05 \x01(\x03H\x03R\x04seed\x88\x01\x01\x12*\n\x0erepeat_penalty\x18\x06 \x01(\x02H\x04R\rrepeatPenalty\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x11\n\x0f_repeat_penalty\"A\n\nRagOptions\x12\x1e\n\ncollection\x18\x01 \x01(\tR\ncollection\x12\x13\n\x05top_k\x18\x02 \x01(\x05R\x04topK\"Y\n\x05Usage\x12#\n\rprompt_tokens\x18\x01 \x01(\x05R\x0cpromptTokens\x12+\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05R\x10\x63ompletionTokens\"\x8a\x01\n\x08\x43itation\x12\x19\n\x08\x63hunk_id\x18\x01 \x01(\tR\x07\x63hunkId\x12\x16\n\x06source\x18\x02 \x01(\tR\x06source\x12\x14\n\x05score\x18\x03 \x01(\x02R\x05score\x12\x12\n\x04text\x18\x04 \x01(\tR\x04text\x12!\n\x0cheading_path\x18\x05 \x01(\tR\x0bheadingPath\"\xc4\x01\n\x07Timings\x12\"\n\rqueue_wait_ms\x18\x01 \x01(\x01R\x0bqueueWaitMs\x12\x32\n\x16time_to_first_token_ms\x18\x02 \x01(\x01R\x12timeToFirstTokenMs\x12#\n\rgeneration_ms\x18\x03 \x01(\x01R\x0cgenerationMs\x12!\n\x0cretrieval_ms\x18\x04 \x01(\x01R\x0bretrievalMs\x12\x19\n\x08total_ms\x18\x05 \x01(\x01R\x07totalMs\"=\n\x08\x46\x61llback\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\xa3\x03\n\nProvenance\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12)\n\x10selection_reason\x18\x02 \x01(\tR\x0fselectionReason\x12\x32\n\tfallbacks\x18\x03 \x03(\x0b\x32\x14.llmorch.v1.FallbackR\tfallbacks\x12\'\n\x05usage\x18\x04 \x01(\x0b\x32\x11.llmorch.v1.UsageR\x05usage\x12-\n\x07timings\x18\x05 \x01(\x0b\x32\x13.llmorch.v1.TimingsR\x07timings\x12\x32\n\tcitations\x18\x06 \x03(\x0b\x32\x14.llmorch.v1.CitationR\tcitations\x12\x1f\n\x0bworkflow_id\x18\x07 \x01(\tR\nworkflowId\x12\x15\n\x06run_id\x18\x08 \x01(\tR\x05runId\x12\x30\n\x05parts\x18\t \x03(\x0b\x32\x1a.llmorch.v1.GenerationPartR\x05parts\x12%\n\x0epriority_class\x18\x0c \x01(\tR\rpriorityClass\"\x91\x02\n\x0eGenerationPart\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1c\n\tselection\x18\x02 \x01(\x05R\tselection\x12\x1a\n\x08\x61ttempts\x18\x03 \x01(\x05R\x08\x61ttempts\x12*\n\x11resumed_at_tokens\x18\x04 \x01(\x05R\x0fresumedAtTokens\x12)\n\x10generated_tokens\x18\x05 \x01(\x05R\x0fgeneratedTokens\x12#\n\rcarried_chars\x18\x06 \x01(\x05R\x0c\x63\x61rriedChars\x12\x14\n\x05\x63hars\x18\x07 \x01(\x05R\x05\x63hars\x12\x18\n\x07outcome\x18\x08 \x01(\tR\x07outcome*U\n\tModelType\x12\x1a\n\x16MODEL_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODEL_TYPE_LLM\x10\x01\x12\x18\n\x14MODEL_TYPE_EMBEDDING\x10\x02*[\n\x0cHardwareType\x12\x1d\n\x19HARDWARE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11HARDWARE_TYPE_CPU\x10\x01\x12\x15\n\x11HARDWARE_TYPE_GPU\x10\x02*c\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_SERVING\x10\x01\x12\x1c\n\x18HEALTH_STATE_NOT_SERVING\x10\x02*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmorch.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELTYPE']._serialized_start=1600
-  _globals['_MODELTYPE']._serialized_end=1685
-  _globals['_HARDWARETYPE']._serialized_start=1687
-  _globals['_HARDWARETYPE']._serialized_end=1778
-  _globals['_HEALTHSTATE']._serialized_start=1780
-  _globals['_HEALTHSTATE']._serialized_end=1879
-  _globals['_FINISHREASON']._serialized_start=1881
-  _globals['_FINISHREASON']._serialized_end=2005
+  _globals['_MODELTYPE']._serialized_start=1636
+  _globals['_MODELTYPE']._serialized_end=1721
+  _globals['_HARDWARETYPE']._serialized_start=1723
+  _globals['_HARDWARETYPE']._serialized_end=1814
+  _globals['_HEALTHSTATE']._serialized_start=1816
+  _globals['_HEALTHSTATE']._serialized_end=1915
+  _globals['_FINISHREASON']._serialized_start=1917
+  _globals['_FINISHREASON']._serialized_end=2041
   _globals['_CHATMESSAGE']._serialized_start=38
   _globals['_CHATMESSAGE']._serialized_end=97
   _globals['_SAMPLINGPARAMS']._serialized_start=100
@@ -47,14 +47,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAGOPTIONS']._serialized_end=442
   _globals['_USAGE']._serialized_start=444
   _globals['_USAGE']._serialized_end=533
-  _globals['_CITATION']._serialized_start=535
-  _globals['_CITATION']._serialized_end=638
-  _globals['_TIMINGS']._serialized_start=641
-  _globals['_TIMINGS']._serialized_end=837
-  _globals['_FALLBACK']._serialized_start=839
-  _globals['_FALLBACK']._serialized_end=900
-  _globals['_PROVENANCE']._serialized_start=903
-  _globals['_PROVENANCE']._serialized_end=1322
-  _globals['_GENERATIONPART']._serialized_start=1325
-  _globals['_GENERATIONPART']._serialized_end=1598
+  _globals['_CITATION']._serialized_start=536
+  _globals['_CITATION']._serialized_end=674
+  _globals['_TIMINGS']._serialized_start=677
+  _globals['_TIMINGS']._serialized_end=873
+  _globals['_FALLBACK']._serialized_start=875
+  _globals['_FALLBACK']._serialized_end=936
+  _globals['_PROVENANCE']._serialized_start=939
+  _globals['_PROVENANCE']._serialized_end=1358
+  _globals['_GENERATIONPART']._serialized_start=1361
+  _globals['_GENERATIONPART']._serialized_end=1634
 # @@protoc_insertion_point(module_scope)

@@ -274,14 +274,21 @@ class Citation(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    HEADING_PATH_FIELD_NUMBER: _builtins.int
     chunk_id: _builtins.str
     """chunk_id identifies the chunk inside its collection."""
     source: _builtins.str
     """source is the document the chunk came from (its document id)."""
     score: _builtins.float
-    """score is cosine similarity in [-1, 1]; higher is closer."""
+    """score is the retrieval score of the server's default mode (cosine similarity in [-1, 1] for dense); higher
+    is closer.
+    """
     text: _builtins.str
     """text is the chunk's text as it was put into the prompt."""
+    heading_path: _builtins.str
+    """heading_path is where the chunk sits in its document ("Document > Section > Subsection"); empty for a chunk
+    ingested with flat chunking.
+    """
     def __init__(
         self,
         *,
@@ -289,10 +296,11 @@ class Citation(_message.Message):
         source: _builtins.str = ...,
         score: _builtins.float = ...,
         text: _builtins.str = ...,
+        heading_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "score", b"score", "source", b"source", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "heading_path", b"heading_path", "score", b"score", "source", b"source", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,17 +3,32 @@
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
-from llmorch_common.errors import FieldViolation, already_exists, invalid_argument, not_found
+from llmorch_common.errors import FieldViolation, already_exists, failed_precondition, invalid_argument, not_found
 
 DEFAULT_DIMENSION = 384
 # Stores hold "<tenant>.<name>" (scoped_collection); a name as users give it has no dot, so nothing a user names can
 # reach into another tenant's collections.
 COLLECTION_NAME = re.compile(r"^([a-z0-9][a-z0-9_-]{0,31}\.)?[a-z0-9_-]{1,64}$")
+# The constant of reciprocal rank fusion (Cormack et al. 2009): large enough that the first few ranks of either
+# list weigh about the same, so neither ranking dominates.
+RRF_K = 60
+# Each ranking fetches this many times top_k before fusing, so a chunk ranked a little lower in one list can
+# still win on the other.
+FUSION_DEPTH = 4
+_WORD = re.compile(r"\w+")
+
+
+class RetrievalMode(StrEnum):
+    DENSE = "dense"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
 
 Matrix = npt.NDArray[np.float32]
 
@@ -78,6 +93,13 @@ class VectorStore(ABC):
         self, collection: str, vector: Sequence[float], top_k: int, exact: bool = False
     ) -> list[ScoredChunk]:
         """The top_k chunks by cosine similarity, best first. `exact` bypasses any ANN index."""
+
+    # Whether keyword_query works; a store without full-text search answers hybrid queries densely.
+    supports_keyword: bool = False
+
+    async def keyword_query(self, collection: str, text: str, top_k: int) -> list[ScoredChunk]:
+        """The top_k chunks by the store's full-text score (higher is better), best first."""
+        raise failed_precondition(f"this vector store ({type(self).__name__}) has no full-text search")
 
     async def count(self, collection: str) -> int:
         return (await self.get_collection(collection)).chunk_count
@@ -173,3 +195,36 @@ def missing_collection(name: str) -> Exception:
 
 def duplicate_collection(name: str) -> Exception:
     return already_exists(f"collection {name!r} already exists")
+
+
+def query_words(text: str) -> list[str]:
+    """The query's words, deduplicated in order: what SQLite's and PostgreSQL's full-text queries OR together, so
+    punctuation and operators in a user's text are never parsed as query syntax."""
+    return list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[ScoredChunk]], top_k: int) -> list[ScoredChunk]:
+    """Fuse rankings by summing 1 / (RRF_K + rank) per chunk; the fused score replaces each chunk's score."""
+    scores: dict[str, float] = {}
+    chunks: dict[str, ScoredChunk] = {}
+    for ranking in rankings:
+        for rank, chunk in enumerate(ranking, start=1):
+            scores[chunk.id] = scores.get(chunk.id, 0.0) + 1.0 / (RRF_K + rank)
+            chunks.setdefault(chunk.id, chunk)
+    best = sorted(scores, key=lambda chunk_id: -scores[chunk_id])[:top_k]  # stable: ties keep first-seen order
+    return [replace(chunks[chunk_id], score=scores[chunk_id]) for chunk_id in best]
+
+
+async def search(
+    store: VectorStore, collection: str, vector: Sequence[float], text: str, mode: RetrievalMode, top_k: int
+) -> list[ScoredChunk]:
+    """One query in the given mode; the one place that decides what each mode does, for the API and the workflow."""
+    check_top_k(top_k)
+    if mode == RetrievalMode.DENSE or (mode == RetrievalMode.HYBRID and not store.supports_keyword):
+        return await store.query(collection, vector, top_k)
+    if mode == RetrievalMode.KEYWORD:
+        return await store.keyword_query(collection, text, top_k)
+    depth = min(top_k * FUSION_DEPTH, MAX_TOP_K)
+    dense = await store.query(collection, vector, depth)
+    keyword = await store.keyword_query(collection, text, depth)
+    return reciprocal_rank_fusion([dense, keyword], top_k)

@@ -1,6 +1,7 @@
 """PostgreSQL vector store: retrieval state that no pod owns (ADR 0012). Chunks and float32 vectors live in the
 cluster's database; each pod searches exactly with numpy over a per-collection matrix it reloads only when the
-collection's version changed, so every API replica and worker sees every ingestion at once, with no shared disk."""
+collection's version changed, so every API replica and worker sees every ingestion at once, with no shared disk.
+Keyword search is PostgreSQL's own full text: a generated tsvector column with a GIN index, ranked by ts_rank."""
 
 import json
 from collections.abc import Sequence
@@ -25,12 +26,20 @@ from orchestrator_svc.retrieval.vectorstore.base import (
     check_top_k,
     duplicate_collection,
     missing_collection,
+    query_words,
     top_k_rows,
     unit_rows,
 )
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 Conn = psycopg.AsyncConnection[Any]
+# websearch_to_tsquery never raises on user text; its "or" makes any query word enough, as BM25 does.
+KEYWORD_QUERY = """
+SELECT id, document_id, text, metadata, ts_rank(tsv, q) AS score
+FROM vector_chunks, websearch_to_tsquery('english', %s) AS q
+WHERE collection = %s AND tsv @@ q
+ORDER BY score DESC, id LIMIT %s
+"""
 
 
 @dataclass
@@ -167,6 +176,21 @@ class PostgresVectorStore(VectorStore):
             for i, s in zip(ids, scores, strict=True)
             if i in found
         ]
+
+    supports_keyword = True
+
+    async def keyword_query(self, collection: str, text: str, top_k: int) -> list[ScoredChunk]:
+        check_top_k(top_k)
+        await self._collection(collection)
+        words = query_words(text)
+        if not words:
+            return []
+
+        async def read(conn: Conn) -> list[ScoredChunk]:
+            cursor = await conn.execute(KEYWORD_QUERY, (" or ".join(words), collection, top_k))
+            return [ScoredChunk(i, d, t, float(s), json.loads(m)) for i, d, t, m, s in await cursor.fetchall()]
+
+        return await self._db.run(read)
 
     async def _matrix(self, collection: str, dimension: int, version: int) -> _Matrix:
         cached = self._cache.get(collection)

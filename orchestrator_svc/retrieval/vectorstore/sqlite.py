@@ -1,4 +1,5 @@
-"""SQLite vector store through aiosqlite: float32 blobs on disk, exact cosine search with numpy over a cached matrix."""
+"""SQLite vector store through aiosqlite: float32 blobs on disk, exact cosine search with numpy over a cached matrix,
+and BM25 keyword search through an FTS5 index that triggers keep in step with the chunks."""
 
 import asyncio
 import json
@@ -23,6 +24,7 @@ from orchestrator_svc.retrieval.vectorstore.base import (
     check_top_k,
     duplicate_collection,
     missing_collection,
+    query_words,
     top_k_rows,
     unit_rows,
 )
@@ -39,6 +41,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (collection, id)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (collection, document_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content='chunks', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+"""
+# FTS5's bm25() is lower for better matches; ties keep rowid order so results are deterministic.
+KEYWORD_QUERY = """
+SELECT c.id, c.document_id, c.text, c.metadata, -bm25(chunks_fts) AS score
+FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid
+WHERE chunks_fts MATCH ? AND c.collection = ?
+ORDER BY score DESC, c.rowid LIMIT ?
 """
 DELETE_DOCUMENT = "DELETE FROM chunks WHERE collection = ? AND document_id = ?"
 INSERT_CHUNK = "INSERT INTO chunks (collection, id, document_id, text, metadata, vector) VALUES (?, ?, ?, ?, ?, ?)"
@@ -65,9 +83,16 @@ class SqliteStore(VectorStore):
         # WAL lets the API read while an ingestion writes; busy_timeout waits out a writer in another process.
         await connection.execute("PRAGMA journal_mode=WAL")
         await connection.execute("PRAGMA busy_timeout=5000")
+        had_index = bool(
+            list(await connection.execute_fetchall("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'"))
+        )
         await connection.executescript(SCHEMA)
+        if not had_index:  # a database from before full-text search: index the chunks it already holds
+            await connection.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild')")
         await connection.commit()
         return cls(connection)
+
+    supports_keyword = True
 
     async def close(self) -> None:
         await self._db.close()
@@ -161,6 +186,16 @@ class SqliteStore(VectorStore):
             for r, s in zip(rowids, scores, strict=True)
             if r in found
         ]
+
+    async def keyword_query(self, collection: str, text: str, top_k: int) -> list[ScoredChunk]:
+        check_top_k(top_k)
+        await self._dimension(collection)
+        words = query_words(text)
+        if not words:
+            return []
+        match = " OR ".join(f'"{word}"' for word in words)
+        rows = await self._db.execute_fetchall(KEYWORD_QUERY, (match, collection, top_k))
+        return [ScoredChunk(i, d, t, float(s), json.loads(m)) for i, d, t, m, s in rows]
 
     async def _matrix(self, collection: str, dimension: int) -> _Matrix:
         version = await self._data_version()

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmorch/v1/retrieval.proto.
  */
 export const file_llmorch_v1_retrieval: GenFile = /*@__PURE__*/
-  fileDesc("ChpsbG1vcmNoL3YxL3JldHJpZXZhbC5wcm90bxIKbGxtb3JjaC52MSJXCgpDb2xsZWN0aW9uEgwKBG5hbWUYASABKAkSFgoOZG9jdW1lbnRfY291bnQYAiABKAMSEwoLY2h1bmtfY291bnQYAyABKAMSDgoGdGVuYW50GAQgASgJIicKF0NyZWF0ZUNvbGxlY3Rpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiRgoYQ3JlYXRlQ29sbGVjdGlvblJlc3BvbnNlEioKCmNvbGxlY3Rpb24YASABKAsyFi5sbG1vcmNoLnYxLkNvbGxlY3Rpb24iLQoWTGlzdENvbGxlY3Rpb25zUmVxdWVzdBITCgthbGxfdGVuYW50cxgBIAEoCCJGChdMaXN0Q29sbGVjdGlvbnNSZXNwb25zZRIrCgtjb2xsZWN0aW9ucxgBIAMoCzIWLmxsbW9yY2gudjEuQ29sbGVjdGlvbiInChdEZWxldGVDb2xsZWN0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIhoKGERlbGV0ZUNvbGxlY3Rpb25SZXNwb25zZSKLAQoIRG9jdW1lbnQSCgoCaWQYASABKAkSDAoEdGV4dBgCIAEoCRI0CghtZXRhZGF0YRgDIAMoCzIiLmxsbW9yY2gudjEuRG9jdW1lbnQuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoNSW5nZXN0UmVxdWVzdBISCgpjb2xsZWN0aW9uGAEgASgJEicKCWRvY3VtZW50cxgCIAMoCzIULmxsbW9yY2gudjEuRG9jdW1lbnQiJgoOSW5nZXN0UmVzcG9uc2USFAoMaW5nZXN0aW9uX2lkGAEgASgJIisKE0dldEluZ2VzdGlvblJlcXVlc3QSFAoMaW5nZXN0aW9uX2lkGAEgASgJIpYBChRHZXRJbmdlc3Rpb25SZXNwb25zZRIpCgVzdGF0ZRgBIAEoDjIaLmxsbW9yY2gudjEuSW5nZXN0aW9uU3RhdGUSFwoPZG9jdW1lbnRzX3RvdGFsGAIgASgFEhYKDmRvY3VtZW50c19kb25lGAMgASgFEhMKC2NodW5rc19kb25lGAQgASgFEg0KBWVycm9yGAUgASgJIj8KDFF1ZXJ5UmVxdWVzdBISCgpjb2xsZWN0aW9uGAEgASgJEgwKBHRleHQYAiABKAkSDQoFdG9wX2sYAyABKAUiuwEKC1Njb3JlZENodW5rEhAKCGNodW5rX2lkGAEgASgJEhMKC2RvY3VtZW50X2lkGAIgASgJEgwKBHRleHQYAyABKAkSDQoFc2NvcmUYBCABKAISNwoIbWV0YWRhdGEYBSADKAsyJS5sbG1vcmNoLnYxLlNjb3JlZENodW5rLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjgKDVF1ZXJ5UmVzcG9uc2USJwoGY2h1bmtzGAEgAygLMhcubGxtb3JjaC52MS5TY29yZWRDaHVuayqJAQoOSW5nZXN0aW9uU3RhdGUSHwobSU5HRVNUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXSU5HRVNUSU9OX1NUQVRFX1JVTk5JTkcQARIdChlJTkdFU1RJT05fU1RBVEVfQ09NUExFVEVEEAISGgoWSU5HRVNUSU9OX1NUQVRFX0ZBSUxFRBADMpIEChBSZXRyaWV2YWxTZXJ2aWNlEl0KEENyZWF0ZUNvbGxlY3Rpb24SIy5sbG1vcmNoLnYxLkNyZWF0ZUNvbGxlY3Rpb25SZXF1ZXN0GiQubGxtb3JjaC52MS5DcmVhdGVDb2xsZWN0aW9uUmVzcG9uc2USXwoPTGlzdENvbGxlY3Rpb25zEiIubGxtb3JjaC52MS5MaXN0Q29sbGVjdGlvbnNSZXF1ZXN0GiMubGxtb3JjaC52MS5MaXN0Q29sbGVjdGlvbnNSZXNwb25zZSIDkAIBEmIKEERlbGV0ZUNvbGxlY3Rpb24SIy5sbG1vcmNoLnYxLkRlbGV0ZUNvbGxlY3Rpb25SZXF1ZXN0GiQubGxtb3JjaC52MS5EZWxldGVDb2xsZWN0aW9uUmVzcG9uc2UiA5ACAhI/CgZJbmdlc3QSGS5sbG1vcmNoLnYxLkluZ2VzdFJlcXVlc3QaGi5sbG1vcmNoLnYxLkluZ2VzdFJlc3BvbnNlElYKDEdldEluZ2VzdGlvbhIfLmxsbW9yY2gudjEuR2V0SW5nZXN0aW9uUmVxdWVzdBogLmxsbW9yY2gudjEuR2V0SW5nZXN0aW9uUmVzcG9uc2UiA5ACARJBCgVRdWVyeRIYLmxsbW9yY2gudjEuUXVlcnlSZXF1ZXN0GhkubGxtb3JjaC52MS5RdWVyeVJlc3BvbnNlIgOQAgFiBnByb3RvMw");
+  fileDesc("ChpsbG1vcmNoL3YxL3JldHJpZXZhbC5wcm90bxIKbGxtb3JjaC52MSJXCgpDb2xsZWN0aW9uEgwKBG5hbWUYASABKAkSFgoOZG9jdW1lbnRfY291bnQYAiABKAMSEwoLY2h1bmtfY291bnQYAyABKAMSDgoGdGVuYW50GAQgASgJIicKF0NyZWF0ZUNvbGxlY3Rpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiRgoYQ3JlYXRlQ29sbGVjdGlvblJlc3BvbnNlEioKCmNvbGxlY3Rpb24YASABKAsyFi5sbG1vcmNoLnYxLkNvbGxlY3Rpb24iLQoWTGlzdENvbGxlY3Rpb25zUmVxdWVzdBITCgthbGxfdGVuYW50cxgBIAEoCCJGChdMaXN0Q29sbGVjdGlvbnNSZXNwb25zZRIrCgtjb2xsZWN0aW9ucxgBIAMoCzIWLmxsbW9yY2gudjEuQ29sbGVjdGlvbiInChdEZWxldGVDb2xsZWN0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIhoKGERlbGV0ZUNvbGxlY3Rpb25SZXNwb25zZSKLAQoIRG9jdW1lbnQSCgoCaWQYASABKAkSDAoEdGV4dBgCIAEoCRI0CghtZXRhZGF0YRgDIAMoCzIiLmxsbW9yY2gudjEuRG9jdW1lbnQuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidAoNSW5nZXN0UmVxdWVzdBISCgpjb2xsZWN0aW9uGAEgASgJEicKCWRvY3VtZW50cxgCIAMoCzIULmxsbW9yY2gudjEuRG9jdW1lbnQSJgoIY2h1bmtpbmcYAyABKA4yFC5sbG1vcmNoLnYxLkNodW5raW5nIiYKDkluZ2VzdFJlc3BvbnNlEhQKDGluZ2VzdGlvbl9pZBgBIAEoCSIrChNHZXRJbmdlc3Rpb25SZXF1ZXN0EhQKDGluZ2VzdGlvbl9pZBgBIAEoCSKWAQoUR2V0SW5nZXN0aW9uUmVzcG9uc2USKQoFc3RhdGUYASABKA4yGi5sbG1vcmNoLnYxLkluZ2VzdGlvblN0YXRlEhcKD2RvY3VtZW50c190b3RhbBgCIAEoBRIWCg5kb2N1bWVudHNfZG9uZRgDIAEoBRITCgtjaHVua3NfZG9uZRgEIAEoBRINCgVlcnJvchgFIAEoCSJoCgxRdWVyeVJlcXVlc3QSEgoKY29sbGVjdGlvbhgBIAEoCRIMCgR0ZXh0GAIgASgJEg0KBXRvcF9rGAMgASgFEicKBG1vZGUYBCABKA4yGS5sbG1vcmNoLnYxLlJldHJpZXZhbE1vZGUiuwEKC1Njb3JlZENodW5rEhAKCGNodW5rX2lkGAEgASgJEhMKC2RvY3VtZW50X2lkGAIgASgJEgwKBHRleHQYAyABKAkSDQoFc2NvcmUYBCABKAISNwoIbWV0YWRhdGEYBSADKAsyJS5sbG1vcmNoLnYxLlNjb3JlZENodW5rLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjgKDVF1ZXJ5UmVzcG9uc2USJwoGY2h1bmtzGAEgAygLMhcubGxtb3JjaC52MS5TY29yZWRDaHVuaypOCghDaHVua2luZxIYChRDSFVOS0lOR19VTlNQRUNJRklFRBAAEhEKDUNIVU5LSU5HX0ZMQVQQARIVChFDSFVOS0lOR19TRUNUSU9OUxACKokBCg5Jbmdlc3Rpb25TdGF0ZRIfChtJTkdFU1RJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdJTkdFU1RJT05fU1RBVEVfUlVOTklORxABEh0KGUlOR0VTVElPTl9TVEFURV9DT01QTEVURUQQAhIaChZJTkdFU1RJT05fU1RBVEVfRkFJTEVEEAMqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIYChRSRVRSSUVWQUxfTU9ERV9ERU5TRRABEhoKFlJFVFJJRVZBTF9NT0RFX0tFWVdPUkQQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAzKSBAoQUmV0cmlldmFsU2VydmljZRJdChBDcmVhdGVDb2xsZWN0aW9uEiMubGxtb3JjaC52MS5DcmVhdGVDb2xsZWN0aW9uUmVxdWVzdBokLmxsbW9yY2gudjEuQ3JlYXRlQ29sbGVjdGlvblJlc3BvbnNlEl8KD0xpc3RDb2xsZWN0aW9ucxIiLmxsbW9yY2gudjEuTGlzdENvbGxlY3Rpb25zUmVxdWVzdBojLmxsbW9yY2gudjEuTGlzdENvbGxlY3Rpb25zUmVzcG9uc2UiA5ACARJiChBEZWxldGVDb2xsZWN0aW9uEiMubGxtb3JjaC52MS5EZWxldGVDb2xsZWN0aW9uUmVxdWVzdBokLmxsbW9yY2gudjEuRGVsZXRlQ29sbGVjdGlvblJlc3BvbnNlIgOQAgISPwoGSW5nZXN0EhkubGxtb3JjaC52MS5Jbmdlc3RSZXF1ZXN0GhoubGxtb3JjaC52MS5Jbmdlc3RSZXNwb25zZRJWCgxHZXRJbmdlc3Rpb24SHy5sbG1vcmNoLnYxLkdldEluZ2VzdGlvblJlcXVlc3QaIC5sbG1vcmNoLnYxLkdldEluZ2VzdGlvblJlc3BvbnNlIgOQAgESQQoFUXVlcnkSGC5sbG1vcmNoLnYxLlF1ZXJ5UmVxdWVzdBoZLmxsbW9yY2gudjEuUXVlcnlSZXNwb25zZSIDkAIBYgZwcm90bzM");
 
 /**
  * Collection describes one collection.
@@ -228,6 +228,13 @@ export type IngestRequest = Message<"llmorch.v1.IngestRequest"> & {
    * @generated from field: repeated llmorch.v1.Document documents = 2;
    */
   documents: Document[];
+
+  /**
+   * chunking is how the documents are split; unspecified means CHUNKING_SECTIONS.
+   *
+   * @generated from field: llmorch.v1.Chunking chunking = 3;
+   */
+  chunking: Chunking;
 };
 
 /**
@@ -354,6 +361,14 @@ export type QueryRequest = Message<"llmorch.v1.QueryRequest"> & {
    * @generated from field: int32 top_k = 3;
    */
   topK: number;
+
+  /**
+   * mode is how chunks are scored; unspecified means the server's default (RETRIEVAL_MODE_DENSE unless the
+   * operator configured another). FAILED_PRECONDITION for RETRIEVAL_MODE_KEYWORD on a store without full-text search.
+   *
+   * @generated from field: llmorch.v1.RetrievalMode mode = 4;
+   */
+  mode: RetrievalMode;
 };
 
 /**
@@ -391,14 +406,15 @@ export type ScoredChunk = Message<"llmorch.v1.ScoredChunk"> & {
   text: string;
 
   /**
-   * score is cosine similarity; higher is closer.
+   * score is cosine similarity in dense mode, the full-text score in keyword mode and the reciprocal-rank-fusion
+   * score in hybrid mode; higher is closer in every mode.
    *
    * @generated from field: float score = 4;
    */
   score: number;
 
   /**
-   * metadata is the document's metadata.
+   * metadata is the document's metadata, plus "heading_path" for section chunking.
    *
    * @generated from field: map<string, string> metadata = 5;
    */
@@ -432,6 +448,42 @@ export type QueryResponse = Message<"llmorch.v1.QueryResponse"> & {
  */
 export const QueryResponseSchema: GenMessage<QueryResponse> = /*@__PURE__*/
   messageDesc(file_llmorch_v1_retrieval, 14);
+
+/**
+ * Chunking is how ingestion splits a document into chunks.
+ *
+ * @generated from enum llmorch.v1.Chunking
+ */
+export enum Chunking {
+  /**
+   * CHUNKING_UNSPECIFIED means CHUNKING_SECTIONS.
+   *
+   * @generated from enum value: CHUNKING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CHUNKING_FLAT splits on paragraphs and sentences only, ignoring headings.
+   *
+   * @generated from enum value: CHUNKING_FLAT = 1;
+   */
+  FLAT = 1,
+
+  /**
+   * CHUNKING_SECTIONS splits by heading (Markdown "#" lines and reStructuredText underlines) first, then by
+   * paragraph and sentence; each chunk starts with its heading path ("Document > Section > Subsection"), which is
+   * also kept in the chunk's metadata under "heading_path".
+   *
+   * @generated from enum value: CHUNKING_SECTIONS = 2;
+   */
+  SECTIONS = 2,
+}
+
+/**
+ * Describes the enum llmorch.v1.Chunking.
+ */
+export const ChunkingSchema: GenEnum<Chunking> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_retrieval, 0);
 
 /**
  * IngestionState is the lifecycle of an ingestion.
@@ -472,7 +524,50 @@ export enum IngestionState {
  * Describes the enum llmorch.v1.IngestionState.
  */
 export const IngestionStateSchema: GenEnum<IngestionState> = /*@__PURE__*/
-  enumDesc(file_llmorch_v1_retrieval, 0);
+  enumDesc(file_llmorch_v1_retrieval, 1);
+
+/**
+ * RetrievalMode is how a query scores chunks.
+ *
+ * @generated from enum llmorch.v1.RetrievalMode
+ */
+export enum RetrievalMode {
+  /**
+   * RETRIEVAL_MODE_UNSPECIFIED means the server's default.
+   *
+   * @generated from enum value: RETRIEVAL_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * RETRIEVAL_MODE_DENSE ranks by cosine similarity of the embeddings.
+   *
+   * @generated from enum value: RETRIEVAL_MODE_DENSE = 1;
+   */
+  DENSE = 1,
+
+  /**
+   * RETRIEVAL_MODE_KEYWORD ranks by the store's full-text score (BM25 in LanceDB and SQLite FTS5, ts_rank in
+   * PostgreSQL).
+   *
+   * @generated from enum value: RETRIEVAL_MODE_KEYWORD = 2;
+   */
+  KEYWORD = 2,
+
+  /**
+   * RETRIEVAL_MODE_HYBRID fuses the dense and keyword rankings with reciprocal rank fusion; on a store without
+   * full-text search it is dense.
+   *
+   * @generated from enum value: RETRIEVAL_MODE_HYBRID = 3;
+   */
+  HYBRID = 3,
+}
+
+/**
+ * Describes the enum llmorch.v1.RetrievalMode.
+ */
+export const RetrievalModeSchema: GenEnum<RetrievalMode> = /*@__PURE__*/
+  enumDesc(file_llmorch_v1_retrieval, 2);
 
 /**
  * RetrievalService manages vector collections, durable ingestion and search.
@@ -533,7 +628,7 @@ export const RetrievalService: GenService<{
     output: typeof GetIngestionResponseSchema;
   },
   /**
-   * Query embeds a text and returns the top_k closest chunks.
+   * Query returns the top_k best chunks for a text, scored by the request's mode.
    * NOT_FOUND for an unknown collection, INVALID_ARGUMENT (field violations) for an empty or long text or a top_k
    * outside [1, 50].
    *
