@@ -1,6 +1,8 @@
 """Ports, task-queue names and other constants, kept in one place so no service hard-codes another's."""
 
 ORCHESTRATOR_PORT = 50051
+# The OpenAI-compatible HTTP facade, served by the API process beside its gRPC port; Envoy routes /v1/ to it.
+ORCHESTRATOR_HTTP_PORT = 50053
 MODEL_BASE_PORT = 50061
 EMBED_PORT = 50071
 ENVOY_PORT = 8080

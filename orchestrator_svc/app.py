@@ -17,6 +17,8 @@ from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
 from orchestrator_svc.inference.service import InferenceService
 from orchestrator_svc.inference.workflows import InferenceWorkflow
+from orchestrator_svc.openai_http.app import OpenAIFacade, create_app
+from orchestrator_svc.openai_http.server import HttpServer
 from orchestrator_svc.readiness import follow_temporal
 from orchestrator_svc.registry import servicer as registry
 from orchestrator_svc.registry.queue_stats import QueueStats
@@ -39,6 +41,7 @@ class ApiServer:
     service_names: list[str]
     background: tuple[asyncio.Task[None], ...]  # readiness and the queue-depth gauges, for the API's lifetime
     worker: Worker | None = None
+    http: HttpServer | None = None  # the OpenAI-compatible facade, unless settings.http_port is -1
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace_s: float) -> None:
@@ -47,6 +50,8 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.enter_graceful_shutdown()
+        if self.http:
+            await self.http.stop()
         if self.worker and self._worker_task:
             await self.worker.shutdown()
             with contextlib.suppress(asyncio.CancelledError):
@@ -104,9 +109,25 @@ async def start_api(
 
         started.worker = create_worker(client, settings, resources, list_llms, queue_stats)
         started._worker_task = asyncio.create_task(started.worker.run())
+    if settings.http_port >= 0:
+        facade = OpenAIFacade(service, model_registry, NoKeyCheck())
+        started.http = await HttpServer(create_app(facade), settings.host, settings.http_port).start()
     await server.start()
     await set_serving(health_servicer, names, True)
     return started
+
+
+@dataclass(frozen=True)
+class _AnyCaller:
+    tenant: str = ""
+
+
+class NoKeyCheck:
+    """The facade's key-check seam until API keys land (issue 14): every caller is the default tenant, as on the
+    gRPC port today. Replaced by identity.KeyChecker, the gRPC interceptor's own check."""
+
+    async def authenticate(self, authorization: str | None) -> _AnyCaller:
+        return _AnyCaller()
 
 
 def create_worker(

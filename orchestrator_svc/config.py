@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from llmorch_common.constants import (
     EMBED_PORT,
     EMBEDDING_MODEL_ID,
+    ORCHESTRATOR_HTTP_PORT,
     ORCHESTRATOR_METRICS_PORT,
     ORCHESTRATOR_PORT,
     ORCHESTRATOR_TASK_QUEUE,
@@ -25,6 +26,12 @@ class OrchestratorSettings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Address the API binds")
     port: int = Field(ORCHESTRATOR_PORT, ge=0, le=65535, description="API gRPC port; 0 picks a free one")
+    http_port: int = Field(
+        ORCHESTRATOR_HTTP_PORT,
+        ge=-1,
+        le=65535,
+        description="OpenAI-compatible HTTP port; 0 picks a free one, -1 disables",
+    )
     metrics_port: int = Field(ORCHESTRATOR_METRICS_PORT, ge=0, le=65535, description="API Prometheus port; 0 disables")
     worker_metrics_port: int = Field(
         ORCHESTRATOR_WORKER_METRICS_PORT, ge=0, le=65535, description="Worker Prometheus port; 0 disables"

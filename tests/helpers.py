@@ -102,6 +102,7 @@ class Orchestrator:
 def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
     values: dict[str, Any] = {
         "port": 0,
+        "http_port": 0,
         "metrics_port": 0,
         "worker_metrics_port": 0,
         "task_queue": f"orchestrator-{uuid.uuid4().hex[:8]}",

@@ -501,6 +501,7 @@ class Ports:
     temporal_http: int
     temporal_metrics: int
     api: int
+    api_http: int
     api_metrics: int
     worker_metrics: int
     worker_sdk_metrics: int
@@ -513,6 +514,7 @@ class Ports:
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
+    more_api_http: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
     more_worker_metrics: tuple[int, ...] = ()
     more_worker_sdk_metrics: tuple[int, ...] = ()
@@ -524,6 +526,7 @@ class Ports:
             self,
             postgres=free_port(),
             more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
+            more_api_http=tuple(free_port() for _ in extra_apis),  # only Envoy reaches them
             more_api_metrics=tuple(free_port() for _ in extra_apis),
             more_worker_metrics=tuple(free_port() for _ in extra_workers),
             more_worker_sdk_metrics=tuple(free_port() for _ in extra_workers),
@@ -533,6 +536,10 @@ class Ports:
     def apis(self) -> tuple[int, ...]:
         return (self.api, *self.more_apis)
 
+    @property
+    def api_https(self) -> tuple[int, ...]:
+        return (self.api_http, *self.more_api_http)
+
     @classmethod
     def fixed(cls, replicas: int) -> "Ports":
         return cls(
@@ -541,6 +548,7 @@ class Ports:
             temporal_http=c.TEMPORAL_HTTP_PORT,
             temporal_metrics=c.TEMPORAL_METRICS_PORT,
             api=c.ORCHESTRATOR_PORT,
+            api_http=c.ORCHESTRATOR_HTTP_PORT,
             api_metrics=c.ORCHESTRATOR_METRICS_PORT,
             worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
             worker_sdk_metrics=c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
@@ -600,6 +608,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     orchestrator_env = {
         "ORCH_HOST": "127.0.0.1",
         "ORCH_PORT": str(ports.api),
+        "ORCH_HTTP_PORT": str(ports.api_http),
         "ORCH_METRICS_PORT": str(ports.api_metrics),
         "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
         "ORCH_TEMPORAL_METRICS_PORT": str(ports.worker_sdk_metrics),
@@ -638,10 +647,11 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_in_memory,
         )
     )
-    api_ports = list(zip(ports.apis, (ports.api_metrics, *ports.more_api_metrics), strict=True))
-    for index, (port, metrics) in enumerate(api_ports[: config.api_replicas]):
+    api_ports = list(zip(ports.apis, ports.api_https, (ports.api_metrics, *ports.more_api_metrics), strict=True))
+    for index, (port, http_port, metrics) in enumerate(api_ports[: config.api_replicas]):
         name = "api" if index == 0 else f"api-{index}"
         env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
+        env["ORCH_HTTP_PORT"] = str(http_port)
         api = orchestrator_spec("api", env, grpc_port=port)
         specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
     if config.worker:
@@ -678,8 +688,15 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         specs.append(replace(embed, env={**embed.env, **sealed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
+        http_upstreams = ports.api_https[: config.api_replicas]
         envoy_config = write_config(
-            home / "envoy.yaml", upstreams[0], ports.envoy, ports.envoy_admin, more_orchestrator_ports=upstreams[1:]
+            home / "envoy.yaml",
+            upstreams[0],
+            ports.envoy,
+            ports.envoy_admin,
+            more_orchestrator_ports=upstreams[1:],
+            orchestrator_http_port=http_upstreams[0],
+            more_http_ports=http_upstreams[1:],
         )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
     return specs
@@ -718,6 +735,11 @@ class Stack:
     @property
     def envoy_target(self) -> str:
         return f"127.0.0.1:{self.ports.envoy}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The OpenAI-compatible API through Envoy, as an OpenAI SDK's base_url."""
+        return f"http://127.0.0.1:{self.ports.envoy}/v1"
 
     @property
     def model_ports(self) -> tuple[int, ...]:
