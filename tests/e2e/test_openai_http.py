@@ -25,7 +25,9 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 
 @pytest.fixture(scope="module")
 async def stack() -> AsyncIterator[Stack]:
-    fake = ModelGroup(MODEL, "fake", 1, 8, (("fake_first_token_ms", "5"), ("fake_token_ms", "1")))
+    # A context of 8192 lets the 429 test hold streams of 4096 tokens (about 4 s each) open.
+    settings = (("fake_first_token_ms", "5"), ("fake_token_ms", "1"), ("context_limit", "8192"))
+    fake = ModelGroup(MODEL, "fake", 1, 8, settings)
     config = StackConfig(models=(fake,), orchestrator_env=(("ORCH_MAX_IN_FLIGHT", str(MAX_IN_FLIGHT)),))
     async with Stack(config) as started:
         yield started
