@@ -218,7 +218,6 @@ class _Chunks:
             "object": "chat.completion.chunk" if self._chat else "text_completion",
             "created": self._created,
             "model": self._model,
-            "system_fingerprint": None,
             "choices": [choice] if choice else [],
             **extra,
         }

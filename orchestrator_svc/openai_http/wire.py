@@ -267,13 +267,12 @@ def chat_response(result: InferenceResult, created: int) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "message": {"role": "assistant", "content": result.text, "refusal": None, "annotations": []},
                 "logprobs": None,
                 "finish_reason": finish_reason(result),
             }
         ],
         "usage": usage(result),
-        "system_fingerprint": None,
         OPENAI_OBJECT: provenance(result),
     }
 
@@ -286,7 +285,6 @@ def completion_response(result: InferenceResult, created: int) -> dict[str, Any]
         "model": result.model_id,
         "choices": [{"index": 0, "text": result.text, "logprobs": None, "finish_reason": finish_reason(result)}],
         "usage": usage(result),
-        "system_fingerprint": None,
         OPENAI_OBJECT: provenance(result),
     }
 
