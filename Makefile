@@ -28,7 +28,7 @@ $(WEB_STAMP): web/package-lock.json
 	touch $(WEB_STAMP)
 
 # Servers and browsers the tests run for real, from Debian (package:command pairs).
-DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool
+DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool redis-server:redis-server
 
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)

@@ -251,6 +251,7 @@ def test_chart_ports_match_constants(helm: ModuleType) -> None:
         ports = chart.values["ports"]
     assert ports == {
         "orchestrator": c.ORCHESTRATOR_PORT,
+        "orchestratorHttp": c.ORCHESTRATOR_HTTP_PORT,
         "orchestratorMetrics": c.ORCHESTRATOR_METRICS_PORT,
         "workerMetrics": c.ORCHESTRATOR_WORKER_METRICS_PORT,
         "model": c.MODEL_BASE_PORT,
@@ -362,6 +363,7 @@ def test_compose_ports_match_constants(compose: dict[str, Any]) -> None:
         f"{c.ORCHESTRATOR_METRICS_PORT}:{c.ORCHESTRATOR_METRICS_PORT}",
     }
     assert s["orchestrator-api"]["environment"]["ORCH_PORT"] == str(c.ORCHESTRATOR_PORT)
+    assert s["orchestrator-api"]["environment"]["ORCH_HTTP_PORT"] == str(c.ORCHESTRATOR_HTTP_PORT)
     assert s["orchestrator-worker"]["environment"]["ORCH_WORKER_METRICS_PORT"] == str(
         c.ORCHESTRATOR_WORKER_METRICS_PORT
     )
