@@ -96,6 +96,7 @@ class ModelChoice:
     context_limit: int
     # True when every candidate was full and the request queues on the best one (backpressure).
     queued: bool = False
+    model_digest: str = ""
 
 
 @dataclass(frozen=True)

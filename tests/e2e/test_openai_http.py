@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import openai
 import pytest
+from helpers import eventually
 from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
 
-from helpers import eventually
 from llmorch_common import constants as c
 from tools.stack import ModelGroup, Stack, StackConfig
 
