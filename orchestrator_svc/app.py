@@ -15,6 +15,8 @@ from llmorch_common.grpc_edge import create_server, set_serving
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
+from orchestrator_svc.inference.cache import CacheActivities
+from orchestrator_svc.inference.cache import connect as redis_client
 from orchestrator_svc.inference.service import InferenceService
 from orchestrator_svc.inference.workflows import InferenceWorkflow
 from orchestrator_svc.openai_http.app import OpenAIFacade, create_app
@@ -38,6 +40,7 @@ class ApiServer:
     port: int
     health: health.aio.HealthServicer
     registry: Registry
+    service: InferenceService
     service_names: list[str]
     background: tuple[asyncio.Task[None], ...]  # readiness and the queue-depth gauges, for the API's lifetime
     worker: Worker | None = None
@@ -101,7 +104,7 @@ async def start_api(
             queue_stats.refresh_forever(lambda: [m.metadata.task_queue for m in model_registry.models()])
         ),
     )
-    started = ApiServer(server, port, health_servicer, model_registry, names, background)
+    started = ApiServer(server, port, health_servicer, model_registry, service, names, background)
     if embedded_worker:
 
         async def list_llms() -> list[RegisteredModel]:
@@ -139,6 +142,7 @@ def create_worker(
 ) -> Worker:
     """`queue_stats` defaults to stats read on the worker's own client."""
     selection = SelectionActivities(list_models, (queue_stats or QueueStats(client)).load)
+    cache = CacheActivities(redis_client(settings.redis_url) if settings.redis_url else None)
     retrieval_activities = RetrievalActivities(resources.store)
     ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
     return Worker(
@@ -150,6 +154,8 @@ def create_worker(
             retrieval_activities.retrieve,
             ingestion.ingest_document,
             ingestion.release_staging,
+            cache.cache_lookup,
+            cache.cache_store,
         ],
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
     )

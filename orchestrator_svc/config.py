@@ -83,6 +83,13 @@ class OrchestratorSettings(BaseSettings):
     )
     vector_path: Path = Field(Path("data/vectors"), description="LanceDB directory, or the SQLite file for sqlite")
     staging_db: Path = Field(Path("data/ingestion.db"), description="SQLite file documents wait in during ingestion")
+    redis_url: str = Field(
+        "",
+        pattern=r"^(rediss?://.*)?$",
+        description="redis://host:port/db turns on the cache of deterministic completions and of embeddings; empty: "
+        "no cache. An unreachable Redis reads as a miss, never as an error",
+    )
+    cache_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, description="How long a cached completion is kept")
     embedding_address: str = Field(f"localhost:{EMBED_PORT}", description="EmbeddingService for ingestion and Query")
     embedding_task_queue: str = Field(
         embedding_task_queue(EMBEDDING_MODEL_ID), description="Queue of the embed activity for RAG requests"

@@ -204,6 +204,13 @@ def prometheus_spec(config: Path, port: int, data: Path) -> ProcessSpec:
     return ProcessSpec("prometheus", argv, tcp_port=port, restart=False)
 
 
+def redis_spec(port: int, data: Path) -> ProcessSpec:
+    """Debian's redis-server (`make test` installs it) for the optional cache: loopback only, nothing persisted (a
+    cache that loses its content on restart only costs misses)."""
+    argv = ("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+    return ProcessSpec("redis", (*argv, "--dir", str(data)), tcp_port=port, info=f"Redis 127.0.0.1:{port}")
+
+
 POSTGRES_USER = "llmorch"
 POSTGRES_DB = "postgres"
 
@@ -460,6 +467,7 @@ class StackConfig:
     api_replicas: int = 1
     worker_replicas: int = 1
     postgres: bool = False
+    redis: bool = False  # Redis for the cache of deterministic completions and embeddings (ORCH_REDIS_URL)
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
@@ -512,6 +520,7 @@ class Ports:
     models: tuple[int, ...]
     model_metrics: tuple[int, ...]
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
+    redis: int = 0  # always a free port, like PostgreSQL's
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
     more_api_http: tuple[int, ...] = ()
@@ -525,6 +534,7 @@ class Ports:
         return replace(
             self,
             postgres=free_port(),
+            redis=free_port(),
             more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
             more_api_http=tuple(free_port() for _ in extra_apis),  # only Envoy reaches them
             more_api_metrics=tuple(free_port() for _ in extra_apis),
@@ -565,7 +575,7 @@ class Ports:
         singles: dict[str, Any] = {
             name: free_port()
             for name, spec in cls.__dataclass_fields__.items()
-            if spec.type in (int, "int") and name != "postgres"
+            if spec.type in (int, "int") and name not in ("postgres", "redis")
         }
         models = tuple(free_port() for _ in range(replicas))
         return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
@@ -605,6 +615,11 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         cluster = postgres_cluster(home, ports).init()
         specs.append(cluster.spec())
         database_url = cluster.url
+    redis_env = {}
+    if config.redis:
+        (home / "redis").mkdir(parents=True, exist_ok=True)
+        specs.append(redis_spec(ports.redis, home / "redis"))
+        redis_env["ORCH_REDIS_URL"] = f"redis://127.0.0.1:{ports.redis}/0"
     orchestrator_env = {
         "ORCH_HOST": "127.0.0.1",
         "ORCH_PORT": str(ports.api),
@@ -620,6 +635,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_STAGING_DB": str(home / "ingestion.db"),
         "ORCH_EMBEDDING_ADDRESS": f"127.0.0.1:{ports.embed}",
         **sealed,
+        **redis_env,
         **dict(config.orchestrator_env),
     }
 

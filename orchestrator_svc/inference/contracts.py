@@ -41,6 +41,9 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
+    tenant: str = ""
+    # > 0: a deterministic request (temperature 0 or a seed) with the cache on; its answer is kept this long.
+    cache_ttl_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class InferenceResult:
     fallbacks: tuple[FallbackRecord, ...] = ()
     citations: tuple[CitationRecord, ...] = ()
     parts: tuple[PartRecord, ...] = ()
+    cache: str = ""  # "hit", "miss", or "" when not cached (Provenance.cache)
 
 
 @dataclass(frozen=True)

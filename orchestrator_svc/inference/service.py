@@ -80,6 +80,7 @@ class InferenceRequest:
     on_fallback: str = CONTINUE
     # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
     cancel_on_disconnect: bool = False
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,14 @@ class InferenceService:
             stream=stream,
             request_digest=request.digest,
             on_fallback=request.on_fallback,
+            tenant=request.tenant,
+            cache_ttl_s=self._cache_ttl_s(request.sampling),
         )
+
+    def _cache_ttl_s(self, sampling: Sampling) -> float:
+        """Only a deterministic request is cached: temperature 0 or a seed gives the same answer every time."""
+        deterministic = sampling.temperature == 0 or sampling.seed is not None
+        return self._settings.cache_ttl_s if self._settings.redis_url and deterministic else 0.0
 
     async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""

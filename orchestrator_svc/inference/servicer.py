@@ -55,6 +55,7 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
             ],
             workflow_id=result.workflow_id,
             run_id=result.run_id,
+            cache=result.cache,
             parts=[
                 types_pb2.GenerationPart(
                     model_id=p.model_id,

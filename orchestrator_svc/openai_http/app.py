@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
@@ -100,7 +101,7 @@ class OpenAIFacade:
     async def chat(self, request: Request, caller: Caller) -> Response:
         body = wire.parse_body(wire.ChatBody, await request.body())
         wire.reject_unsupported(body.unsupported())
-        inference = request_from_proto(wire.chat_request(body, _request_id(request)))
+        inference = replace(request_from_proto(wire.chat_request(body, _request_id(request))), tenant=caller.tenant)
         if body.stream:
             return await self._stream(inference, body, chat=True)
         with self._service.admitted():
@@ -110,7 +111,9 @@ class OpenAIFacade:
     async def completions(self, request: Request, caller: Caller) -> Response:
         body = wire.parse_body(wire.CompletionBody, await request.body())
         wire.reject_unsupported(body.unsupported())
-        inference = request_from_proto(wire.completion_request(body, _request_id(request)))
+        inference = replace(
+            request_from_proto(wire.completion_request(body, _request_id(request))), tenant=caller.tenant
+        )
         if body.stream:
             return await self._stream(inference, body, chat=False)
         with self._service.admitted():

@@ -244,6 +244,7 @@ def provenance(result: InferenceResult) -> dict[str, Any]:
 
 def provenance_headers(result: InferenceResult) -> dict[str, str]:
     return {
+        "x-llmorch-cache": result.cache,
         "x-llmorch-request-id": result.request_id,
         "x-llmorch-workflow-id": result.workflow_id,
         "x-llmorch-model": result.model_id,

@@ -1,0 +1,182 @@
+"""The optional completion cache on a real redis-server (Debian's, started through tools/stack.py): hits and
+misses, TTL, tenants, grounding versions, and a Redis that dies mid-run."""
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as redis
+from helpers import (
+    Orchestrator,
+    embed_process,
+    eventually,
+    fake_replica,
+    orchestrator_settings,
+    start_orchestrator,
+    stop_orchestrator,
+)
+from llmorch.v1 import orchestrator_pb2, retrieval_pb2
+from prometheus_client import REGISTRY
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from llmorch_client.client import question_request
+from orchestrator_svc.inference.cache import KEY_PREFIX
+from orchestrator_svc.inference.requests import request_from_proto
+from orchestrator_svc.inference.service import InferenceRequest, InferenceService
+from tools.stack import Child, free_port, redis_spec
+
+pytestmark = pytest.mark.slow
+MODEL = "cache-fake"
+TTL_S = 600.0
+
+
+@pytest.fixture(scope="module")
+async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Child]:
+    tmp = tmp_path_factory.mktemp("redis")
+    child = Child(redis_spec(free_port(), tmp), tmp / "redis.log")
+    await child.start(30)
+    yield child
+    await child.terminate(10)
+
+
+@pytest.fixture(scope="module")
+async def cached(
+    temporal_client: Client, temporal_address: str, redis_server: Child, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Orchestrator]:
+    tmp = tmp_path_factory.mktemp("cache")
+    api_port = free_port()
+    embed = embed_process(temporal_address, api_port, tmp)
+    settings = orchestrator_settings(
+        tmp,
+        port=api_port,
+        vector_store="lancedb",
+        embedding_address=f"localhost:{embed.port}",
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+        cache_ttl_s=TTL_S,
+    )
+    orchestrator = await start_orchestrator(temporal_client, settings)
+    await embed.start(timeout_s=120)
+    replica = fake_replica(MODEL, temporal_address, orchestrator.address, default_flag=True)
+    await replica.start()
+
+    async def registered() -> bool:
+        listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())
+        return {m.model_id for m in listing.models} == {MODEL, "minilm-l6-v2"}
+
+    await eventually(registered, timeout_s=30)
+    yield orchestrator
+    await replica.drain()
+    await embed.terminate()
+    await stop_orchestrator(orchestrator)
+
+
+@pytest.fixture
+async def store(redis_server: Child) -> AsyncIterator["redis.Redis"]:
+    client = redis.Redis(port=redis_server.port)
+    yield client
+    await client.aclose()
+
+
+def question(text: str = "", **fields: object) -> orchestrator_pb2.GenerateRequest:
+    return question_request(text or f"What is {uuid.uuid4().hex[:8]}?", max_tokens=8, **fields)  # type: ignore[arg-type]
+
+
+def as_tenant(request: orchestrator_pb2.GenerateRequest, tenant: str) -> InferenceRequest:
+    return replace(request_from_proto(request), tenant=tenant)
+
+
+async def test_a_deterministic_request_misses_then_hits_without_running_a_model(
+    cached: Orchestrator, temporal_client: Client
+) -> None:
+    request = question(seed=7)
+    first = await cached.stub.Generate(request)
+    second = await cached.stub.Generate(request)
+    assert (first.provenance.cache, second.provenance.cache) == ("miss", "hit")
+    assert second.text == first.text and second.provenance.usage == first.provenance.usage
+    assert second.provenance.workflow_id != first.provenance.workflow_id, "a hit is its own durable request"
+    history = await temporal_client.get_workflow_handle(second.provenance.workflow_id).fetch_history()
+    kinds = [event.event_type for event in history.events]
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds, "the lookup is a local activity in the history"
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds, "no generation was dispatched"
+
+
+async def test_sampled_requests_are_not_cached(cached: Orchestrator) -> None:
+    request = question()  # the default temperature, no seed: every answer may differ
+    assert (await cached.stub.Generate(request)).provenance.cache == ""
+
+
+async def test_entries_live_for_the_ttl(cached: Orchestrator, store: "redis.Redis", temporal_client: Client) -> None:
+    request = question(seed=1)
+    await cached.stub.Generate(request)
+    ttls = [await store.pttl(key) async for key in store.scan_iter(f"{KEY_PREFIX}*")]
+    assert ttls and all(0 < ttl <= TTL_S * 1000 for ttl in ttls)
+    # Another API replica with a short TTL: the TTL travels with the request to the worker.
+    api = cached.api
+    short = InferenceService(
+        temporal_client,
+        cached.settings.model_copy(update={"cache_ttl_s": 1.0}),
+        api.registry,
+        cached.resources.store,
+        cached.resources.embeddings,
+    )
+    fresh = question(seed=2)
+    assert (await short.generate(request_from_proto(fresh))).cache == "miss"
+    assert (await short.generate(request_from_proto(fresh))).cache == "hit"
+
+    async def expired() -> bool:
+        return (await short.generate(request_from_proto(fresh))).cache == "miss"
+
+    assert await eventually(expired, timeout_s=15, interval_s=0.3)
+
+
+async def test_another_tenant_never_gets_the_answer(cached: Orchestrator) -> None:
+    service = cached.api.service
+    request = question(seed=3)
+    assert (await service.generate(as_tenant(request, "acme"))).cache == "miss"
+    assert (await service.generate(as_tenant(request, "globex"))).cache == "miss"
+    assert (await service.generate(as_tenant(request, "acme"))).cache == "hit"
+
+
+async def ingest(orchestrator: Orchestrator, collection: str, text: str) -> None:
+    started = await orchestrator.retrieval.Ingest(
+        retrieval_pb2.IngestRequest(collection=collection, documents=[retrieval_pb2.Document(id="doc", text=text)])
+    )
+
+    async def done() -> bool:
+        progress = await orchestrator.retrieval.GetIngestion(
+            retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
+        )
+        assert progress.state != retrieval_pb2.INGESTION_STATE_FAILED, progress.error
+        return progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED
+
+    await eventually(done, timeout_s=60, interval_s=0.2)
+
+
+async def test_reingesting_the_collection_invalidates_grounded_answers(cached: Orchestrator) -> None:
+    await cached.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="cached-facts"))
+    await ingest(cached, "cached-facts", "The launch window opens at dawn.")
+    request = question("When does the launch window open?", collection="cached-facts", top_k=1, seed=4)
+    assert (await cached.stub.Generate(request)).provenance.cache == "miss"
+    assert (await cached.stub.Generate(request)).provenance.cache == "hit"
+    await ingest(cached, "cached-facts", "The launch window opens at dusk.")
+    again = await cached.stub.Generate(request)
+    assert again.provenance.cache == "miss"
+    assert "dusk" in again.provenance.citations[0].text
+
+
+async def test_a_redis_killed_mid_run_degrades_to_no_cache(cached: Orchestrator, redis_server: Child) -> None:
+    """Last in the module: it kills Redis."""
+    request = question(seed=5)
+    assert (await cached.stub.Generate(request)).provenance.cache == "miss"
+    redis_server.kill()
+    errors_before = failed_lookups()
+    for _ in range(3):
+        reply = await cached.stub.Generate(request)
+        assert reply.text and reply.provenance.cache == "miss"
+    assert failed_lookups() == errors_before + 3, "each failed lookup is counted"
+
+
+def failed_lookups() -> float:
+    return REGISTRY.get_sample_value("llmorch_cache_requests_total", {"kind": "completion", "result": "error"}) or 0.0
