@@ -12,11 +12,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
 from llmorch_common.grpc_edge import create_server, set_serving
+from llmorch_common.redis_cache import connect as redis_client
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
 from orchestrator_svc.inference.cache import CacheActivities
-from orchestrator_svc.inference.cache import connect as redis_client
 from orchestrator_svc.inference.service import InferenceService
 from orchestrator_svc.inference.workflows import InferenceWorkflow
 from orchestrator_svc.openai_http.app import OpenAIFacade, create_app

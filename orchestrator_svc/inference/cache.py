@@ -7,11 +7,10 @@ import logging
 from dataclasses import asdict, dataclass
 
 import redis.asyncio as redis
-from prometheus_client import Counter
-from redis.exceptions import RedisError
 from temporalio import activity
 
 from llmorch_common.contracts import ChatTurn, Sampling
+from llmorch_common.redis_cache import CACHE_REQUESTS, REDIS_FAILURES
 from orchestrator_svc.retrieval.activities import CitationRecord
 
 log = logging.getLogger(__name__)
@@ -19,15 +18,7 @@ log = logging.getLogger(__name__)
 CACHE_LOOKUP_ACTIVITY = "cache_lookup"
 CACHE_STORE_ACTIVITY = "cache_store"
 CACHE_HIT, CACHE_MISS = "hit", "miss"
-# Bounds of one Redis call: a cache that answers slower than a generation starts is worth nothing.
-REDIS_TIMEOUT_S = 0.25
 KEY_PREFIX = "llmorch:completion:"
-
-CACHE_REQUESTS = Counter(
-    "llmorch_cache_requests_total",
-    "Cache lookups by kind (completion, embedding) and result (hit, miss, error: Redis failed, read as a miss)",
-    ["kind", "result"],
-)
 
 
 @dataclass(frozen=True)
@@ -74,12 +65,6 @@ def completion_key(
     return KEY_PREFIX + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def connect(url: str) -> "redis.Redis":
-    return redis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S, retry_on_timeout=False
-    )
-
-
 class CacheActivities:
     """`client` is None without ORCH_REDIS_URL: every lookup is then a miss (the API sends no cacheable request)."""
 
@@ -92,7 +77,7 @@ class CacheActivities:
             return CacheLookupOutput()
         try:
             raw = await self._client.get(key)
-        except (RedisError, OSError) as error:
+        except REDIS_FAILURES as error:
             CACHE_REQUESTS.labels("completion", "error").inc()
             log.warning("cache unavailable, read as a miss: %s", error)
             return CacheLookupOutput()
@@ -106,7 +91,7 @@ class CacheActivities:
             return False
         try:
             await self._client.set(request.key, json.dumps(asdict(request.completion)), px=int(request.ttl_s * 1000))
-        except (RedisError, OSError) as error:
+        except REDIS_FAILURES as error:
             log.warning("cache unavailable, answer not stored: %s", error)
             return False
         return True

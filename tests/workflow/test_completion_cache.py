@@ -1,5 +1,5 @@
-"""The optional completion cache on a real redis-server (Debian's, started through tools/stack.py): hits and
-misses, TTL, tenants, grounding versions, and a Redis that dies mid-run."""
+"""The optional completion and embedding caches on a real redis-server (Debian's, started through tools/stack.py):
+hits and misses, TTL, tenants, grounding versions, and a Redis that dies mid-run."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +25,7 @@ from llmorch_client.client import question_request
 from orchestrator_svc.inference.cache import KEY_PREFIX
 from orchestrator_svc.inference.requests import request_from_proto
 from orchestrator_svc.inference.service import InferenceRequest, InferenceService
+from orchestrator_svc.retrieval.embedding_cache import KEY_PREFIX as EMBEDDING_PREFIX
 from tools.stack import Child, free_port, redis_spec
 
 pytestmark = pytest.mark.slow
@@ -166,17 +167,34 @@ async def test_reingesting_the_collection_invalidates_grounded_answers(cached: O
     assert "dusk" in again.provenance.citations[0].text
 
 
+async def test_embeddings_are_cached_by_weights_and_text(cached: Orchestrator, store: "redis.Redis") -> None:
+    texts = [f"cached sentence {uuid.uuid4().hex}", f"another sentence {uuid.uuid4().hex}"]
+    hits_before = cache_count("embedding", "hit")
+    first = await cached.stub.Embed(orchestrator_pb2.EmbedRequest(texts=texts))
+    assert cache_count("embedding", "hit") == hits_before
+    assert len([key async for key in store.scan_iter(f"{EMBEDDING_PREFIX}*")]) >= 2
+    # One new text between the cached ones: order holds, and only the new one is embedded.
+    mixed = await cached.stub.Embed(orchestrator_pb2.EmbedRequest(texts=[texts[1], "a new text", texts[0]]))
+    assert cache_count("embedding", "hit") == hits_before + 2
+    assert list(mixed.embeddings[0].values) == list(first.embeddings[1].values)
+    assert list(mixed.embeddings[2].values) == list(first.embeddings[0].values)
+    assert mixed.embeddings[2].token_count == first.embeddings[0].token_count
+    assert mixed.model_id == first.model_id == "minilm-l6-v2"
+
+
 async def test_a_redis_killed_mid_run_degrades_to_no_cache(cached: Orchestrator, redis_server: Child) -> None:
     """Last in the module: it kills Redis."""
     request = question(seed=5)
     assert (await cached.stub.Generate(request)).provenance.cache == "miss"
     redis_server.kill()
-    errors_before = failed_lookups()
+    errors_before = cache_count("completion", "error")
     for _ in range(3):
         reply = await cached.stub.Generate(request)
         assert reply.text and reply.provenance.cache == "miss"
-    assert failed_lookups() == errors_before + 3, "each failed lookup is counted"
+    assert cache_count("completion", "error") == errors_before + 3, "each failed lookup is counted"
+    embedded = await cached.stub.Embed(orchestrator_pb2.EmbedRequest(texts=["still embedded without Redis"]))
+    assert len(embedded.embeddings[0].values) == 384
 
 
-def failed_lookups() -> float:
-    return REGISTRY.get_sample_value("llmorch_cache_requests_total", {"kind": "completion", "result": "error"}) or 0.0
+def cache_count(kind: str, result: str) -> float:
+    return REGISTRY.get_sample_value("llmorch_cache_requests_total", {"kind": kind, "result": result}) or 0.0
