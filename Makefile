@@ -43,8 +43,10 @@ demo: setup
 # `make up REPLICAS=2`: two API replicas behind Envoy and two orchestrator workers, the registry on a PostgreSQL
 # cluster in data/postgres (Debian's binaries, a free port, a generated password). `make demo` stays single-node.
 REPLICAS ?= 1
+# `make up REDIS=1`: Redis beside the stack, caching deterministic completions and embeddings (ADR 0017).
+REDIS ?= 0
 up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
-	LLMORCH_STACK_REPLICAS=$(REPLICAS) $(PY) -m tools.launcher up
+	LLMORCH_STACK_REPLICAS=$(REPLICAS) LLMORCH_STACK_REDIS=$(REDIS) $(PY) -m tools.launcher up
 
 down:
 	$(PY) -m tools.launcher down
@@ -61,6 +63,7 @@ bench: setup
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
 	$(PY) -m tools.bench.history_cost --out docs/benchmarks
+	$(PY) -m tools.bench.cache_bench --out docs/benchmarks
 
 # Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
 reliability: setup postgres

@@ -925,11 +925,17 @@ class LocalStackSettings(BaseSettings):
         description="API replicas and orchestrator workers (make up REPLICAS=2); more than one puts "
         "the registry on a PostgreSQL cluster in home/postgres, with a generated password",
     )
+    redis: bool = Field(False, description="Start Redis for the completion and embedding cache (make up REDIS=1)")
 
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
         config = StackConfig(
-            models=models, fixed_ports=not self.free_ports, home=self.home.resolve(), supervised=True, label="make up"
+            models=models,
+            fixed_ports=not self.free_ports,
+            home=self.home.resolve(),
+            supervised=True,
+            label="make up",
+            redis=self.redis,
         )
         return replicated(config, self.replicas)
 
