@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench reliability gen lint check-gen debian postgres api-baseline
+.PHONY: setup demo up down status test bench reliability gen lint check-gen debian redis postgres api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -33,6 +33,9 @@ DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:pro
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)
 
+redis:
+	tools/install_debian.sh redis-server:redis-server
+
 # Debian's PostgreSQL binaries: the registry's shared database in the tests and in `make up REPLICAS=2`.
 postgres:
 	tools/install_postgres.sh
@@ -45,7 +48,7 @@ demo: setup
 REPLICAS ?= 1
 # `make up REDIS=1`: Redis beside the stack, caching deterministic completions and embeddings (ADR 0017).
 REDIS ?= 0
-up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
+up: setup $(if $(filter-out 1,$(REPLICAS)),postgres) $(if $(filter 1,$(REDIS)),redis)
 	LLMORCH_STACK_REPLICAS=$(REPLICAS) LLMORCH_STACK_REDIS=$(REDIS) $(PY) -m tools.launcher up
 
 down:

@@ -69,8 +69,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "Envoy, each asked twice: the first run generates and stores, the second is served from Redis by the "
                 "workflow's local activity. Data in [cache.json](cache.json).",
                 table(["request", "p50 ms", "p90 ms", "mean ms"], rows),
-                f"Embeddings: {results['embedding_texts']} texts in batches of {results['embedding_batch']} through the "
-                "public Embed, twice.",
+                f"Embeddings: {results['embedding_texts']} texts in batches of {results['embedding_batch']} "
+                "through the public Embed, twice.",
                 table(["cache", "texts/s"], [["cold (every text embedded)", embed["cold"]], ["warm", embed["warm"]]]),
             ]
         )
