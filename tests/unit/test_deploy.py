@@ -237,6 +237,17 @@ def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu
     assert "llmorch-data" in _by_kind(gpu_docs, "PersistentVolumeClaim")
 
 
+def test_an_optional_redis_url_reaches_the_api_and_the_workers(
+    helm: ModuleType, default_docs: list[dict[str, Any]]
+) -> None:
+    docs = _render(helm, {"redis": {"url": "redis://cache:6379/0"}})
+    for name in ("llmorch-api", "llmorch-worker"):
+        container = _by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert _env(container)["ORCH_REDIS_URL"] == "redis://cache:6379/0"
+        default = _by_kind(default_docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert "ORCH_REDIS_URL" not in _env(default)
+
+
 def test_single_api_replica_on_sqlite_is_recreated(helm: ModuleType) -> None:
     """Without a database Secret the registry is SQLite in the pod: one replica, one writer, Recreate, no PDB."""
     docs = _render(helm, {"database": {"existingSecret": ""}, "orchestrator": {"api": {"replicas": 1}}})
@@ -307,6 +318,7 @@ def compose() -> dict[str, Any]:
 def test_compose_services_present(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
         "postgresql",
+        "redis",
         "temporal-schema",
         "temporal",
         "temporal-namespace",

@@ -13,6 +13,7 @@ from helpers import (
     eventually,
     fake_replica,
     orchestrator_settings,
+    record_history,
     start_orchestrator,
     stop_orchestrator,
 )
@@ -98,6 +99,7 @@ async def test_a_deterministic_request_misses_then_hits_without_running_a_model(
     assert second.text == first.text and second.provenance.usage == first.provenance.usage
     assert second.provenance.workflow_id != first.provenance.workflow_id, "a hit is its own durable request"
     history = await temporal_client.get_workflow_handle(second.provenance.workflow_id).fetch_history()
+    record_history(history, "inference_cache_hit")
     kinds = [event.event_type for event in history.events]
     assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds, "the lookup is a local activity in the history"
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds, "no generation was dispatched"
@@ -155,11 +157,16 @@ async def ingest(orchestrator: Orchestrator, collection: str, text: str) -> None
     await eventually(done, timeout_s=60, interval_s=0.2)
 
 
-async def test_reingesting_the_collection_invalidates_grounded_answers(cached: Orchestrator) -> None:
+async def test_reingesting_the_collection_invalidates_grounded_answers(
+    cached: Orchestrator, temporal_client: Client
+) -> None:
     await cached.retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name="cached-facts"))
     await ingest(cached, "cached-facts", "The launch window opens at dawn.")
     request = question("When does the launch window open?", collection="cached-facts", top_k=1, seed=4)
-    assert (await cached.stub.Generate(request)).provenance.cache == "miss"
+    miss = await cached.stub.Generate(request)
+    assert miss.provenance.cache == "miss"
+    history = await temporal_client.get_workflow_handle(miss.provenance.workflow_id).fetch_history()
+    record_history(history, "inference_cache_miss_rag")
     assert (await cached.stub.Generate(request)).provenance.cache == "hit"
     await ingest(cached, "cached-facts", "The launch window opens at dusk.")
     again = await cached.stub.Generate(request)
