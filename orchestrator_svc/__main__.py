@@ -7,6 +7,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
 from llmorch_common.payload_codec import connect
+from llmorch_common.registration import registration_token
 from orchestrator_svc.app import create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference.activities import RemoteRegistry
@@ -34,7 +35,7 @@ async def run_worker(settings: OrchestratorSettings) -> None:
         runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics))
     client = await connect(settings.temporal_address, settings.temporal_namespace, runtime)
     resources = await Resources.open(settings)
-    registry = RemoteRegistry(settings.registry_address)
+    registry = RemoteRegistry(settings.registry_address, registration_token())
     worker = create_worker(client, settings, resources, registry.list_llms)
     start_metrics(settings.worker_metrics_port)
     log.info("polling %s", settings.task_queue)

@@ -11,9 +11,13 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
-from llmorch_common.grpc_edge import create_server, set_serving
+from llmorch_common.grpc_edge import AuthGate, create_server, set_serving
 from llmorch_common.redis_cache import connect as redis_client
+from llmorch_common.registration import registration_check, registration_token
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.caller import key_gate
+from orchestrator_svc.identity.service import KeyChecker
+from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
 from orchestrator_svc.inference.cache import CacheActivities
@@ -42,6 +46,10 @@ class ApiServer:
     registry: Registry
     service: InferenceService
     service_names: list[str]
+    internal: grpc.aio.Server  # RegistryService, for the platform's own components
+    internal_port: int
+    internal_health: health.aio.HealthServicer
+    keys: KeyStore
     background: tuple[asyncio.Task[None], ...]  # readiness and the queue-depth gauges, for the API's lifetime
     worker: Worker | None = None
     http: HttpServer | None = None  # the OpenAI-compatible facade, unless settings.http_port is -1
@@ -60,7 +68,10 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
         await self.server.stop(grace_s)
+        await self.internal_health.enter_graceful_shutdown()
+        await self.internal.stop(grace_s)
         await self.registry.close()
+        await self.keys.close()
 
 
 async def start_api(
@@ -85,18 +96,28 @@ async def start_api(
         client, settings.task_queue, resources.store, resources.staging, resources.embeddings
     )
 
+    keys = await KeyStore.open(settings.database_url)
+
     def register(server: grpc.aio.Server) -> list[str]:
         return [
             *inference.register(server, inference.OrchestratorServicer(service, model_registry)),
             *retrieval.register(server, retrieval.RetrievalServicer(retrieval_service)),
-            *registry.register(server, registry.RegistryServicer(model_registry)),
         ]
 
-    # RegistryService still shares this port (an internal listener is planned), but reflection here is public.
-    server, port, health_servicer = await create_server(
-        register, settings.port, settings.host, unlisted=[registry.SERVICE_NAME]
+    def register_internal(server: grpc.aio.Server) -> list[str]:
+        return registry.register(server, registry.RegistryServicer(model_registry))
+
+    # Two listeners: the public one (every call needs an API key) and the internal one, which serves the control
+    # plane only to holders of the registration credential, so no caller of the public API can register a model.
+    key_checker = KeyChecker(keys, settings.key_cache_ttl_s)
+    server, port, health_servicer = await create_server(register, settings.port, settings.host, key_gate(key_checker))
+    internal, internal_port, internal_health = await create_server(
+        register_internal,
+        settings.internal_port,
+        settings.internal_host,
+        AuthGate(registration_check(registration_token())),
     )
-    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, registry.SERVICE_NAME, LIVENESS_SERVICE]
+    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, LIVENESS_SERVICE]
     await health_servicer.set(READINESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)  # until Temporal answers
     background = (
         asyncio.create_task(follow_temporal(client, health_servicer)),
@@ -104,7 +125,19 @@ async def start_api(
             queue_stats.refresh_forever(lambda: [m.metadata.task_queue for m in model_registry.models()])
         ),
     )
-    started = ApiServer(server, port, health_servicer, model_registry, service, names, background)
+    started = ApiServer(
+        server,
+        port,
+        health_servicer,
+        model_registry,
+        service,
+        names,
+        internal,
+        internal_port,
+        internal_health,
+        keys,
+        background,
+    )
     if embedded_worker:
 
         async def list_llms() -> list[RegisteredModel]:
@@ -113,24 +146,14 @@ async def start_api(
         started.worker = create_worker(client, settings, resources, list_llms, queue_stats)
         started._worker_task = asyncio.create_task(started.worker.run())
     if settings.http_port >= 0:
-        facade = OpenAIFacade(service, model_registry, NoKeyCheck())
+        # The same key check as the gRPC gate: one key works on both surfaces, for the same tenant.
+        facade = OpenAIFacade(service, model_registry, key_checker)
         started.http = await HttpServer(create_app(facade), settings.host, settings.http_port).start()
+    await internal.start()
+    await set_serving(internal_health, [registry.SERVICE_NAME], True)
     await server.start()
     await set_serving(health_servicer, names, True)
     return started
-
-
-@dataclass(frozen=True)
-class _AnyCaller:
-    tenant: str = ""
-
-
-class NoKeyCheck:
-    """The facade's key-check seam until API keys land (issue 14): every caller is the default tenant, as on the
-    gRPC port today. Replaced by identity.KeyChecker, the gRPC interceptor's own check."""
-
-    async def authenticate(self, authorization: str | None) -> _AnyCaller:
-        return _AnyCaller()
 
 
 def create_worker(

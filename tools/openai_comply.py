@@ -35,7 +35,9 @@ async def run_llm_comply(base_url: str, api_key: str, model: str, log: Path) -> 
 
 async def main() -> None:
     async with Stack(comply_stack()) as stack:
-        report = await run_llm_comply(stack.openai_base_url, "unused", DEFAULT_MODEL_ID, stack.home / "llm-comply.log")
+        report = await run_llm_comply(
+            stack.openai_base_url, stack.api_key, DEFAULT_MODEL_ID, stack.home / "llm-comply.log"
+        )
     for result in report.get("results", []):
         if result.get("id") in NOT_OFFERED:
             result["not_offered"] = NOT_OFFERED[result["id"]]

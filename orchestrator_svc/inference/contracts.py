@@ -41,6 +41,7 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
+    # Whose request it is (from the caller's API key); empty in histories recorded before tenants existed.
     tenant: str = ""
     # > 0: a deterministic request (temperature 0 or a seed) with the cache on; its answer is kept this long.
     cache_ttl_s: float = 0.0

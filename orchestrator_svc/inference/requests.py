@@ -40,7 +40,8 @@ def request_digest(request: orchestrator_pb2.GenerateRequest) -> str:
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
-def request_from_proto(request: orchestrator_pb2.GenerateRequest) -> InferenceRequest:
+def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -> InferenceRequest:
+    """`tenant` is the caller's, from its API key."""
     violations = generation_violations(list(request.messages), request.prompt, request.sampling)
     if request.request_id and not REQUEST_ID_PATTERN.match(request.request_id):
         violations.append(FieldViolation("request_id", REQUEST_ID_RULE))
@@ -55,6 +56,7 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest) -> InferenceRe
         raise invalid_argument(violations)
     return InferenceRequest(
         request_id=request.request_id or uuid.uuid4().hex,
+        tenant=tenant,
         messages=to_turns(list(request.messages)),
         prompt=request.prompt,
         sampling=resolve_sampling(request.sampling),

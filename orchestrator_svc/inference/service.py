@@ -36,7 +36,7 @@ from orchestrator_svc.inference.contracts import (
 from orchestrator_svc.inference.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
 from orchestrator_svc.registry.service import Registry
 from orchestrator_svc.retrieval.embedding_client import Embedded, EmbeddingClient
-from orchestrator_svc.retrieval.vectorstore.base import VectorStore
+from orchestrator_svc.retrieval.vectorstore.base import VectorStore, scoped_collection
 
 WORKFLOW_DURATION = Histogram(
     "llmorch_workflow_duration_seconds",
@@ -59,8 +59,10 @@ def dispatch_policy(settings: OrchestratorSettings) -> DispatchPolicy:
     )
 
 
-def workflow_id(request_id: str) -> str:
-    return WORKFLOW_ID_PREFIX + request_id
+def workflow_id(tenant: str, request_id: str) -> str:
+    """The tenant is part of the id, so two tenants may use one request id and never reach each other's run
+    (a tenant name has no dot)."""
+    return f"{WORKFLOW_ID_PREFIX}{tenant}.{request_id}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class InferenceRequest:
     """A validated request, as the servicer built it from the wire."""
 
     request_id: str
+    tenant: str  # the caller's, from its API key
     messages: tuple[ChatTurn, ...]
     prompt: str
     sampling: Sampling
@@ -80,7 +83,6 @@ class InferenceRequest:
     on_fallback: str = CONTINUE
     # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
     cancel_on_disconnect: bool = False
-    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,20 +222,21 @@ class InferenceService:
         with contextlib.suppress(RPCError):
             await handle.cancel()
 
-    async def cancel(self, request_id: str) -> RequestStatus:
+    async def cancel(self, tenant: str, request_id: str) -> RequestStatus:
         """Cancel a running request and wait until it has ended (its model stopped); an ended one is left as is."""
-        status = await self.status(request_id)
+        status = await self.status(tenant, request_id)
         if status.state != RequestState.RUNNING:
             return status
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(tenant, request_id))
         with contextlib.suppress(RPCError):  # it may have ended in the meantime: its status says how
             await handle.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
-        return await self.status(request_id)
+        return await self.status(tenant, request_id)
 
-    async def status(self, request_id: str) -> RequestStatus:
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+    async def status(self, tenant: str, request_id: str) -> RequestStatus:
+        """Another tenant's request is NOT_FOUND, exactly as a request that never existed."""
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(tenant, request_id))
         try:
             description = await handle.describe()
         except RPCError as error:
@@ -264,10 +267,12 @@ class InferenceService:
             raise not_found(f"no LLM {request.model_id!r} is registered; known: {', '.join(sorted(known))}")
         rag = None
         if request.rag_collection:
-            await self._store.get_collection(request.rag_collection)  # NOT_FOUND before the workflow starts
-            rag = RagRequest(request.rag_collection, request.rag_top_k, self._settings.embedding_task_queue)
+            collection = scoped_collection(request.tenant, request.rag_collection)
+            await self._store.get_collection(collection)  # NOT_FOUND before the workflow starts
+            rag = RagRequest(collection, request.rag_top_k, self._settings.embedding_task_queue)
         return InferenceInput(
             request_id=request.request_id,
+            tenant=request.tenant,
             messages=request.messages,
             prompt=request.prompt,
             sampling=request.sampling,
@@ -277,7 +282,6 @@ class InferenceService:
             stream=stream,
             request_digest=request.digest,
             on_fallback=request.on_fallback,
-            tenant=request.tenant,
             cache_ttl_s=self._cache_ttl_s(request.sampling),
         )
 
@@ -288,7 +292,7 @@ class InferenceService:
 
     async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
-        wf_id = workflow_id(request.request_id)
+        wf_id = workflow_id(request.tenant, request.request_id)
         try:
             return await self._client.start_workflow(
                 InferenceWorkflow.run,

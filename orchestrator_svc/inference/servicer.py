@@ -8,6 +8,7 @@ from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 from llmorch_common.finish_reason import finish_reason_to_proto
 from llmorch_common.grpc_edge import stream_edge, unary_edge
+from orchestrator_svc.identity.caller import caller
 from orchestrator_svc.inference.contracts import InferenceResult
 from orchestrator_svc.inference.requests import check_embed, check_request_id, request_from_proto
 from orchestrator_svc.inference.service import (
@@ -98,14 +99,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
         with self._service.admitted():
-            return result_to_proto(await self._service.generate(request_from_proto(request)))
+            return result_to_proto(await self._service.generate(request_from_proto(request, caller().tenant)))
 
     @stream_edge
     async def GenerateStream(
         self, request: orchestrator_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orchestrator_pb2.GenerateStreamResponse]:
         with self._service.admitted():
-            inference = request_from_proto(request.request)
+            inference = request_from_proto(request.request, caller().tenant)
             async with contextlib.aclosing(self._service.stream(inference)) as events:
                 async for event in events:
                     yield event_to_proto(inference.request_id, event)
@@ -115,7 +116,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GetRequestRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GetRequestResponse:
         check_request_id(request.request_id)
-        status = await self._service.status(request.request_id)
+        status = await self._service.status(caller().tenant, request.request_id)
         reply = orchestrator_pb2.GetRequestResponse(request_id=request.request_id, status=REQUEST_STATES[status.state])
         if status.result:
             reply.result.CopyFrom(result_to_proto(status.result))
@@ -128,7 +129,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.CancelRequestResponse:
         check_request_id(request.request_id)
-        status: RequestStatus = await self._service.cancel(request.request_id)
+        status: RequestStatus = await self._service.cancel(caller().tenant, request.request_id)
         reply = orchestrator_pb2.CancelRequestResponse(
             request_id=request.request_id, status=REQUEST_STATES[status.state]
         )

@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
@@ -101,7 +100,7 @@ class OpenAIFacade:
     async def chat(self, request: Request, caller: Caller) -> Response:
         body = wire.parse_body(wire.ChatBody, await request.body())
         wire.reject_unsupported(body.unsupported())
-        inference = replace(request_from_proto(wire.chat_request(body, _request_id(request))), tenant=caller.tenant)
+        inference = request_from_proto(wire.chat_request(body, _request_id(request)), caller.tenant)
         if body.stream:
             return await self._stream(inference, body, chat=True)
         with self._service.admitted():
@@ -111,9 +110,7 @@ class OpenAIFacade:
     async def completions(self, request: Request, caller: Caller) -> Response:
         body = wire.parse_body(wire.CompletionBody, await request.body())
         wire.reject_unsupported(body.unsupported())
-        inference = replace(
-            request_from_proto(wire.completion_request(body, _request_id(request))), tenant=caller.tenant
-        )
+        inference = request_from_proto(wire.completion_request(body, _request_id(request)), caller.tenant)
         if body.stream:
             return await self._stream(inference, body, chat=False)
         with self._service.admitted():
@@ -137,7 +134,7 @@ class OpenAIFacade:
         )
         headers = {
             "x-llmorch-request-id": inference.request_id,
-            "x-llmorch-workflow-id": workflow_id(inference.request_id),
+            "x-llmorch-workflow-id": workflow_id(inference.tenant, inference.request_id),
             "cache-control": "no-cache",
         }
         first_chunks = chunks.event(first)  # a Selected names the model before the head goes out

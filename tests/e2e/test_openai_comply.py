@@ -20,7 +20,7 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 async def test_every_check_passes_or_is_a_feature_the_platform_does_not_offer(stack: Stack, tmp_path: Path) -> None:
-    report = await run_llm_comply(stack.openai_base_url, "unused", DEFAULT_MODEL_ID, tmp_path / "llm-comply.log")
+    report = await run_llm_comply(stack.openai_base_url, stack.api_key, DEFAULT_MODEL_ID, tmp_path / "llm-comply.log")
     failed = {result["id"] for result in report["results"] if result["status"] != "passed"}
     assert failed <= set(NOT_OFFERED), report
     assert report["summary"]["passed"] >= len(report["results"]) - len(NOT_OFFERED)

@@ -13,6 +13,7 @@ import openai
 import pytest
 from helpers import eventually
 from llmorch.internal.v1 import embedding_pb2, embedding_pb2_grpc
+from openai.types.chat import ChatCompletionMessageParam
 
 from llmorch_common import constants as c
 from tools.stack import ModelGroup, Stack, StackConfig
@@ -20,7 +21,7 @@ from tools.stack import ModelGroup, Stack, StackConfig
 pytestmark = pytest.mark.slow
 MODEL = c.DEFAULT_MODEL_ID
 MAX_IN_FLIGHT = 3
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ async def stack() -> AsyncIterator[Stack]:
 
 @pytest.fixture(scope="module")
 def api_key(stack: Stack) -> str:
-    return "unused-until-api-keys"  # the facade's key check is the seam issue 14 fills
+    return stack.api_key  # the stack's dev key, the one the gRPC API takes too
 
 
 @pytest.fixture
@@ -177,6 +178,16 @@ def test_a_request_without_model_is_a_400(stack: Stack) -> None:
         urllib.request.urlopen(request, timeout=30)
     assert raised.value.code == 400
     assert json.loads(raised.value.read())["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize("key", ["", "llmo_0123456789abcdef_" + "x" * 43])
+def test_a_missing_or_wrong_key_is_a_401(stack: Stack, key: str) -> None:
+    with (
+        openai.OpenAI(base_url=stack.openai_base_url, api_key=key, max_retries=0) as anonymous,
+        pytest.raises(openai.AuthenticationError) as raised,
+    ):
+        anonymous.chat.completions.create(model=MODEL, messages=HELLO)
+    assert raised.value.code == "UNAUTHENTICATED"
 
 
 def test_an_unknown_model_is_a_404(client: openai.OpenAI) -> None:

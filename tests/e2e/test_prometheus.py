@@ -74,10 +74,10 @@ async def query(port: int, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-async def traffic(target: str, seconds: float) -> None:
+async def traffic(stack: Stack, seconds: float) -> None:
     """Unary and streaming requests through Envoy, a ListModels (queue depth) and one bad request (an error code)."""
     request = orchestrator_pb2.GenerateRequest(prompt="Say hi.", sampling=types_pb2.SamplingParams(max_tokens=4))
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with stack.channel() as channel:
         api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -105,7 +105,7 @@ async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         while not await all_targets_up():
             assert time.monotonic() < deadline, "every scrape target up within 30 s"
             await asyncio.sleep(0.5)
-        await traffic(stack.envoy_target, seconds=8.0)
+        await traffic(stack, seconds=8.0)
         await asyncio.sleep(2.0)  # two more scrapes, so the last requests are in every rate window
         yield port
 

@@ -3,11 +3,11 @@ hits and misses, TTL, tenants, grounding versions, and a Redis that dies mid-run
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
 from helpers import (
+    TEST_TENANT,
     Orchestrator,
     embed_process,
     eventually,
@@ -17,15 +17,17 @@ from helpers import (
     start_orchestrator,
     stop_orchestrator,
 )
-from llmorch.v1 import orchestrator_pb2, retrieval_pb2
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2
 from prometheus_client import REGISTRY
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from llmorch_client.client import question_request
+from llmorch_common.grpc_edge import make_channel
+from orchestrator_svc.identity.service import KeyAdmin
 from orchestrator_svc.inference.cache import KEY_PREFIX
 from orchestrator_svc.inference.requests import request_from_proto
-from orchestrator_svc.inference.service import InferenceRequest, InferenceService
+from orchestrator_svc.inference.service import InferenceService
 from orchestrator_svc.retrieval.embedding_cache import KEY_PREFIX as EMBEDDING_PREFIX
 from tools.stack import Child, free_port, redis_spec
 
@@ -76,17 +78,13 @@ async def cached(
 
 @pytest.fixture
 async def store(redis_server: Child) -> AsyncIterator["redis.Redis"]:
-    client = redis.Redis(port=redis_server.port)
+    client = redis.Redis(port=redis_server.spec.tcp_port or 0)
     yield client
     await client.aclose()
 
 
 def question(text: str = "", **fields: object) -> orchestrator_pb2.GenerateRequest:
     return question_request(text or f"What is {uuid.uuid4().hex[:8]}?", max_tokens=8, **fields)  # type: ignore[arg-type]
-
-
-def as_tenant(request: orchestrator_pb2.GenerateRequest, tenant: str) -> InferenceRequest:
-    return replace(request_from_proto(request), tenant=tenant)
 
 
 async def test_a_deterministic_request_misses_then_hits_without_running_a_model(
@@ -125,21 +123,25 @@ async def test_entries_live_for_the_ttl(cached: Orchestrator, store: "redis.Redi
         cached.resources.embeddings,
     )
     fresh = question(seed=2)
-    assert (await short.generate(request_from_proto(fresh))).cache == "miss"
-    assert (await short.generate(request_from_proto(fresh))).cache == "hit"
+    assert (await short.generate(request_from_proto(fresh, TEST_TENANT))).cache == "miss"
+    assert (await short.generate(request_from_proto(fresh, TEST_TENANT))).cache == "hit"
 
     async def expired() -> bool:
-        return (await short.generate(request_from_proto(fresh))).cache == "miss"
+        return (await short.generate(request_from_proto(fresh, TEST_TENANT))).cache == "miss"
 
     assert await eventually(expired, timeout_s=15, interval_s=0.3)
 
 
 async def test_another_tenant_never_gets_the_answer(cached: Orchestrator) -> None:
-    service = cached.api.service
-    request = question(seed=3)
-    assert (await service.generate(as_tenant(request, "acme"))).cache == "miss"
-    assert (await service.generate(as_tenant(request, "globex"))).cache == "miss"
-    assert (await service.generate(as_tenant(request, "acme"))).cache == "hit"
+    """The same prompt with the keys of two tenants: each tenant has its own entry."""
+    other_key, _ = await KeyAdmin(cached.api.keys).create("globex")
+    async with make_channel(f"localhost:{cached.api.port}", token=other_key) as channel:
+        other = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        request = question(seed=3)
+        assert (await cached.stub.Generate(request)).provenance.cache == "miss"
+        assert (await other.Generate(request)).provenance.cache == "miss"
+        assert (await other.Generate(request)).provenance.cache == "hit"
+        assert (await cached.stub.Generate(request)).provenance.cache == "hit"
 
 
 async def ingest(orchestrator: Orchestrator, collection: str, text: str) -> None:
@@ -152,7 +154,7 @@ async def ingest(orchestrator: Orchestrator, collection: str, text: str) -> None
             retrieval_pb2.GetIngestionRequest(ingestion_id=started.ingestion_id)
         )
         assert progress.state != retrieval_pb2.INGESTION_STATE_FAILED, progress.error
-        return progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED
+        return bool(progress.state == retrieval_pb2.INGESTION_STATE_COMPLETED)
 
     await eventually(done, timeout_s=60, interval_s=0.2)
 

@@ -33,7 +33,7 @@ async def timed_generate(client: OrchestratorClient, question: str) -> tuple[flo
 async def measure(stack: Stack, requests: int) -> dict[str, Any]:
     questions = [f"Name a colour ({uuid.uuid4().hex[:6]})." for _ in range(requests)]
     texts = [f"sentence {i} about {uuid.uuid4().hex}" for i in range(EMBED_BATCH * EMBED_ROUNDS)]
-    async with OrchestratorClient(stack.envoy_target) as client:
+    async with OrchestratorClient(stack.envoy_target, stack.api_key) as client:
         misses = [await timed_generate(client, q) for q in questions]
         hits = [await timed_generate(client, q) for q in questions]
         assert {c for _, c in misses} == {"miss"} and {c for _, c in hits} == {"hit"}, (misses, hits)
