@@ -24,7 +24,6 @@ from temporalio.client import Client
 
 from llmorch_client.client import question_request
 from llmorch_common.grpc_edge import make_channel
-from orchestrator_svc.identity.service import KeyAdmin
 from orchestrator_svc.inference.cache import KEY_PREFIX
 from orchestrator_svc.inference.requests import request_from_proto
 from orchestrator_svc.inference.service import InferenceService
@@ -50,11 +49,11 @@ async def cached(
     temporal_client: Client, temporal_address: str, redis_server: Child, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Orchestrator]:
     tmp = tmp_path_factory.mktemp("cache")
-    api_port = free_port()
-    embed = embed_process(temporal_address, api_port, tmp)
+    internal_port = free_port()
+    embed = embed_process(temporal_address, internal_port, tmp)
     settings = orchestrator_settings(
         tmp,
-        port=api_port,
+        internal_port=internal_port,
         vector_store="lancedb",
         embedding_address=f"localhost:{embed.port}",
         redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
@@ -62,7 +61,7 @@ async def cached(
     )
     orchestrator = await start_orchestrator(temporal_client, settings)
     await embed.start(timeout_s=120)
-    replica = fake_replica(MODEL, temporal_address, orchestrator.address, default_flag=True)
+    replica = fake_replica(MODEL, temporal_address, orchestrator.internal_address, default_flag=True)
     await replica.start()
 
     async def registered() -> bool:
@@ -134,8 +133,7 @@ async def test_entries_live_for_the_ttl(cached: Orchestrator, store: "redis.Redi
 
 async def test_another_tenant_never_gets_the_answer(cached: Orchestrator) -> None:
     """The same prompt with the keys of two tenants: each tenant has its own entry."""
-    other_key, _ = await KeyAdmin(cached.api.keys).create("globex")
-    async with make_channel(f"localhost:{cached.api.port}", token=other_key) as channel:
+    async with make_channel(cached.address, token=await cached.key_for("globex")) as channel:
         other = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         request = question(seed=3)
         assert (await cached.stub.Generate(request)).provenance.cache == "miss"
