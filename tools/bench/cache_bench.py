@@ -63,7 +63,7 @@ def markdown(results: dict[str, Any]) -> str:
     return (
         "\n\n".join(
             [
-                "# Cache: hit against miss\n",
+                "# Cache: hit against miss",
                 machine.markdown(results["machine"]),
                 f"{results['requests']} deterministic requests (seed 1, up to 32 tokens) to {DEFAULT_MODEL_ID} through "
                 "Envoy, each asked twice: the first run generates and stores, the second is served from Redis by the "
