@@ -41,8 +41,9 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
-    # Whose request it is (from the caller's API key); empty in histories recorded before tenants existed.
+    # Whose request it is (from the caller's API key) and its dispatch class; empty in histories recorded before.
     tenant: str = ""
+    priority_class: str = ""
     # > 0: a deterministic request (temperature 0 or a seed) with the cache on; its answer is kept this long.
     cache_ttl_s: float = 0.0
 
@@ -90,6 +91,7 @@ class InferenceResult:
     fallbacks: tuple[FallbackRecord, ...] = ()
     citations: tuple[CitationRecord, ...] = ()
     parts: tuple[PartRecord, ...] = ()
+    priority_class: str = ""  # the class it was dispatched in
     cache: str = ""  # "hit", "miss", or "" when not cached (Provenance.cache)
 
 

@@ -13,6 +13,7 @@ from llmorch_common.validation import (
     resolve_sampling,
     to_turns,
 )
+from orchestrator_svc.identity.keys import Principal, PriorityClass
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART
 from orchestrator_svc.inference.service import InferenceRequest
 from orchestrator_svc.retrieval.vectorstore.base import resolve_top_k, top_k_violations
@@ -22,6 +23,11 @@ FALLBACK_POLICIES = {
     orchestrator_pb2.FALLBACK_POLICY_UNSPECIFIED: CONTINUE,
     orchestrator_pb2.FALLBACK_POLICY_CONTINUE: CONTINUE,
     orchestrator_pb2.FALLBACK_POLICY_RESTART: RESTART,
+}
+PRIORITY_CLASSES = {
+    orchestrator_pb2.PRIORITY_CLASS_UNSPECIFIED: None,
+    orchestrator_pb2.PRIORITY_CLASS_INTERACTIVE: PriorityClass.INTERACTIVE,
+    orchestrator_pb2.PRIORITY_CLASS_BATCH: PriorityClass.BATCH,
 }
 DISCONNECT_POLICIES = {
     orchestrator_pb2.DISCONNECT_POLICY_UNSPECIFIED: False,
@@ -40,8 +46,8 @@ def request_digest(request: orchestrator_pb2.GenerateRequest) -> str:
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
-def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -> InferenceRequest:
-    """`tenant` is the caller's, from its API key."""
+def request_from_proto(request: orchestrator_pb2.GenerateRequest, caller: Principal) -> InferenceRequest:
+    """`caller` is who the API key speaks for: the tenant, its class, weight and limits."""
     violations = generation_violations(list(request.messages), request.prompt, request.sampling)
     if request.request_id and not REQUEST_ID_PATTERN.match(request.request_id):
         violations.append(FieldViolation("request_id", REQUEST_ID_RULE))
@@ -52,11 +58,13 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -
         violations.append(FieldViolation("fallback", "must be a FallbackPolicy value"))
     if request.on_disconnect not in DISCONNECT_POLICIES:
         violations.append(FieldViolation("on_disconnect", "must be a DisconnectPolicy value"))
+    if request.priority_class not in PRIORITY_CLASSES:
+        violations.append(FieldViolation("priority_class", "must be a PriorityClass value"))
     if violations:
         raise invalid_argument(violations)
     return InferenceRequest(
         request_id=request.request_id or uuid.uuid4().hex,
-        tenant=tenant,
+        caller=caller,
         messages=to_turns(list(request.messages)),
         prompt=request.prompt,
         sampling=resolve_sampling(request.sampling),
@@ -66,6 +74,7 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -
         digest=request_digest(request),
         on_fallback=FALLBACK_POLICIES[request.fallback],
         cancel_on_disconnect=DISCONNECT_POLICIES[request.on_disconnect],
+        priority_class=PRIORITY_CLASSES[request.priority_class],
     )
 
 

@@ -56,6 +56,7 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
             ],
             workflow_id=result.workflow_id,
             run_id=result.run_id,
+            priority_class=result.priority_class,
             cache=result.cache,
             parts=[
                 types_pb2.GenerationPart(
@@ -99,14 +100,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
         with self._service.admitted():
-            return result_to_proto(await self._service.generate(request_from_proto(request, caller().tenant)))
+            return result_to_proto(await self._service.generate(request_from_proto(request, caller())))
 
     @stream_edge
     async def GenerateStream(
         self, request: orchestrator_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orchestrator_pb2.GenerateStreamResponse]:
         with self._service.admitted():
-            inference = request_from_proto(request.request, caller().tenant)
+            inference = request_from_proto(request.request, caller())
             async with contextlib.aclosing(self._service.stream(inference)) as events:
                 async for event in events:
                     yield event_to_proto(inference.request_id, event)

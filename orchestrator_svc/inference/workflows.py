@@ -150,6 +150,7 @@ class InferenceWorkflow:
             fallbacks=tuple(self._fallbacks),
             citations=citations,
             parts=tuple(self._parts),
+            priority_class=request.priority_class,
             cache=self._cache,
         )
 

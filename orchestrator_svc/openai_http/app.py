@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmorch_common.errors import FieldViolation, PlatformError, from_exception, invalid_argument, not_found
+from orchestrator_svc.identity.keys import Principal
 from orchestrator_svc.inference.requests import check_embed, request_from_proto
 from orchestrator_svc.inference.service import (
     Completed,
@@ -41,18 +42,13 @@ HTTP_LATENCY = Histogram(
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 
-class Caller(Protocol):
-    @property
-    def tenant(self) -> str: ...
-
-
 class KeyCheck(Protocol):
     """The key check the gRPC surface uses (identity.KeyChecker): the caller, or UNAUTHENTICATED."""
 
-    async def authenticate(self, authorization: str | None) -> Caller: ...
+    async def authenticate(self, authorization: str | None) -> Principal: ...
 
 
-Handler = Callable[[Request, Caller], Awaitable[Response]]
+Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
 def _error_response(error: PlatformError, chat: bool = True) -> JSONResponse:
@@ -97,20 +93,20 @@ class OpenAIFacade:
 
         return endpoint
 
-    async def chat(self, request: Request, caller: Caller) -> Response:
+    async def chat(self, request: Request, caller: Principal) -> Response:
         body = wire.parse_body(wire.ChatBody, await request.body())
         wire.reject_unsupported(body.unsupported())
-        inference = request_from_proto(wire.chat_request(body, _request_id(request)), caller.tenant)
+        inference = request_from_proto(wire.chat_request(body, _request_id(request)), caller)
         if body.stream:
             return await self._stream(inference, body, chat=True)
         with self._service.admitted():
             result = await self._service.generate(inference)
         return JSONResponse(wire.chat_response(result, wire.now()), headers=wire.provenance_headers(result))
 
-    async def completions(self, request: Request, caller: Caller) -> Response:
+    async def completions(self, request: Request, caller: Principal) -> Response:
         body = wire.parse_body(wire.CompletionBody, await request.body())
         wire.reject_unsupported(body.unsupported())
-        inference = request_from_proto(wire.completion_request(body, _request_id(request)), caller.tenant)
+        inference = request_from_proto(wire.completion_request(body, _request_id(request)), caller)
         if body.stream:
             return await self._stream(inference, body, chat=False)
         with self._service.admitted():
@@ -158,7 +154,7 @@ class OpenAIFacade:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    async def embeddings(self, request: Request, caller: Caller) -> Response:
+    async def embeddings(self, request: Request, caller: Principal) -> Response:
         body = wire.parse_body(wire.EmbeddingBody, await request.body())
         if body.dimensions is not None:
             raise invalid_argument([FieldViolation("dimensions", "is not supported: the model's dimension is fixed")])
@@ -181,11 +177,11 @@ class OpenAIFacade:
             }
         )
 
-    async def models(self, request: Request, caller: Caller) -> Response:
+    async def models(self, request: Request, caller: Principal) -> Response:
         live = await self._registry.live_models()
         return JSONResponse({"object": "list", "data": [_model(m.metadata.model_id) for m in live]})
 
-    async def model(self, request: Request, caller: Caller) -> Response:
+    async def model(self, request: Request, caller: Principal) -> Response:
         model_id = request.path_params["model_id"]
         if model_id not in self._registry.model_ids():
             raise not_found(f"no model {model_id!r} is registered")

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 from helpers import (
-    TEST_TENANT,
     Orchestrator,
     embed_process,
     eventually,
@@ -24,6 +23,8 @@ from temporalio.client import Client
 
 from llmorch_client.client import question_request
 from llmorch_common.grpc_edge import make_channel
+from orchestrator_svc.identity.limits import RateLimiter
+from orchestrator_svc.identity.service import KeyChecker
 from orchestrator_svc.inference.cache import KEY_PREFIX
 from orchestrator_svc.inference.requests import request_from_proto
 from orchestrator_svc.inference.service import InferenceService
@@ -120,13 +121,15 @@ async def test_entries_live_for_the_ttl(cached: Orchestrator, store: "redis.Redi
         api.registry,
         cached.resources.store,
         cached.resources.embeddings,
+        RateLimiter(api.keys, lease_ttl_s=60),
     )
+    caller = await KeyChecker(api.keys, cache_ttl_s=0).authenticate(f"Bearer {cached.api_key}")
     fresh = question(seed=2)
-    assert (await short.generate(request_from_proto(fresh, TEST_TENANT))).cache == "miss"
-    assert (await short.generate(request_from_proto(fresh, TEST_TENANT))).cache == "hit"
+    assert (await short.generate(request_from_proto(fresh, caller))).cache == "miss"
+    assert (await short.generate(request_from_proto(fresh, caller))).cache == "hit"
 
     async def expired() -> bool:
-        return (await short.generate(request_from_proto(fresh, TEST_TENANT))).cache == "miss"
+        return (await short.generate(request_from_proto(fresh, caller))).cache == "miss"
 
     assert await eventually(expired, timeout_s=15, interval_s=0.3)
 
