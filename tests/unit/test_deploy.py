@@ -430,6 +430,7 @@ def test_network_policies_close_the_control_plane(default_docs: list[dict[str, A
         "embed": {p.EMBED_PORT: {"api", "worker"}, p.EMBED_METRICS_PORT: None},
         "api": {
             p.ORCHESTRATOR_PORT: {"envoy"},
+            p.ORCHESTRATOR_HTTP_PORT: {"envoy"},
             p.ORCHESTRATOR_INTERNAL_PORT: CONTROL_PLANE,
             p.ORCHESTRATOR_METRICS_PORT: None,
         },
