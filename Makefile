@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian debian-docs postgres \
+.PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian debian-docs redis postgres \
 	api-baseline rag-eval bench-rag-full
 
 setup: $(STAMP) $(WEB_STAMP)
@@ -30,7 +30,7 @@ $(WEB_STAMP): web/package-lock.json
 
 # Servers and browsers the tests run for real, from Debian (package:command pairs).
 # libnss3-tools: certutil, which puts the TLS test's local CA in headless Chromium's trust store.
-DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool libnss3-tools:certutil
+DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool libnss3-tools:certutil redis-server:redis-server
 
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)
@@ -41,6 +41,9 @@ DEBIAN_DOCS := python3.11-doc:/usr/share/doc/python3.11/html/index.html
 
 debian-docs:
 	tools/install_debian.sh $(DEBIAN_DOCS)
+
+redis:
+	tools/install_debian.sh redis-server:redis-server
 
 # Debian's PostgreSQL binaries: the registry's shared database in the tests and in `make up REPLICAS=2`.
 postgres:
@@ -54,9 +57,11 @@ demo: setup
 # `make up TLS=1`: Envoy serves TLS only, with data/tls/cert.pem and key.pem (issued by a local CA in data/tls/ca.pem
 # on first use unless you put your own three files there first); clients trust ca.pem (ADR 0015).
 REPLICAS ?= 1
+# `make up REDIS=1`: Redis beside the stack, caching deterministic completions and embeddings (ADR 0017).
+REDIS ?= 0
 TLS ?= 0
-up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
-	LLMORCH_STACK_REPLICAS=$(REPLICAS) LLMORCH_STACK_TLS=$(TLS) $(PY) -m tools.launcher up
+up: setup $(if $(filter-out 1,$(REPLICAS)),postgres) $(if $(filter 1,$(REDIS)),redis)
+	LLMORCH_STACK_REPLICAS=$(REPLICAS) LLMORCH_STACK_TLS=$(TLS) LLMORCH_STACK_REDIS=$(REDIS) $(PY) -m tools.launcher up
 
 down:
 	$(PY) -m tools.launcher down
@@ -89,6 +94,7 @@ bench: setup bench-venv
 	$(PY) -m tools.bench.profile
 	$(PY) -m tools.bench.history_cost --out docs/benchmarks
 	$(PY) -m tools.bench.fairness --out docs/benchmarks
+	$(PY) -m tools.bench.cache_bench --out docs/benchmarks
 
 # Retrieval quality (modes by chunking, public and held-out questions) on pydoc_data.topics and a fixed subset of the
 # HTML documentation, about 15 minutes on 2 cores: docs/benchmarks/rag_quality.{json,md}.

@@ -16,7 +16,7 @@ from embed_svc.gguf_convert import ensure_minilm_gguf
 from embed_svc.server import EmbeddingServicer, register
 from embed_svc.worker import EmbedActivities, create_worker
 from llmorch_common.constants import embedding_task_queue
-from llmorch_common.replica import Replica, ReplicaIdentity
+from llmorch_common.replica import Replica, ReplicaIdentity, file_digest
 
 
 def identity(settings: EmbedSettings) -> ReplicaIdentity:
@@ -57,8 +57,10 @@ class EmbedApp:
     def set_metadata(self, metadata: metadata_pb2.ModelMetadata) -> None:
         self.servicer.metadata = metadata
 
-    async def load(self, load_changed: Callable[[], None]) -> None:
+    async def load(self, load_changed: Callable[[], None]) -> str:
         self.servicer.engine = await asyncio.to_thread(load_engine, self.settings)
+        # The GGUF exists once the engine loaded (converted on first start), so this only locates it.
+        return await asyncio.to_thread(file_digest, ensure_minilm_gguf(Path(self.settings.model_path)))
 
     def in_flight(self) -> int:
         """Embedding load is not routed on, so the heartbeat reports none; it keeps the registration alive."""

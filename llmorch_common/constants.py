@@ -3,6 +3,8 @@
 ORCHESTRATOR_PORT = 50051
 # The API's internal listener: RegistryService, for the platform's own components only (never behind Envoy).
 ORCHESTRATOR_INTERNAL_PORT = 50050  # API replica i of a fixed-port local stack: 50050 - i
+# The OpenAI-compatible HTTP facade, served by the API process beside its gRPC port; Envoy routes /v1/ to it.
+ORCHESTRATOR_HTTP_PORT = 50080
 MODEL_BASE_PORT = 50061
 EMBED_PORT = 50071
 ENVOY_PORT = 8080

@@ -1,9 +1,11 @@
 """One lifecycle for every replica, model or embedding: serve, load, poll, register and drain, always in that order."""
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 import grpc
@@ -51,6 +53,12 @@ def build_metadata(identity: ReplicaIdentity, endpoint: str) -> metadata_pb2.Mod
     )
 
 
+def file_digest(path: Path) -> str:
+    """The weights' identity for cache keys: "sha256:<hex>" of the file (a second or so for a few hundred MB)."""
+    with path.open("rb") as weights:
+        return "sha256:" + hashlib.file_digest(weights, "sha256").hexdigest()
+
+
 class ReplicaSettings(Protocol):
     """The settings every replica has, each service under its own prefix (MODEL_*, EMBED_*)."""
 
@@ -88,8 +96,9 @@ class ReplicaApp(Protocol):
         """The registry entry, complete with the bound endpoint, for the servicers to report."""
         ...
 
-    async def load(self, load_changed: Callable[[], None]) -> None:
-        """Load the weights; call `load_changed` whenever in-flight work changes, so the registry hears at once."""
+    async def load(self, load_changed: Callable[[], None]) -> str:
+        """Load the weights and return their digest (file_digest); call `load_changed` whenever in-flight work
+        changes, so the registry hears at once."""
         ...
 
     def in_flight(self) -> int: ...
@@ -146,7 +155,10 @@ class Replica(Generic[App]):
 
     async def load(self) -> None:
         """Load the weights, then turn SERVING."""
-        await self.app.load(self._registration.nudge.set if self._registration else _nothing)
+        # The registration shares this message: it registers (in poll) with the weights' digest.
+        self.metadata.model_digest = await self.app.load(
+            self._registration.nudge.set if self._registration else _nothing
+        )
         await self.set_serving(True)
 
     async def poll(self) -> None:

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from llmorch_common.constants import llm_task_queue
-from llmorch_common.replica import Replica, ReplicaIdentity
+from llmorch_common.replica import Replica, ReplicaIdentity, file_digest
 from model_svc.catalog import CATALOG, fallback_entry, locate_weights
 from model_svc.config import ModelSettings
 from model_svc.engine import Engine, EnginePool, FakeEngine, LlamaEngine
@@ -51,6 +51,13 @@ def load_engines(settings: ModelSettings) -> list[Engine]:
     ]
 
 
+def weights_digest(settings: ModelSettings) -> str:
+    """The fake engine's text depends only on its model id and the request."""
+    if settings.engine == "fake":
+        return f"fake:{settings.model_id}"
+    return file_digest(Path(settings.model_path) if settings.model_path else locate_weights(settings.model_id))
+
+
 class ModelApp:
     """ModelService over a pool of engines, and the worker whose `generate` activity calls it."""
 
@@ -66,10 +73,11 @@ class ModelApp:
     def set_metadata(self, metadata: metadata_pb2.ModelMetadata) -> None:
         self.servicer.metadata = metadata
 
-    async def load(self, load_changed: Callable[[], None]) -> None:
+    async def load(self, load_changed: Callable[[], None]) -> str:
         engines = await asyncio.to_thread(load_engines, self.settings)
         self.servicer.pool = EnginePool(engines, self.settings.admission_timeout_s, load_changed)
         IN_FLIGHT.labels(self.settings.model_id).set_function(self.in_flight)
+        return await asyncio.to_thread(weights_digest, self.settings)
 
     def in_flight(self) -> int:
         return self.servicer.in_flight

@@ -12,6 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
 from llmorch_common.grpc_edge import AuthGate, create_server, set_serving
+from llmorch_common.redis_cache import connect as redis_client
 from llmorch_common.registration import registration_check, registration_token
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.identity.caller import key_gate
@@ -20,8 +21,11 @@ from orchestrator_svc.identity.service import KeyChecker
 from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
+from orchestrator_svc.inference.cache import CacheActivities
 from orchestrator_svc.inference.service import InferenceService
 from orchestrator_svc.inference.workflows import InferenceWorkflow
+from orchestrator_svc.openai_http.app import OpenAIFacade, create_app
+from orchestrator_svc.openai_http.server import HttpServer
 from orchestrator_svc.readiness import follow_temporal
 from orchestrator_svc.registry import servicer as registry
 from orchestrator_svc.registry.queue_stats import QueueStats
@@ -42,6 +46,7 @@ class ApiServer:
     port: int
     health: health.aio.HealthServicer
     registry: Registry
+    service: InferenceService
     service_names: list[str]
     internal: grpc.aio.Server  # RegistryService, for the platform's own components
     internal_port: int
@@ -49,6 +54,7 @@ class ApiServer:
     keys: KeyStore
     background: tuple[asyncio.Task[None], ...]  # readiness and the queue-depth gauges, for the API's lifetime
     worker: Worker | None = None
+    http: HttpServer | None = None  # the OpenAI-compatible facade, unless settings.http_port is -1
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace_s: float) -> None:
@@ -57,6 +63,8 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.enter_graceful_shutdown()
+        if self.http:
+            await self.http.stop()
         if self.worker and self._worker_task:
             await self.worker.shutdown()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,9 +116,8 @@ async def start_api(
 
     # Two listeners: the public one (every call needs an API key) and the internal one, which serves the control
     # plane only to holders of the registration credential, so no caller of the public API can register a model.
-    server, port, health_servicer = await create_server(
-        register, settings.port, settings.host, key_gate(KeyChecker(keys, settings.key_cache_ttl_s))
-    )
+    key_checker = KeyChecker(keys, settings.key_cache_ttl_s)
+    server, port, health_servicer = await create_server(register, settings.port, settings.host, key_gate(key_checker))
     internal, internal_port, internal_health = await create_server(
         register_internal,
         settings.internal_port,
@@ -126,7 +133,17 @@ async def start_api(
         ),
     )
     started = ApiServer(
-        server, port, health_servicer, model_registry, names, internal, internal_port, internal_health, keys, background
+        server,
+        port,
+        health_servicer,
+        model_registry,
+        service,
+        names,
+        internal,
+        internal_port,
+        internal_health,
+        keys,
+        background,
     )
     if embedded_worker:
 
@@ -135,6 +152,10 @@ async def start_api(
 
         started.worker = create_worker(client, settings, resources, list_llms, queue_stats)
         started._worker_task = asyncio.create_task(started.worker.run())
+    if settings.http_port >= 0:
+        # The same key check as the gRPC gate: one key works on both surfaces, for the same tenant.
+        facade = OpenAIFacade(service, model_registry, key_checker)
+        started.http = await HttpServer(create_app(facade), settings.host, settings.http_port).start()
     await internal.start()
     await set_serving(internal_health, [registry.SERVICE_NAME], True)
     await server.start()
@@ -151,6 +172,7 @@ def create_worker(
 ) -> Worker:
     """`queue_stats` defaults to stats read on the worker's own client."""
     selection = SelectionActivities(list_models, (queue_stats or QueueStats(client)).load)
+    cache = CacheActivities(redis_client(settings.redis_url) if settings.redis_url else None)
     retrieval_activities = RetrievalActivities(resources.store)
     ingestion = IngestionActivities(resources.store, resources.staging, resources.embeddings)
     return Worker(
@@ -162,6 +184,8 @@ def create_worker(
             retrieval_activities.retrieve,
             ingestion.ingest_document,
             ingestion.release_staging,
+            cache.cache_lookup,
+            cache.cache_store,
         ],
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
     )

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from llmorch_common.constants import (
     EMBED_PORT,
     EMBEDDING_MODEL_ID,
+    ORCHESTRATOR_HTTP_PORT,
     ORCHESTRATOR_INTERNAL_PORT,
     ORCHESTRATOR_METRICS_PORT,
     ORCHESTRATOR_PORT,
@@ -26,6 +27,12 @@ class OrchestratorSettings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Address the API binds")
     port: int = Field(ORCHESTRATOR_PORT, ge=0, le=65535, description="Public API gRPC port; 0 picks a free one")
+    http_port: int = Field(
+        ORCHESTRATOR_HTTP_PORT,
+        ge=-1,
+        le=65535,
+        description="OpenAI-compatible HTTP port (public, behind Envoy's /v1/); 0 picks a free one, -1 disables",
+    )
     internal_host: str = Field(
         "0.0.0.0", description="Address the internal listener binds (RegistryService); NetworkPolicies guard it"
     )
@@ -100,6 +107,13 @@ class OrchestratorSettings(BaseSettings):
     )
     vector_path: Path = Field(Path("data/vectors"), description="LanceDB directory, or the SQLite file for sqlite")
     staging_db: Path = Field(Path("data/ingestion.db"), description="SQLite file documents wait in during ingestion")
+    redis_url: str = Field(
+        "",
+        pattern=r"^(rediss?://.*)?$",
+        description="redis://host:port/db turns on the cache of deterministic completions and of embeddings; empty: "
+        "no cache. An unreachable Redis reads as a miss, never as an error",
+    )
+    cache_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, description="How long a cached completion is kept")
     embedding_address: str = Field(f"localhost:{EMBED_PORT}", description="EmbeddingService for ingestion and Query")
     retrieval_mode: Literal["dense", "keyword", "hybrid"] = Field(
         "dense",

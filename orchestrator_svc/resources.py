@@ -2,7 +2,9 @@
 
 from dataclasses import dataclass
 
+from llmorch_common.redis_cache import connect as redis_client
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.retrieval.embedding_cache import EmbeddingCache
 from orchestrator_svc.retrieval.embedding_client import EmbeddingClient
 from orchestrator_svc.retrieval.staging import PostgresStaging, SqliteStaging, Staging
 from orchestrator_svc.retrieval.vectorstore.base import VectorStore
@@ -24,7 +26,8 @@ class Resources:
             staging = await PostgresStaging.open(settings.database_url)
         else:
             staging = await SqliteStaging.open(settings.staging_db)
-        return cls(store, staging, EmbeddingClient(settings.embedding_address))
+        cache = EmbeddingCache(redis_client(settings.redis_url), settings.cache_ttl_s) if settings.redis_url else None
+        return cls(store, staging, EmbeddingClient(settings.embedding_address, cache))
 
     async def close(self) -> None:
         await self.embeddings.close()

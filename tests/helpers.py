@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 
 from llmorch_common.grpc_edge import make_channel
+from llmorch_common.payload_codec import EncryptionCodec, parse_keys
 from llmorch_common.registration import registration_token
 from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
@@ -26,6 +27,7 @@ from orchestrator_svc.identity.keys import NO_LIMITS, KeyPolicy, Role
 from orchestrator_svc.identity.service import KeyAdmin
 from orchestrator_svc.inference.service import workflow_id
 from orchestrator_svc.resources import Resources
+from tools.bench.history_cost import payloads_of
 from tools.stack import Child, embed_spec, free_port, model_env, model_spec, orchestrator_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +132,7 @@ def workflow_id_of(request_id: str, tenant: str = TEST_TENANT) -> str:
 def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
     values: dict[str, Any] = {
         "port": 0,
+        "http_port": 0,
         "internal_port": 0,
         "internal_host": "127.0.0.1",
         "metrics_port": 0,
@@ -168,8 +171,13 @@ HISTORIES = ROOT / "tests" / "workflow" / "histories"
 
 
 def record_history(history: WorkflowHistory, name: str) -> None:
-    """With LLMORCH_RECORD_HISTORIES=1, keep this run's history for the replay tests (then commit it)."""
+    """With LLMORCH_RECORD_HISTORIES=1, keep this run's history for the replay tests (then commit it). Payloads are
+    opened first: they are sealed with this session's key, which no later replay holds."""
     if os.environ.get("LLMORCH_RECORD_HISTORIES") == "1":
+        codec = EncryptionCodec(parse_keys(os.environ["LLMORCH_PAYLOAD_KEYS"]))
+        for event in history.events:
+            for payload in payloads_of(event):
+                payload.CopyFrom(codec.open(payload))
         HISTORIES.mkdir(parents=True, exist_ok=True)
         (HISTORIES / f"{name}.json").write_text(history.to_json())
 

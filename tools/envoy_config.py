@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmorch_common.constants import ENVOY_ADMIN_PORT, ENVOY_PORT, ORCHESTRATOR_PORT
+from llmorch_common.constants import ENVOY_ADMIN_PORT, ENVOY_PORT, ORCHESTRATOR_HTTP_PORT, ORCHESTRATOR_PORT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
@@ -19,7 +19,15 @@ DEFAULT_WEB_DIR = REPO_ROOT / "web" / "dist"
 
 # `key: value  # @marker` (value may be a flow mapping such as `{ filename: web/dist/app.js }`).
 _MARKED_LINE = re.compile(r"^(?P<head>.*?:\s*)(?P<value>\S.*?)(?P<tail>\s+# @(?P<marker>\w+))$")
-_MARKERS = {"listen_port", "admin_port", "orchestrator_host", "orchestrator_port", "web_dir", "listen_origin"}
+_MARKERS = {
+    "listen_port",
+    "admin_port",
+    "orchestrator_host",
+    "orchestrator_port",
+    "orchestrator_http_port",
+    "web_dir",
+    "listen_origin",
+}
 
 
 def render(
@@ -29,19 +37,23 @@ def render(
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
     more_orchestrator_ports: Sequence[int] = (),
+    orchestrator_http_port: int = ORCHESTRATOR_HTTP_PORT,
+    more_http_ports: Sequence[int] = (),
     tls: tuple[str | Path, str | Path] | None = None,
 ) -> str:
     """Return envoy.yaml with the given ports, upstream host and console directory (made absolute).
 
     `more_orchestrator_ports` adds API replicas on the same host to the orchestrator cluster: Envoy balances over
-    them and health-checks each, with the template's one policy. `tls` is (certificate chain, private key): the
-    public listener then speaks only TLS, and its own origin in the CORS policy becomes https."""
+    them and health-checks each, with the template's one policy; `more_http_ports` are the same replicas' OpenAI
+    HTTP ports. `tls` is (certificate chain, private key): the public listener then speaks only TLS, and its own
+    origin in the CORS policy becomes https."""
     web_path = Path(web_dir).resolve()
     values = {
         "listen_port": str(listen_port),
         "admin_port": str(admin_port),
         "orchestrator_host": orchestrator_host,
         "orchestrator_port": str(orchestrator_port),
+        "orchestrator_http_port": str(orchestrator_http_port),
     }
     seen: set[str] = set()
     lines = []
@@ -64,7 +76,8 @@ def render(
     missing = _MARKERS - seen
     if missing:
         raise ValueError(f"{TEMPLATE_PATH} lost its render markers: {sorted(missing)}")
-    lines = _more_endpoints(lines, more_orchestrator_ports)
+    lines = _more_endpoints(lines, "orchestrator_port", more_orchestrator_ports)
+    lines = _more_endpoints(lines, "orchestrator_http_port", more_http_ports)
     return "\n".join(_with_tls(lines, *tls) if tls else lines) + "\n"
 
 
@@ -95,11 +108,11 @@ def _with_tls(lines: list[str], cert: str | Path, key: str | Path) -> list[str]:
     return [*lines[:chain], head, f"{indent}  filters:", *lines[chain + 1 :]]
 
 
-def _more_endpoints(lines: list[str], ports: Sequence[int]) -> list[str]:
-    """Repeat the orchestrator cluster's one `- endpoint:` block (it ends at the @orchestrator_port line) per port."""
+def _more_endpoints(lines: list[str], marker: str, ports: Sequence[int]) -> list[str]:
+    """Repeat a cluster's one `- endpoint:` block (it ends at the line with `marker`) per port."""
     if not ports:
         return lines
-    end = next(i for i, line in enumerate(lines) if line.endswith("# @orchestrator_port"))
+    end = next(i for i, line in enumerate(lines) if line.endswith(f"# @{marker}"))
     start = max(i for i in range(end) if lines[i].strip() == "- endpoint:")
     block = lines[start : end + 1]
     copies = []
@@ -116,13 +129,25 @@ def write_config(
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
     more_orchestrator_ports: Sequence[int] = (),
+    orchestrator_http_port: int = ORCHESTRATOR_HTTP_PORT,
+    more_http_ports: Sequence[int] = (),
     tls: tuple[str | Path, str | Path] | None = None,
 ) -> Path:
     """Write a rendered config to `path` (parents created) and return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(
-        render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host, more_orchestrator_ports, tls)
+        render(
+            orchestrator_port,
+            listen_port,
+            admin_port,
+            web_dir,
+            orchestrator_host,
+            more_orchestrator_ports,
+            orchestrator_http_port,
+            more_http_ports,
+            tls,
+        )
     )
     return target
 
@@ -132,6 +157,7 @@ def main() -> None:
     parser.add_argument("output", help="where to write the rendered envoy.yaml")
     parser.add_argument("--orchestrator-host", default="127.0.0.1")
     parser.add_argument("--orchestrator-port", type=int, default=ORCHESTRATOR_PORT)
+    parser.add_argument("--orchestrator-http-port", type=int, default=ORCHESTRATOR_HTTP_PORT)
     parser.add_argument("--listen-port", type=int, default=ENVOY_PORT)
     parser.add_argument("--admin-port", type=int, default=ENVOY_ADMIN_PORT)
     parser.add_argument("--web-dir", default=str(DEFAULT_WEB_DIR))
@@ -148,6 +174,7 @@ def main() -> None:
         args.admin_port,
         args.web_dir,
         args.orchestrator_host,
+        orchestrator_http_port=args.orchestrator_http_port,
         tls=tls,
     )
 

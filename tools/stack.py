@@ -241,6 +241,13 @@ def prometheus_spec(config: Path, port: int, data: Path) -> ProcessSpec:
     return ProcessSpec("prometheus", argv, tcp_port=port, restart=False)
 
 
+def redis_spec(port: int, data: Path) -> ProcessSpec:
+    """Debian's redis-server (`make test` installs it) for the optional cache: loopback only, nothing persisted (a
+    cache that loses its content on restart only costs misses)."""
+    argv = ("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+    return ProcessSpec("redis", (*argv, "--dir", str(data)), tcp_port=port, info=f"Redis 127.0.0.1:{port}")
+
+
 POSTGRES_USER = "llmorch"
 POSTGRES_DB = "postgres"
 
@@ -572,6 +579,7 @@ class StackConfig:
     api_replicas: int = 1
     worker_replicas: int = 1
     postgres: bool = False
+    redis: bool = False  # Redis for the cache of deterministic completions and embeddings (ORCH_REDIS_URL)
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
@@ -619,6 +627,7 @@ class Ports:
     temporal_http: int
     temporal_metrics: int
     api: int
+    api_http: int
     api_internal: int  # RegistryService, for the platform's own processes
     api_metrics: int
     worker_metrics: int
@@ -632,8 +641,10 @@ class Ports:
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
     peer_engine: int = 0  # the bench's peer (free ports only)
     peer_proxy: int = 0
+    redis: int = 0  # always a free port, like PostgreSQL's
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
+    more_api_http: tuple[int, ...] = ()
     more_api_internals: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
     more_worker_metrics: tuple[int, ...] = ()
@@ -645,7 +656,9 @@ class Ports:
         return replace(
             self,
             postgres=free_port(),
+            redis=free_port(),
             more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
+            more_api_http=tuple(free_port() for _ in extra_apis),  # only Envoy reaches them
             more_api_internals=tuple((self.api_internal - i) if fixed else free_port() for i in extra_apis),
             more_api_metrics=tuple(free_port() for _ in extra_apis),
             more_worker_metrics=tuple(free_port() for _ in extra_workers),
@@ -655,6 +668,10 @@ class Ports:
     @property
     def apis(self) -> tuple[int, ...]:
         return (self.api, *self.more_apis)
+
+    @property
+    def api_https(self) -> tuple[int, ...]:
+        return (self.api_http, *self.more_api_http)
 
     @property
     def api_internals(self) -> tuple[int, ...]:
@@ -668,6 +685,7 @@ class Ports:
             temporal_http=c.TEMPORAL_HTTP_PORT,
             temporal_metrics=c.TEMPORAL_METRICS_PORT,
             api=c.ORCHESTRATOR_PORT,
+            api_http=c.ORCHESTRATOR_HTTP_PORT,
             api_internal=c.ORCHESTRATOR_INTERNAL_PORT,
             api_metrics=c.ORCHESTRATOR_METRICS_PORT,
             worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
@@ -685,7 +703,7 @@ class Ports:
         singles: dict[str, Any] = {
             name: free_port()
             for name, spec in cls.__dataclass_fields__.items()
-            if spec.type in (int, "int") and name != "postgres"
+            if spec.type in (int, "int") and name not in ("postgres", "redis")
         }
         models = tuple(free_port() for _ in range(replicas))
         return cls(**singles, models=models, model_metrics=tuple(free_port() for _ in range(replicas)))
@@ -753,10 +771,16 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     if config.postgres:
         specs.append(postgres_cluster(home, ports).init().spec())
     database_url = stack_database_url(config, home, ports)
+    redis_env = {}
+    if config.redis:
+        (home / "redis").mkdir(parents=True, exist_ok=True)
+        specs.append(redis_spec(ports.redis, home / "redis"))
+        redis_env["ORCH_REDIS_URL"] = f"redis://127.0.0.1:{ports.redis}/0"
     orchestrator_env = {
         "ORCH_HOST": "127.0.0.1",
         "ORCH_INTERNAL_HOST": "127.0.0.1",
         "ORCH_PORT": str(ports.api),
+        "ORCH_HTTP_PORT": str(ports.api_http),
         "ORCH_METRICS_PORT": str(ports.api_metrics),
         "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
         "ORCH_TEMPORAL_METRICS_PORT": str(ports.worker_sdk_metrics),
@@ -768,6 +792,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_STAGING_DB": str(home / "ingestion.db"),
         "ORCH_EMBEDDING_ADDRESS": f"127.0.0.1:{ports.embed}",
         **sealed,
+        **redis_env,
         **dict(config.orchestrator_env),
     }
 
@@ -796,11 +821,20 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_fairness,
         )
     )
-    api_ports = list(zip(ports.apis, ports.api_internals, (ports.api_metrics, *ports.more_api_metrics), strict=True))
-    for index, (port, internal, metrics) in enumerate(api_ports[: config.api_replicas]):
+    api_ports = list(
+        zip(
+            ports.apis,
+            ports.api_internals,
+            ports.api_https,
+            (ports.api_metrics, *ports.more_api_metrics),
+            strict=True,
+        )
+    )
+    for index, (port, internal, http_port, metrics) in enumerate(api_ports[: config.api_replicas]):
         name = "api" if index == 0 else f"api-{index}"
         env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
         env["ORCH_INTERNAL_PORT"] = str(internal)
+        env["ORCH_HTTP_PORT"] = str(http_port)
         api = orchestrator_spec("api", env, grpc_port=port)
         specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
     if config.worker:
@@ -837,6 +871,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         specs.append(replace(embed, env={**embed.env, **sealed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
+        http_upstreams = ports.api_https[: config.api_replicas]
         tls = config.tls
         envoy_config = write_config(
             home / "envoy.yaml",
@@ -844,6 +879,8 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             ports.envoy,
             ports.envoy_admin,
             more_orchestrator_ports=upstreams[1:],
+            orchestrator_http_port=http_upstreams[0],
+            more_http_ports=http_upstreams[1:],
             tls=(tls.cert, tls.key) if tls else None,
         )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin, tls_ca=tls.ca if tls else None))
@@ -903,6 +940,11 @@ class Stack:
     def envoy_url(self) -> str:
         """The console's address: https when Envoy has a certificate."""
         return f"{'https' if self.config.tls else 'http'}://{self.envoy_target}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The OpenAI-compatible API through Envoy, as an OpenAI SDK's base_url."""
+        return f"{self.envoy_url}/v1"
 
     @property
     def model_ports(self) -> tuple[int, ...]:
@@ -1115,13 +1157,20 @@ class LocalStackSettings(BaseSettings):
         description="Envoy serves TLS only, with home/tls/cert.pem and key.pem; a local CA (home/tls/ca.pem, for "
         "clients to trust) issues them on first use unless all three files are already there",
     )
+    redis: bool = Field(False, description="Start Redis for the completion and embedding cache (make up REDIS=1)")
 
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
         home = self.home.resolve()
         tls = issue(home / "tls") if self.tls else None
         config = StackConfig(
-            models=models, fixed_ports=not self.free_ports, home=home, supervised=True, label="make up", tls=tls
+            models=models,
+            fixed_ports=not self.free_ports,
+            home=home,
+            supervised=True,
+            label="make up",
+            tls=tls,
+            redis=self.redis,
         )
         return replicated(config, self.replicas)
 

@@ -38,8 +38,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     ORCH_HOST=0.0.0.0
 USER 10001:10001
-# 50051 gRPC API, 9100 API metrics, 9101 worker metrics.
-EXPOSE 50051 9100 9101
+# 50051 gRPC API, 50050 internal listener, 50080 OpenAI-compatible HTTP, 9100 API metrics, 9101 worker metrics.
+EXPOSE 50051 50050 50080 9100 9101
 # The API answers grpc.health.v1; the worker has no gRPC port, so Compose overrides this with its metrics URL.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD python /app/healthcheck.py grpc "${ORCH_PORT:-50051}"

@@ -42,6 +42,7 @@ def candidate_from(model: RegisteredModel, load: QueueLoad = NO_LOAD) -> Candida
         backlog_age_s=load.age_s,
         backlog_add_rate=load.add_rate,
         backlog_dispatch_rate=load.dispatch_rate,
+        model_digest=metadata.model_digest,
     )
 
 

@@ -46,6 +46,8 @@ class InferenceInput:
     # Whose request it is (from the caller's API key) and its dispatch class; empty in histories recorded before.
     tenant: str = ""
     priority_class: str = ""
+    # > 0: a deterministic request (temperature 0 or a seed) with the cache on; its answer is kept this long.
+    cache_ttl_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class InferenceResult:
     citations: tuple[CitationRecord, ...] = ()
     parts: tuple[PartRecord, ...] = ()
     priority_class: str = ""  # the class it was dispatched in
+    cache: str = ""  # "hit", "miss", or "" when not cached (Provenance.cache)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class ModelChoice:
     context_limit: int
     # True when every candidate was full and the request queues on the best one (backpressure).
     queued: bool = False
+    model_digest: str = ""
 
 
 @dataclass(frozen=True)

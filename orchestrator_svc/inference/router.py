@@ -31,6 +31,7 @@ class Candidate:
     backlog_age_s: float = 0.0  # age of the oldest waiting task, as Temporal reports it
     backlog_add_rate: float = 0.0  # tasks added to the queue per second, recently
     backlog_dispatch_rate: float = 0.0  # tasks dispatched from it per second, recently
+    model_digest: str = ""  # the weights' identity, for the completion cache's key
 
     @property
     def waiting(self) -> bool:
@@ -109,6 +110,7 @@ def _choice(candidate: Candidate, reason: str, queued: bool = False) -> ModelCho
         reason=reason,
         context_limit=candidate.context_limit,
         queued=queued,
+        model_digest=candidate.model_digest,
     )
 
 

@@ -370,7 +370,13 @@ class InferenceService:
             request_digest=request.digest,
             on_fallback=request.on_fallback,
             priority_class=request.dispatch_class.value,
+            cache_ttl_s=self._cache_ttl_s(request.sampling),
         )
+
+    def _cache_ttl_s(self, sampling: Sampling) -> float:
+        """Only a deterministic request is cached: temperature 0 or a seed gives the same answer every time."""
+        deterministic = sampling.temperature == 0 or sampling.seed is not None
+        return self._settings.cache_ttl_s if self._settings.redis_url and deterministic else 0.0
 
     def _start_options(self, caller_request: InferenceRequest, request: InferenceInput) -> dict[str, Any]:
         """How the request's workflow starts, whichever call starts it.

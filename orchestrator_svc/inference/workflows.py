@@ -44,6 +44,16 @@ with workflow.unsafe.imports_passed_through():
         unavailable,
     )
     from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
+    from orchestrator_svc.inference.cache import (
+        CACHE_HIT,
+        CACHE_LOOKUP_ACTIVITY,
+        CACHE_MISS,
+        CACHE_STORE_ACTIVITY,
+        CachedCompletion,
+        CacheLookupOutput,
+        CacheStoreInput,
+        completion_key,
+    )
     from orchestrator_svc.inference.contracts import (
         RESTART,
         FallbackRecord,
@@ -63,6 +73,10 @@ SELECT_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(millis
 # Runs that started before resumption keep restarting on fallback and end CANCELLED (not with partial text) when
 # cancelled, so their recorded histories replay as they ran.
 LIFECYCLE_PATCH = "generation-lifecycle-v1"
+# The completion cache's lookup and store (local activities): only cacheable requests (cache_ttl_s > 0, which runs
+# from before the cache never have) reach the patch, so their histories replay as they ran.
+CACHE_PATCH = "completion-cache-v1"
+CACHE_CALL_TIMEOUT = timedelta(seconds=2)
 
 
 class RequestCancelled(Exception):
@@ -98,6 +112,7 @@ class InferenceWorkflow:
         self._lifecycle = False
         self._done = False
         self._result: InferenceResult | None = None
+        self._cache = ""
 
     @workflow.run
     async def run(self, request: InferenceInput) -> InferenceResult:
@@ -138,6 +153,7 @@ class InferenceWorkflow:
             citations=citations,
             parts=tuple(self._parts),
             priority_class=request.priority_class,
+            cache=self._cache,
         )
         await self._close()
         return self._result
@@ -256,6 +272,20 @@ class InferenceWorkflow:
             if max_tokens <= 0:  # earlier models generated the whole budget before failing
                 self._parts.append(self._part("completed"))
                 return self._complete_without_model(choice), choice, citations
+            cache_key = ""
+            if attempt == 1 and request.cache_ttl_s > 0 and workflow.patched(CACHE_PATCH):
+                cache_key = completion_key(
+                    request.tenant,
+                    choice.model_id,
+                    choice.model_digest,
+                    grounded.messages,
+                    grounded.prompt,
+                    request.sampling,
+                    citations,
+                )
+                cached = await self._cache_lookup(cache_key)
+                if cached:
+                    return self._from_cache(cached, choice), choice, citations
             try:
                 try:
                     output = await self._generate(request, choice, attempt, grounded, prefix, max_tokens)
@@ -284,8 +314,59 @@ class InferenceWorkflow:
             if self._lifecycle:
                 self._parts.append(self._part("completed", output))
                 output = replace(output, text=text, completion_tokens=self._carried_tokens + output.completion_tokens)
+            if cache_key and output.finish_reason != CANCELLED:
+                completion = CachedCompletion(
+                    text, output.finish_reason, output.prompt_tokens, output.completion_tokens
+                )
+                await self._cache_store(CacheStoreInput(cache_key, completion, request.cache_ttl_s))
             return output, choice, citations
         raise to_final_failure(unavailable(f"gave up after {policy.max_selections} selections: {_tried(fallbacks)}"))
+
+    async def _cache_lookup(self, key: str) -> CachedCompletion | None:
+        """A failed lookup is a miss: the cache never fails a request."""
+        self._cache = CACHE_MISS
+        try:
+            found: CacheLookupOutput = await workflow.execute_local_activity(
+                CACHE_LOOKUP_ACTIVITY,
+                key,
+                result_type=CacheLookupOutput,
+                start_to_close_timeout=CACHE_CALL_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ACTIVITY_FAILURES as error:
+            self._raise_if_cancelled(error)
+            return None
+        if found.completion:
+            self._cache = CACHE_HIT
+        return found.completion
+
+    async def _cache_store(self, request: CacheStoreInput) -> None:
+        try:
+            await workflow.execute_local_activity(
+                CACHE_STORE_ACTIVITY,
+                request,
+                result_type=bool,
+                start_to_close_timeout=CACHE_CALL_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ACTIVITY_FAILURES as error:
+            self._raise_if_cancelled(error)
+
+    def _from_cache(self, cached: CachedCompletion, choice: ModelChoice) -> GenerateOutput:
+        """A hit is the answer, recorded in this run's history: no model runs, and its stream shows the text."""
+        output = GenerateOutput(
+            text=self._settle(cached.text),
+            finish_reason=cached.finish_reason,
+            prompt_tokens=cached.prompt_tokens,
+            completion_tokens=cached.completion_tokens,
+            time_to_first_token_ms=0.0,
+            generation_ms=0.0,
+            model_id=choice.model_id,
+            activity_attempts=0,
+        )
+        if self._lifecycle:
+            self._parts.append(self._part("cache hit", output))
+        return output
 
     def _raise_if_cancelled(self, error: FailureError) -> None:
         """An activity cancelled because the workflow was: the request ends CANCELLED with its text so far."""

@@ -56,6 +56,7 @@ def metadata_from_proto(metadata: metadata_pb2.ModelMetadata) -> ModelMetadata:
         hardware=HARDWARE.get(metadata.hardware_type, Hardware.CPU),
         endpoint=metadata.endpoint,
         task_queue=metadata.task_queue,
+        model_digest=metadata.model_digest,
     )
 
 
@@ -84,6 +85,7 @@ def metadata_to_proto(metadata: ModelMetadata) -> metadata_pb2.ModelMetadata:
         hardware_type=hardware_to_proto(metadata.hardware),
         endpoint=metadata.endpoint,
         task_queue=metadata.task_queue,
+        model_digest=metadata.model_digest,
     )
 
 

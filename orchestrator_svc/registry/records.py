@@ -34,6 +34,7 @@ class ModelMetadata:
     hardware: Hardware
     endpoint: str
     task_queue: str
+    model_digest: str = ""  # identifies the weights; older registrations stored without it read as ""
 
 
 @dataclass(frozen=True)

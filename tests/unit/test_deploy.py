@@ -239,6 +239,17 @@ def test_api_worker_and_optional_objects(default_docs: list[dict[str, Any]], gpu
     assert "llmorch-data" in _by_kind(gpu_docs, "PersistentVolumeClaim")
 
 
+def test_an_optional_redis_url_reaches_the_api_and_the_workers(
+    helm: ModuleType, default_docs: list[dict[str, Any]]
+) -> None:
+    docs = _render(helm, {"redis": {"url": "redis://cache:6379/0"}})
+    for name in ("llmorch-api", "llmorch-worker"):
+        container = _by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert _env(container)["ORCH_REDIS_URL"] == "redis://cache:6379/0"
+        default = _by_kind(default_docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert "ORCH_REDIS_URL" not in _env(default)
+
+
 def test_single_api_replica_on_sqlite_is_recreated(helm: ModuleType) -> None:
     """Without a database Secret the registry is SQLite in the pod: one replica, one writer, Recreate, no PDB."""
     docs = _render(helm, {"database": {"existingSecret": ""}, "orchestrator": {"api": {"replicas": 1}}})
@@ -254,6 +265,7 @@ def test_chart_ports_match_constants(helm: ModuleType) -> None:
     assert ports == {
         "orchestrator": c.ORCHESTRATOR_PORT,
         "orchestratorInternal": c.ORCHESTRATOR_INTERNAL_PORT,
+        "orchestratorHttp": c.ORCHESTRATOR_HTTP_PORT,
         "orchestratorMetrics": c.ORCHESTRATOR_METRICS_PORT,
         "workerMetrics": c.ORCHESTRATOR_WORKER_METRICS_PORT,
         "model": c.MODEL_BASE_PORT,
@@ -418,6 +430,7 @@ def test_network_policies_close_the_control_plane(default_docs: list[dict[str, A
         "embed": {p.EMBED_PORT: {"api", "worker"}, p.EMBED_METRICS_PORT: None},
         "api": {
             p.ORCHESTRATOR_PORT: {"envoy"},
+            p.ORCHESTRATOR_HTTP_PORT: {"envoy"},
             p.ORCHESTRATOR_INTERNAL_PORT: CONTROL_PLANE,
             p.ORCHESTRATOR_METRICS_PORT: None,
         },
@@ -475,6 +488,7 @@ def compose() -> dict[str, Any]:
 def test_compose_services_present(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
         "postgresql",
+        "redis",
         "temporal-schema",
         "temporal",
         "temporal-namespace",
@@ -599,6 +613,7 @@ def test_compose_services_reach_each_other_by_name(compose: dict[str, Any]) -> N
     s = compose["services"]
     assert s["orchestrator-api"]["environment"]["ORCH_PORT"] == str(c.ORCHESTRATOR_PORT)
     assert s["orchestrator-api"]["environment"]["ORCH_INTERNAL_PORT"] == str(c.ORCHESTRATOR_INTERNAL_PORT)
+    assert s["orchestrator-api"]["environment"]["ORCH_HTTP_PORT"] == str(c.ORCHESTRATOR_HTTP_PORT)
     assert s["orchestrator-worker"]["environment"]["ORCH_WORKER_METRICS_PORT"] == str(
         c.ORCHESTRATOR_WORKER_METRICS_PORT
     )

@@ -66,12 +66,13 @@ def test_rendered_config_with_missing_console_fails_validation(tmp_path: Path) -
 
 def test_render_keeps_policy_identical() -> None:
     """Only the marked knobs change; everything else is the committed template, byte for byte."""
-    rendered = render(1, 2, 3, "/srv/web", "orchestrator.internal").splitlines()
+    rendered = render(1, 2, 3, "/srv/web", "orchestrator.internal", orchestrator_http_port=4).splitlines()
     template = TEMPLATE_PATH.read_text().splitlines()
     changed = [(a, b) for a, b in zip(template, rendered, strict=True) if a != b]
     assert all(line.rstrip().split("# @")[-1] for line, _ in changed)
     assert all("# @" in line for line, _ in changed)
-    assert len(changed) == 8
+    # Ports (listen, admin, gRPC, HTTP), two origins, two console files, and the host of both API clusters.
+    assert len(changed) == 10
 
 
 def test_retries_only_on_idempotent_rpcs_and_only_on_connection_failures() -> None:
@@ -114,7 +115,7 @@ def test_internal_services_have_no_route(path: str) -> None:
 def test_admin_is_loopback_only_and_cluster_is_health_checked_http2() -> None:
     config = yaml.safe_load(TEMPLATE_PATH.read_text())
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
-    (cluster,) = config["static_resources"]["clusters"]
+    cluster = _cluster(config, "orchestrator")
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "http2_protocol_options" in options["explicit_http_config"]
     (check,) = cluster["health_checks"]
@@ -122,15 +123,30 @@ def test_admin_is_loopback_only_and_cluster_is_health_checked_http2() -> None:
     assert cluster["outlier_detection"]["enforcing_consecutive_5xx"] == 0
 
 
+def _cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in config["static_resources"]["clusters"] if c["name"] == name)
+
+
+def _hosts(cluster: dict[str, Any]) -> list[int]:
+    endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    return [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
+
+
+def test_the_openai_api_goes_to_the_http_port_without_timeout_or_retries() -> None:
+    route = _route_for(_routes(TEMPLATE_PATH.read_text()), "/v1/chat/completions")
+    assert route is not None
+    assert route["route"]["cluster"] == "orchestrator_http" and route["route"]["timeout"] == "0s"
+    assert "retry_policy" not in route["route"], "a generation starts a workflow: clients retry by Idempotency-Key"
+
+
 def test_several_api_replicas_are_each_a_health_checked_host(tmp_path: Path) -> None:
     """`make up REPLICAS=2`: one cluster, one host per API replica, the template's one health-check policy."""
-    text = render(50051, 18080, 19901, more_orchestrator_ports=(50052, 50053))
-    (cluster,) = yaml.safe_load(text)["static_resources"]["clusters"]
-    hosts = [
-        e["endpoint"]["address"]["socket_address"]["port_value"]
-        for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-    ]
-    assert hosts == [50051, 50052, 50053]
+    text = render(
+        50051, 18080, 19901, more_orchestrator_ports=(50052, 50053), orchestrator_http_port=1, more_http_ports=(2, 3)
+    )
+    cluster = _cluster(yaml.safe_load(text), "orchestrator")
+    assert _hosts(cluster) == [50051, 50052, 50053]
+    assert _hosts(_cluster(yaml.safe_load(text), "orchestrator_http")) == [1, 2, 3]
     assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": READINESS_SERVICE}
     assert render(50051, 18080, 19901) == render(50051, 18080, 19901, more_orchestrator_ports=())
     path = write_config(tmp_path / "envoy.yaml", 50051, 18080, 19901, more_orchestrator_ports=(50052,))

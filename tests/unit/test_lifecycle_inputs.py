@@ -8,7 +8,7 @@ from llmorch.v1 import orchestrator_pb2, types_pb2
 from llmorch_common.errors import PlatformError
 from orchestrator_svc.identity.keys import Principal, Role
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART
-from orchestrator_svc.inference.servicer import check_request_id, request_digest, request_from_proto
+from orchestrator_svc.inference.requests import check_request_id, request_digest, request_from_proto
 
 
 def generate_request(**fields: Any) -> orchestrator_pb2.GenerateRequest:

@@ -22,6 +22,8 @@ def test_histories_are_committed() -> None:
     assert {"inference_fallback", "inference_rag", "inference_stream", "ingestion_worker_killed"} <= names
     # Recorded after resumption (ADR 0010), beside the older ones that must still replay.
     assert {"inference_stream_resumed", "inference_fallback_continued", "inference_cancelled"} <= names
+    # Recorded with the completion cache (ADR 0017): a hit, and a grounded miss that stores its answer.
+    assert {"inference_cache_hit", "inference_cache_miss_rag"} <= names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda path: path.stem)

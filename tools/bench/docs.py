@@ -66,7 +66,9 @@ def write_index(out: Path) -> None:
         else "(the peer section has not run yet)",
         "",
         "The budget, where the time goes and what would cut it: [overhead.md](overhead.md). Where the API and "
-        "the worker spend their CPU under load (py-spy, `python -m tools.bench.profile`): [profile.md](profile.md).",
+        "the worker spend their CPU under load (py-spy, `python -m tools.bench.profile`): [profile.md](profile.md). "
+        "The optional Redis cache, a hit against a miss and embeddings warm against cold "
+        "(`python -m tools.bench.cache_bench`, ADR 0017): [cache.md](cache.md).",
         "",
         "## Sections",
         "",

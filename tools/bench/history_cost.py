@@ -51,8 +51,9 @@ def payload_extra(payload: Payload) -> int:
     return len(payload.data) - len(json.dumps(_strip(value), separators=(",", ":")).encode())
 
 
-def _payloads(message: Any) -> list[Payload]:
-    """Every Payload inside a history event, wherever it sits (single, repeated or map fields)."""
+def payloads_of(message: Any) -> list[Payload]:
+    """Every Payload inside a history event, wherever it sits (single, repeated or map fields); they are the
+    event's own messages, so changing one changes the event."""
     found: list[Payload] = []
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None:
@@ -69,7 +70,7 @@ def _payloads(message: Any) -> list[Payload]:
             if isinstance(item, Payload):
                 found.append(item)
             elif hasattr(item, "ListFields"):
-                found.extend(_payloads(item))
+                found.extend(payloads_of(item))
     return found
 
 
@@ -83,7 +84,7 @@ def measure(path: Path) -> dict[str, Any]:
         if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and marker == PATCH_MARKER:
             extra += size
             continue
-        added = sum(payload_extra(p) for p in _payloads(event))
+        added = sum(payload_extra(p) for p in payloads_of(event))
         extra += added
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signals += 1

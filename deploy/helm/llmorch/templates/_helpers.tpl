@@ -100,6 +100,12 @@ prometheus.io/path: {{ default "/metrics" .path | quote }}
 
 {{/* ORCH_DATABASE_URL from the Secret, when one is named, with vectors and ingestion staging in the same
      database (ADR 0011: no pod owns them, no ReadWriteMany volume); otherwise SQLite and LanceDB in data/. */}}
+{{- define "llmorch.redisEnv" -}}
+{{- with .Values.redis.url }}
+- { name: ORCH_REDIS_URL, value: {{ . | quote }} }
+{{- end }}
+{{- end -}}
+
 {{- define "llmorch.databaseEnv" -}}
 {{- with .Values.database.existingSecret }}
 - name: ORCH_DATABASE_URL

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmorch.v1 import types_pb2 as llmorch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"llmorch/internal/v1/metadata.proto\x12\x13llmorch.internal.v1\x1a\x16llmorch/v1/types.proto\"\x86\x03\n\rModelMetadata\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12\x34\n\nmodel_type\x18\x03 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12!\n\x0c\x64\x65\x66\x61ult_flag\x18\x05 \x01(\x08R\x0b\x64\x65\x66\x61ultFlag\x12\'\n\x0fmax_concurrency\x18\x06 \x01(\x05R\x0emaxConcurrency\x12#\n\rcontext_limit\x18\x07 \x01(\x05R\x0c\x63ontextLimit\x12=\n\rhardware_type\x18\x08 \x01(\x0e\x32\x18.llmorch.v1.HardwareTypeR\x0chardwareType\x12\x1a\n\x08\x65ndpoint\x18\t \x01(\tR\x08\x65ndpoint\x12\x1d\n\ntask_queue\x18\n \x01(\tR\ttaskQueueb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"llmorch/internal/v1/metadata.proto\x12\x13llmorch.internal.v1\x1a\x16llmorch/v1/types.proto\"\xa9\x03\n\rModelMetadata\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12\x34\n\nmodel_type\x18\x03 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12!\n\x0c\x64\x65\x66\x61ult_flag\x18\x05 \x01(\x08R\x0b\x64\x65\x66\x61ultFlag\x12\'\n\x0fmax_concurrency\x18\x06 \x01(\x05R\x0emaxConcurrency\x12#\n\rcontext_limit\x18\x07 \x01(\x05R\x0c\x63ontextLimit\x12=\n\rhardware_type\x18\x08 \x01(\x0e\x32\x18.llmorch.v1.HardwareTypeR\x0chardwareType\x12\x1a\n\x08\x65ndpoint\x18\t \x01(\tR\x08\x65ndpoint\x12\x1d\n\ntask_queue\x18\n \x01(\tR\ttaskQueue\x12!\n\x0cmodel_digest\x18\x0b \x01(\tR\x0bmodelDigestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmorch.internal.v1.metadat
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELMETADATA']._serialized_start=84
-  _globals['_MODELMETADATA']._serialized_end=474
+  _globals['_MODELMETADATA']._serialized_end=509
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class ModelMetadata(_message.Message):
     HARDWARE_TYPE_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     TASK_QUEUE_FIELD_NUMBER: _builtins.int
+    MODEL_DIGEST_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """model_id is the stable identifier, e.g. "smollm2-135m-instruct"; it names the task queue llm.<model_id>."""
     model_name: _builtins.str
@@ -53,6 +54,10 @@ class ModelMetadata(_message.Message):
     """endpoint is the replica's gRPC address, host:port."""
     task_queue: _builtins.str
     """task_queue is the Temporal task queue the replica's worker polls, e.g. "llm.smollm2-135m-instruct"."""
+    model_digest: _builtins.str
+    """model_digest identifies the weights ("sha256:<hex>" of the model file); cached answers and embeddings are keyed
+    by it, so new weights under the same model_id never serve an old answer. Empty: the replica sent none.
+    """
     def __init__(
         self,
         *,
@@ -66,10 +71,11 @@ class ModelMetadata(_message.Message):
         hardware_type: _types_pb2.HardwareType.ValueType = ...,
         endpoint: _builtins.str = ...,
         task_queue: _builtins.str = ...,
+        model_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_limit", b"context_limit", "default_flag", b"default_flag", "endpoint", b"endpoint", "hardware_type", b"hardware_type", "max_concurrency", b"max_concurrency", "model_id", b"model_id", "model_name", b"model_name", "model_type", b"model_type", "priority", b"priority", "task_queue", b"task_queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_limit", b"context_limit", "default_flag", b"default_flag", "endpoint", b"endpoint", "hardware_type", b"hardware_type", "max_concurrency", b"max_concurrency", "model_digest", b"model_digest", "model_id", b"model_id", "model_name", b"model_name", "model_type", b"model_type", "priority", b"priority", "task_queue", b"task_queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
