@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 from temporalio import activity
 
 from llmorch_common.errors import from_exception, to_status
+from llmorch_common.tracing import client_interceptors, server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,9 @@ async def create_server(
     reaches users (Envoy proxies it), so it lists only the public API.
     Port 0 binds a free port; the real one is returned.
     """
-    server = grpc.aio.server(interceptors=[DecodeGuard()], options=[("grpc.so_reuseport", 0)])
+    # Tracing outermost, so a request the guard rejects still has its span.
+    interceptors = [*server_interceptors(), DecodeGuard()]
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -229,7 +232,7 @@ def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]
-    return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=client_interceptors())
 
 
 async def wait_until_serving(

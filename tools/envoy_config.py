@@ -9,6 +9,10 @@ import argparse
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml  # type: ignore[import-untyped]
 
 from llmorch_common.constants import ENVOY_ADMIN_PORT, ENVOY_PORT, ORCHESTRATOR_PORT
 
@@ -28,11 +32,13 @@ def render(
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
     more_orchestrator_ports: Sequence[int] = (),
+    otlp_endpoint: str = "",
 ) -> str:
     """Return envoy.yaml with the given ports, upstream host and console directory (made absolute).
 
     `more_orchestrator_ports` adds API replicas on the same host to the orchestrator cluster: Envoy balances over
-    them and health-checks each, with the template's one policy."""
+    them and health-checks each, with the template's one policy. `otlp_endpoint` (OTEL_EXPORTER_OTLP_ENDPOINT's
+    form, http://host:port) turns on Envoy's OpenTelemetry tracer."""
     web_path = Path(web_dir).resolve()
     values = {
         "listen_port": str(listen_port),
@@ -59,7 +65,60 @@ def render(
     missing = _MARKERS - seen
     if missing:
         raise ValueError(f"{TEMPLATE_PATH} lost its render markers: {sorted(missing)}")
-    return "\n".join(_more_endpoints(lines, more_orchestrator_ports)) + "\n"
+    text = "\n".join(_more_endpoints(lines, more_orchestrator_ports)) + "\n"
+    return with_tracing(text, otlp_endpoint) if otlp_endpoint else text
+
+
+OTLP_CLUSTER = "otlp_collector"
+
+
+def with_tracing(text: str, otlp_endpoint: str) -> str:
+    """The config with Envoy's OpenTelemetry tracer on the public listener, exporting to `otlp_endpoint`.
+
+    The trace starts here: Envoy continues a caller's W3C traceparent (or starts a trace) and passes its own span
+    on upstream, so the API's span is its child. Kept out of the template so that tracing is off unless an
+    endpoint is set, like every other process's exporter."""
+    endpoint = urlsplit(otlp_endpoint if "//" in otlp_endpoint else f"//{otlp_endpoint}")
+    if not endpoint.hostname or not endpoint.port:
+        raise ValueError(f"OTLP endpoint {otlp_endpoint!r}: need http://host:port")
+    config: dict[str, Any] = yaml.safe_load(text)
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                network_filter["typed_config"]["tracing"] = {
+                    "provider": {
+                        "name": "envoy.tracers.opentelemetry",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                            "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+                            "service_name": "envoy",
+                        },
+                    }
+                }
+    address = {"socket_address": {"address": endpoint.hostname, "port_value": endpoint.port}}
+    config["static_resources"]["clusters"].append(
+        {
+            "name": OTLP_CLUSTER,
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_ONLY",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": OTLP_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+        }
+    )
+    # Envoy batches spans for 5 s by default; one second keeps a trace whole soon after its request ends.
+    config["layered_runtime"] = {
+        "layers": [{"name": "tracing", "static_layer": {"tracing.opentelemetry.flush_interval_ms": 1000}}]
+    }
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 def _more_endpoints(lines: list[str], ports: Sequence[int]) -> list[str]:
@@ -83,12 +142,21 @@ def write_config(
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
     more_orchestrator_ports: Sequence[int] = (),
+    otlp_endpoint: str = "",
 ) -> Path:
     """Write a rendered config to `path` (parents created) and return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(
-        render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host, more_orchestrator_ports)
+        render(
+            orchestrator_port,
+            listen_port,
+            admin_port,
+            web_dir,
+            orchestrator_host,
+            more_orchestrator_ports,
+            otlp_endpoint,
+        )
     )
     return target
 

@@ -469,6 +469,12 @@ class StackConfig:
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
     stop_grace_s: float = 40.0  # per process, on stop: models drain in-flight generations first
     label: str = "default"
+    # Every process exports its spans here (OTEL_EXPORTER_OTLP_ENDPOINT, http://host:port) and Envoy turns its
+    # tracer on; empty: no tracing. `otel_env` adds further OTEL_* variables, e.g. a short batch delay in tests.
+    otlp_endpoint: str = ""
+    otel_env: tuple[tuple[str, str], ...] = ()
+    # json for log collectors and tests; make up writes readable text (LLMORCH_LOG_FORMAT).
+    log_format: Literal["json", "text"] = "json"
 
     def __post_init__(self) -> None:
         if self.api_replicas > 1 and not self.postgres:
@@ -504,6 +510,7 @@ class Ports:
     api_metrics: int
     worker_metrics: int
     worker_sdk_metrics: int
+    api_sdk_metrics: int
     embed: int
     embed_metrics: int
     envoy: int
@@ -514,6 +521,7 @@ class Ports:
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
+    more_api_sdk_metrics: tuple[int, ...] = ()
     more_worker_metrics: tuple[int, ...] = ()
     more_worker_sdk_metrics: tuple[int, ...] = ()
 
@@ -525,6 +533,7 @@ class Ports:
             postgres=free_port(),
             more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
             more_api_metrics=tuple(free_port() for _ in extra_apis),
+            more_api_sdk_metrics=tuple(free_port() for _ in extra_apis),
             more_worker_metrics=tuple(free_port() for _ in extra_workers),
             more_worker_sdk_metrics=tuple(free_port() for _ in extra_workers),
         )
@@ -544,6 +553,7 @@ class Ports:
             api_metrics=c.ORCHESTRATOR_METRICS_PORT,
             worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
             worker_sdk_metrics=c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
+            api_sdk_metrics=c.ORCHESTRATOR_API_SDK_METRICS_PORT,
             embed=c.EMBED_PORT,
             embed_metrics=c.EMBED_METRICS_PORT,
             envoy=c.ENVOY_PORT,
@@ -585,10 +595,19 @@ def registry_target(config: StackConfig, ports: Ports) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports.apis[: config.api_replicas])
 
 
+def observability_env(config: StackConfig) -> dict[str, str]:
+    """How every process of the platform logs and traces (llmorch_common/logs.py, llmorch_common/tracing.py)."""
+    env: dict[str, str] = {"LLMORCH_LOG_FORMAT": config.log_format}
+    if config.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = config.otlp_endpoint
+    return {**env, **dict(config.otel_env)}
+
+
 def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     """Every process of the stack, in start order: each one's dependencies come before it. A PostgreSQL stack
     initialises its cluster here, once (its password is part of the API's environment)."""
     sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home)}  # every process that reads workflow payloads
+    observed = observability_env(config)  # every process of the platform: its log format and trace exporter
     temporal_address = f"127.0.0.1:{ports.temporal}"
     registry = registry_target(config, ports)
     specs: list[ProcessSpec] = []
@@ -611,6 +630,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_STAGING_DB": str(home / "ingestion.db"),
         "ORCH_EMBEDDING_ADDRESS": f"127.0.0.1:{ports.embed}",
         **sealed,
+        **observed,
         **dict(config.orchestrator_env),
     }
 
@@ -638,10 +658,18 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_in_memory,
         )
     )
-    api_ports = list(zip(ports.apis, (ports.api_metrics, *ports.more_api_metrics), strict=True))
-    for index, (port, metrics) in enumerate(api_ports[: config.api_replicas]):
+    api_ports = list(
+        zip(
+            ports.apis,
+            (ports.api_metrics, *ports.more_api_metrics),
+            (ports.api_sdk_metrics, *ports.more_api_sdk_metrics),
+            strict=True,
+        )
+    )
+    for index, (port, metrics, sdk_metrics) in enumerate(api_ports[: config.api_replicas]):
         name = "api" if index == 0 else f"api-{index}"
         env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
+        env["ORCH_API_TEMPORAL_METRICS_PORT"] = str(sdk_metrics)
         api = orchestrator_spec("api", env, grpc_port=port)
         specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
     if config.worker:
@@ -671,15 +699,20 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
                 max_concurrency=group.max_concurrency,
                 **dict(group.settings),
             )
-            specs.append(model_spec(f"model-{group.model_id}-{replica}", {**env, **sealed}))
+            specs.append(model_spec(f"model-{group.model_id}-{replica}", {**env, **sealed, **observed}))
             slot += 1
     if config.embed:
         embed = embed_spec(ports.embed, temporal_address, registry, ports.embed_metrics)
-        specs.append(replace(embed, env={**embed.env, **sealed}))
+        specs.append(replace(embed, env={**embed.env, **sealed, **observed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
         envoy_config = write_config(
-            home / "envoy.yaml", upstreams[0], ports.envoy, ports.envoy_admin, more_orchestrator_ports=upstreams[1:]
+            home / "envoy.yaml",
+            upstreams[0],
+            ports.envoy,
+            ports.envoy_admin,
+            more_orchestrator_ports=upstreams[1:],
+            otlp_endpoint=config.otlp_endpoint,
         )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
     return specs
@@ -789,7 +822,9 @@ class Stack:
         ports = self.ports
         by_job = {
             "orchestrator-api": [ports.api_metrics],
+            "orchestrator-api-sdk": [ports.api_sdk_metrics],
             "orchestrator-worker": [ports.worker_metrics] if self.config.worker else [],
+            "orchestrator-worker-sdk": [ports.worker_sdk_metrics] if self.config.worker else [],
             "model": list(ports.model_metrics),
             "embed": [ports.embed_metrics] if self.config.embed else [],
             "envoy": [ports.envoy_admin] if self.config.envoy else [],
@@ -888,10 +923,23 @@ class LocalStackSettings(BaseSettings):
         "the registry on a PostgreSQL cluster in home/postgres, with a generated password",
     )
 
+    otlp_endpoint: str = Field(
+        "",
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="The standard OTel variable: `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 make up` sends "
+        "every process's spans, Envoy's included, to that OTLP gRPC collector",
+    )
+
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
         config = StackConfig(
-            models=models, fixed_ports=not self.free_ports, home=self.home.resolve(), supervised=True, label="make up"
+            models=models,
+            fixed_ports=not self.free_ports,
+            home=self.home.resolve(),
+            supervised=True,
+            label="make up",
+            otlp_endpoint=self.otlp_endpoint,
+            log_format="text",
         )
         return replicated(config, self.replicas)
 

@@ -41,6 +41,8 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
+    # The OpenTelemetry trace of the call that started the run (empty without tracing), returned in provenance.
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class InferenceResult:
     fallbacks: tuple[FallbackRecord, ...] = ()
     citations: tuple[CitationRecord, ...] = ()
     parts: tuple[PartRecord, ...] = ()
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)

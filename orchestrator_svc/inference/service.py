@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -23,6 +23,8 @@ from llmorch_common.errors import (
     not_found,
     resource_exhausted,
 )
+from llmorch_common.logs import bound
+from llmorch_common.tracing import annotate, current_trace_id
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
@@ -44,6 +46,17 @@ WORKFLOW_DURATION = Histogram(
     ["workflow", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
+TIME_TO_FIRST_TEXT = Histogram(
+    "llmorch_request_time_to_first_token_seconds",
+    "Streamed requests: arrival at the API to the first text relayed, queueing, retrieval and fallbacks included",
+    ["model_id"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+FALLBACKS = Counter(
+    "llmorch_fallbacks_total",
+    "Models given up on within a request, by model and reason (the reason's text before its first colon)",
+    ["model_id", "reason"],
+)
 WORKFLOW_ID_PREFIX = "inference-"
 DIGEST_MEMO = "request_digest"
 
@@ -63,6 +76,17 @@ def workflow_id(request_id: str) -> str:
     return WORKFLOW_ID_PREFIX + request_id
 
 
+def fallback_reason_label(reason: str) -> str:
+    """What failed without its message ("saturated", "generation failed after retries", "timed out (...)"), so
+    the label has a handful of values."""
+    return reason.partition(":")[0].strip()
+
+
+def request_tenant(request: "InferenceRequest") -> str:
+    """Hook for tenants (issue 14): the tenant a request runs for, recorded on its span; none yet."""
+    return ""
+
+
 @dataclass(frozen=True)
 class InferenceRequest:
     """A validated request, as the servicer built it from the wire."""
@@ -80,6 +104,15 @@ class InferenceRequest:
     on_fallback: str = CONTINUE
     # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
     cancel_on_disconnect: bool = False
+
+
+@contextlib.contextmanager
+def observed(request: InferenceRequest) -> Iterator[None]:
+    """The request's span gets what identifies it, and every line it logs its request and workflow ids."""
+    wf_id = workflow_id(request.request_id)
+    annotate(request_id=request.request_id, workflow_id=wf_id, tenant=request_tenant(request))
+    with bound(request_id=request.request_id, workflow_id=wf_id):
+        yield
 
 
 @dataclass(frozen=True)
@@ -156,9 +189,10 @@ class InferenceService:
 
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
-        handle = await self._start(await self._workflow_input(request, stream=False))
-        with self._cancelled_on_disconnect(request, handle):
-            return await self._result(handle, started)
+        with observed(request):
+            handle = await self._start(await self._workflow_input(request, stream=False))
+            with self._cancelled_on_disconnect(request, handle):
+                return await self._result(handle, started)
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         """Relay the run's text as it grows, by long-polling its watch_stream update, then its result.
@@ -166,10 +200,16 @@ class InferenceService:
         The deltas since the last Reset always spell the final text: whatever the run streamed, the result settles
         it (the tail the long-poll missed when the run closed, or a Reset and the whole text if they disagree)."""
         started = time.perf_counter()
+        with observed(request):
+            async for event in self._relay(request, started):
+                yield event
+
+    async def _relay(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
         handle = await self._start(await self._workflow_input(request, stream=True))
         with self._cancelled_on_disconnect(request, handle):
             cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
             streamed = ""
+            first_text = True
             while True:
                 try:
                     snapshot: StreamSnapshot = await handle.execute_update(
@@ -186,6 +226,9 @@ class InferenceService:
                 if snapshot.reset:
                     streamed = ""
                 if snapshot.text:
+                    if first_text:
+                        TIME_TO_FIRST_TEXT.labels(snapshot.model_id).observe(time.perf_counter() - started)
+                        first_text = False
                     yield Delta(snapshot.text)
                     streamed += snapshot.text
                 cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text), snapshot.epoch)
@@ -276,6 +319,7 @@ class InferenceService:
             stream=stream,
             request_digest=request.digest,
             on_fallback=request.on_fallback,
+            trace_id=current_trace_id(),
         )
 
     async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
@@ -307,10 +351,20 @@ class InferenceService:
         """Wait for the run's result, observing its duration since `started` (the call's arrival) and its outcome."""
         outcome = "OK"
         try:
-            return await handle.result()
+            result = await handle.result()
         except WorkflowFailureError as error:
             failure = from_workflow_failure(error)
             outcome = failure.code
             raise failure from None
         finally:
             WORKFLOW_DURATION.labels("InferenceWorkflow", outcome).observe(time.perf_counter() - started)
+        for fallback in result.fallbacks:
+            FALLBACKS.labels(fallback.model_id, fallback_reason_label(fallback.reason)).inc()
+        annotate(
+            model_id=result.model_id,
+            selection_reason=result.selection_reason,
+            fallbacks=len(result.fallbacks),
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
+        return result

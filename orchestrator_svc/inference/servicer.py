@@ -116,6 +116,7 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
             ],
             workflow_id=result.workflow_id,
             run_id=result.run_id,
+            trace_id=result.trace_id,
             parts=[
                 types_pb2.GenerationPart(
                     model_id=p.model_id,

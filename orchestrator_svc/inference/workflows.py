@@ -135,6 +135,7 @@ class InferenceWorkflow:
             fallbacks=tuple(self._fallbacks),
             citations=citations,
             parts=tuple(self._parts),
+            trace_id=request.trace_id,
         )
 
     def _cancelled_output(self) -> GenerateOutput:
@@ -345,7 +346,7 @@ class InferenceWorkflow:
         try:
             choice: ModelChoice = await workflow.execute_local_activity(
                 SELECT_MODEL_ACTIVITY,
-                SelectModelInput(request.model_id, tuple(f.model_id for f in fallbacks)),
+                SelectModelInput(request.model_id, tuple(f.model_id for f in fallbacks), len(fallbacks) + 1),
                 result_type=ModelChoice,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=SELECT_RETRY,
