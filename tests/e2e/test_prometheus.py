@@ -9,6 +9,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
-from tools.stack import PROMETHEUS_CONFIG, Stack, fake_stack, free_port, prometheus_spec
+from llmorch_common.constants import SECOND_MODEL_ID
+from tools.stack import PROMETHEUS_CONFIG, ModelGroup, Stack, fake_stack, free_port, prometheus_spec
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llmorch.json"
 # Grafana's $__rate_interval is at least four scrape intervals; 1 s scrapes make 30 s a safe window here.
 RATE_INTERVAL = "30s"
+SLOW_MODEL = SECOND_MODEL_ID  # registered, but too slow for the generation bound: asking for it forces a fallback
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,12 +90,19 @@ async def traffic(target: str, seconds: float) -> None:
             await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=10)
         with pytest.raises(grpc.aio.AioRpcError):
             await api.Generate(orchestrator_pb2.GenerateRequest(prompt=""), timeout=10)
+        # The slow model never answers within the generation bound: the request falls back (fallbacks by reason).
+        request.model_id = SLOW_MODEL
+        reply = await api.Generate(request, timeout=30)
+        assert [f.model_id for f in reply.provenance.fallbacks] == [SLOW_MODEL]
 
 
 @pytest.fixture(scope="module")
 async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[int]:
     home = tmp_path_factory.mktemp("prometheus")
-    async with Stack(fake_stack(max_concurrency=4, first_token_ms=5.0, token_ms=1.0)) as stack:
+    config = fake_stack(max_concurrency=4, first_token_ms=5.0, token_ms=1.0)
+    slow = ModelGroup(SLOW_MODEL, "fake", settings=(("fake_first_token_ms", "60000"), ("drain_timeout_s", "2")))
+    config = replace(config, models=(*config.models, slow), orchestrator_env=(("ORCH_GENERATE_TIMEOUT_S", "2"),))
+    async with Stack(config) as stack:
         port = free_port()
         config = stack.write_prometheus_config(home / "prometheus.yml")
         await stack.launch(prometheus_spec(config, port, home / "tsdb")).wait_ready()
@@ -128,3 +138,4 @@ async def test_the_alert_rules_load_and_stay_quiet_on_a_healthy_stack(prometheus
     no_llm = next(r["expr"] for g in alerts["groups"] for r in g["rules"] if r["alert"] == "LlmorchNoServingLlm")
     assert await query(prometheus, 'llmorch_model_serving_replicas{model_type="llm"} > 0'), "the registry publishes it"
     assert await query(prometheus, no_llm) == [], "a stack with a SERVING model raises no alert"
+
