@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench reliability gen lint check-gen debian postgres api-baseline
+.PHONY: setup demo up down status test bench reliability gen lint check-gen debian postgres api-baseline dashboard-image
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -65,6 +65,10 @@ bench: setup
 # Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
 reliability: setup postgres
 	$(PY) -m tools.reliability --write
+
+# The Grafana panels rendered from a real Prometheus scraping a fake-engine stack under traffic (README's image).
+dashboard-image: setup debian
+	$(PY) -m tools.dashboard --out docs/img
 
 gen: setup
 	buf generate

@@ -69,6 +69,9 @@ def setup_logging(service: str) -> logging.Logger:
     handler = logging.StreamHandler()
     handler.addFilter(ContextFilter())
     if settings.format == "json":
+        # Temporal's loggers put the workflow or activity info on the record too; as JSON it is a field of its own.
+        workflow.logger.workflow_info_on_message = False
+        activity.logger.activity_info_on_message = False
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",

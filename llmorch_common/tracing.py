@@ -32,6 +32,7 @@ class TracingSettings(BaseSettings):
     exporter_otlp_endpoint: str = Field(
         "", description="OTLP gRPC collector, e.g. http://localhost:4317; empty: no tracing, no interceptors"
     )
+    service_name: str = Field("", description="The service name on every span; empty: the process's own name")
 
 
 class _State:
@@ -42,11 +43,11 @@ def setup_tracing(service_name: str) -> bool:
     """Install the global tracer provider with an OTLP exporter when an endpoint is set; returns whether it did.
 
     Call it before any server, channel or Temporal client is made: they read `enabled()` once, when built."""
-    endpoint = TracingSettings().exporter_otlp_endpoint
+    settings = TracingSettings()
+    endpoint = settings.exporter_otlp_endpoint
     if not endpoint:
         return False
-    # OTEL_SERVICE_NAME, when set, is merged in by Resource.create; the process's own name is the default.
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.service_name or service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _State.enabled = True

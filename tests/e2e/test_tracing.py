@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
+from helpers import eventually
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import eventually
 from llmorch_client.client import OrchestratorClient, question_request
 from llmorch_common import constants as c
 from tools.stack import ModelGroup, Stack, StackConfig
@@ -43,7 +43,8 @@ class Collected:
 
 
 def _value(value: AnyValue) -> Any:
-    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -69,7 +70,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 async def traced_stack() -> AsyncIterator[tuple[Stack, Collector]]:
     collector = Collector()
     server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     config = StackConfig(
@@ -105,13 +106,15 @@ def in_order(chain: Iterable[Collected], expected: list[str]) -> bool:
 SERVER = Span.SpanKind.SPAN_KIND_SERVER
 
 
-def one(spans: list[Collected], name: str, kind: int = SERVER, **attributes: Any) -> Collected:
+def one(spans: list[Collected], name: str, attributes: dict[str, Any] | None = None, kind: int = SERVER) -> Collected:
     """The one span of this name and kind (a gRPC call has a client and a server span of one name) that has these
     attributes; Temporal's spans are SERVER (Run*) or CLIENT (Start*) kind too."""
     found = [
         s
         for s in spans
-        if s.name == name and s.span.kind == kind and all(s.attributes.get(k) == v for k, v in attributes.items())
+        if s.name == name
+        and s.span.kind == kind
+        and all(s.attributes.get(k) == v for k, v in (attributes or {}).items())
     ]
     assert len(found) == 1, f"one {name} {attributes}, found {len(found)}: {[s.attributes for s in found]}"
     return found[0]
@@ -139,14 +142,14 @@ async def test_one_rag_request_with_a_fallback_is_one_trace_through_every_hop(
         by_id = {s.span.span_id: s for s in spans}
         roots = [(s.service, s.span.parent_span_id) for s in spans if s.span.parent_span_id not in by_id]
         assert roots == [("envoy", caller_span)], f"one tree under Envoy's span, roots: {roots}"
-        one(spans, "/llmorch.internal.v1.ModelService/GenerateStream", **{"llmorch.model_id": BACKUP})
+        one(spans, "/llmorch.internal.v1.ModelService/GenerateStream", {"llmorch.model_id": BACKUP})
         one(spans, "/llmorch.v1.OrchestratorService/Generate")
         return spans
 
     spans = await eventually(whole_tree, timeout_s=30, interval_s=0.2)
     by_id = {s.span.span_id: s for s in spans}
     workflow = ["envoy:", "/llmorch.v1.OrchestratorService/Generate", "StartWorkflow:InferenceWorkflow"]
-    model = one(spans, "/llmorch.internal.v1.ModelService/GenerateStream", **{"llmorch.model_id": BACKUP})
+    model = one(spans, "/llmorch.internal.v1.ModelService/GenerateStream", {"llmorch.model_id": BACKUP})
     generate_chain = [*workflow, "StartActivity:generate", "RunActivity:generate", model.name]
     assert in_order(reversed(ancestry(model, by_id)), generate_chain)
     embedding = one(spans, "/llmorch.internal.v1.EmbeddingService/Embed")
@@ -155,8 +158,8 @@ async def test_one_rag_request_with_a_fallback_is_one_trace_through_every_hop(
     assert model.service == f"model-{BACKUP}" and embedding.service == f"embed-{c.EMBEDDING_MODEL_ID}"
 
     retrieve = one(spans, "RunActivity:retrieve")
-    select = one(spans, "RunActivity:select_model", **{"llmorch.attempt": 2})
-    generate = one(spans, "RunActivity:generate", **{"llmorch.attempt": 2})
+    select = one(spans, "RunActivity:select_model", {"llmorch.attempt": 2})
+    generate = one(spans, "RunActivity:generate", {"llmorch.attempt": 2})
     embed = one(spans, "RunActivity:embed")
     assert in_order(reversed(ancestry(select, by_id)), workflow)
     starts = [s.span.start_time_unix_nano for s in (embed, embedding, retrieve, select, generate, model)]

@@ -2,6 +2,7 @@
 
 import ast
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,23 @@ def test_one_api_replica_keeps_the_embedded_sqlite_registry(tmp_path: Path) -> N
     assert specs["api"].env["ORCH_DATABASE_URL"] == f"sqlite:///{tmp_path / 'registry.db'}"
     with pytest.raises(ValueError, match="postgres"):
         StackConfig(api_replicas=2)
+
+
+def test_every_process_gets_the_log_format_and_the_trace_exporter(tmp_path: Path) -> None:
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=… make up`: every platform process exports to it and Envoy traces too; make up
+    logs readable text, other stacks JSON."""
+    from tools.stack import LocalStackSettings, Ports, plan
+
+    endpoint = "http://127.0.0.1:4317"
+    settings = LocalStackSettings(home=tmp_path, free_ports=True, engine="fake", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    config = settings.config()
+    assert (config.otlp_endpoint, config.log_format) == (endpoint, "text")
+    specs = plan(config, tmp_path, Ports.free(2))
+    platform = [s for s in specs if s.argv[1:2] == ("-m",)]
+    assert {s.argv[2] for s in platform} == {"orchestrator_svc", "model_svc", "embed_svc"}
+    assert all(s.env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint for s in platform)
+    assert all(s.env["LLMORCH_LOG_FORMAT"] == "text" for s in platform)
+    assert "envoy.tracers.opentelemetry" in (tmp_path / "envoy.yaml").read_text()
+    quiet = plan(replace(config, otlp_endpoint="", log_format="json"), tmp_path, Ports.free(2))
+    assert not any("OTEL_EXPORTER_OTLP_ENDPOINT" in s.env for s in quiet)
+    assert "envoy.tracers" not in (tmp_path / "envoy.yaml").read_text()

@@ -417,7 +417,8 @@ async def test_nothing_left_to_serve_fails_unavailable_naming_what_was_tried(tem
     assert only.activity_attempts == [1, 2]
     assert error.type == "UNAVAILABLE" and error.non_retryable
     assert "no model can serve this request (only: failed earlier in this request)" in error.message
-    assert router.received == [SelectModelInput("", (), 1), SelectModelInput("", ("only",), 2)], "a verdict is not retried"
+    expected = [SelectModelInput("", (), 1), SelectModelInput("", ("only",), 2)]
+    assert router.received == expected, "a verdict is not retried"
     assert await timeline(handle) == [
         "local select_model",
         "schedule generate on only",
