@@ -8,6 +8,7 @@ import contextlib
 import json
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -124,7 +125,10 @@ async def observed_stack(home: Path, traffic_s: float = 8.0) -> AsyncIterator[tu
         await stack.launch(prometheus_spec(config, port, home / "tsdb")).wait_ready()
 
         async def all_targets_up() -> bool:
-            targets = (await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/targets"))["data"]
+            try:
+                targets = (await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/targets"))["data"]
+            except urllib.error.HTTPError:  # 503 while Prometheus is still starting (its port accepts first)
+                return False
             return bool(targets["activeTargets"]) and all(t["health"] == "up" for t in targets["activeTargets"])
 
         deadline = time.monotonic() + 30
