@@ -7,7 +7,7 @@ from llmorch_common.constants import (
     EMBED_METRICS_PORT,
     EMBED_PORT,
     EMBEDDING_MODEL_ID,
-    ORCHESTRATOR_PORT,
+    ORCHESTRATOR_INTERNAL_PORT,
     TEMPORAL_ADDRESS,
     TEMPORAL_NAMESPACE,
 )
@@ -31,7 +31,8 @@ class EmbedSettings(BaseSettings):
     temporal_address: str = Field(default=TEMPORAL_ADDRESS, description="Temporal frontend host:port")
     temporal_namespace: str = Field(default=TEMPORAL_NAMESPACE, min_length=1, description="Temporal namespace")
     registry_address: str = Field(
-        default=f"localhost:{ORCHESTRATOR_PORT}", description="RegistryService host:port; empty: none"
+        default=f"localhost:{ORCHESTRATOR_INTERNAL_PORT}",
+        description="RegistryService; empty: none",
     )
     max_batch: int = Field(
         default=MAX_EMBED_TEXTS, ge=1, le=4096, description="Most texts per Embed call; more is INVALID_ARGUMENT"

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -79,6 +80,11 @@ async def ask(client: OrchestratorClient, args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m llmorch_client.cli", description=__doc__)
     root.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}", help="API host:port (or Envoy :8080)")
+    root.add_argument(
+        "--api-key",
+        default=os.environ.get("LLMORCH_API_KEY", ""),
+        help="API key (default: $LLMORCH_API_KEY; `make demo` prints a development key)",
+    )
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the models with their health and load")
     embed_cmd = commands.add_parser("embed", help="embed texts with the platform's embedding model")
@@ -102,10 +108,16 @@ def parser() -> argparse.ArgumentParser:
 
 async def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if not args.api_key:
+        sys.exit("an API key is required: --api-key or LLMORCH_API_KEY (create one with `llmorch-admin keys create`)")
     commands = {"models": models, "ingest": ingest, "query": query, "ask": ask, "embed": embed}
-    async with OrchestratorClient(args.target) as client:
+    async with OrchestratorClient(args.target, args.api_key) as client:
         await commands[args.command](client, args)
 
 
-if __name__ == "__main__":
+def run() -> None:
     asyncio.run(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -30,11 +30,13 @@ def question_request(
 
 
 class OrchestratorClient:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, api_key: str) -> None:
+        """`api_key` goes with every call as `authorization: Bearer <key>`."""
         self._channel = make_channel(
             target,
             orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
             retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
+            token=api_key,
         )
         self.api = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
         self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)

@@ -1,6 +1,8 @@
 """Ports, task-queue names and other constants, kept in one place so no service hard-codes another's."""
 
 ORCHESTRATOR_PORT = 50051
+# The API's internal listener: RegistryService, for the platform's own components only (never behind Envoy).
+ORCHESTRATOR_INTERNAL_PORT = 50050  # API replica i of a fixed-port local stack: 50050 - i
 MODEL_BASE_PORT = 50061
 EMBED_PORT = 50071
 ENVOY_PORT = 8080

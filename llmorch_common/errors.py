@@ -59,6 +59,14 @@ def unavailable(message: str) -> PlatformError:
     return PlatformError(message, "UNAVAILABLE")
 
 
+def unauthenticated(message: str) -> PlatformError:
+    return PlatformError(message, "UNAUTHENTICATED")
+
+
+def permission_denied(message: str) -> PlatformError:
+    return PlatformError(message, "PERMISSION_DENIED")
+
+
 def resource_exhausted(message: str, retry_after_s: float) -> PlatformError:
     return PlatformError(message, "RESOURCE_EXHAUSTED", retry_after_s=retry_after_s)
 

@@ -3,6 +3,7 @@ channels."""
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import json
@@ -18,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 from temporalio import activity
 
-from llmorch_common.errors import from_exception, to_status
+from llmorch_common.errors import PlatformError, from_exception, to_status
 from llmorch_common.tracing import client_interceptors, server_interceptors
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ RPC_REQUESTS = Counter("llmorch_rpc_requests_total", "RPCs handled, by method an
 RPC_LATENCY = Histogram("llmorch_rpc_duration_seconds", "RPC handling time, by method", ["method"])
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+Wrap = Callable[[Any], Any]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Open on every server: Kubernetes probes carry no credentials, and reflection shows only the schema.
+OPEN_SERVICES = (HEALTH_SERVICE, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection")
 
 
 @contextlib.asynccontextmanager
@@ -134,6 +139,18 @@ def _guard_request_stream(behavior: Any) -> Any:
     return stream
 
 
+def _rebuilt(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap, deserialize: Any) -> Any:
+    """`handler` with its behavior wrapped (`wrap_unary` when the request is one message, else `wrap_stream`)."""
+    serialize = handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), deserialize, serialize)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap_unary(handler.unary_stream), deserialize, serialize)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap_stream(handler.stream_unary), deserialize, serialize)
+    return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), deserialize, serialize)
+
+
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Bytes that do not decode as the request get INVALID_ARGUMENT, on every service (health and reflection too);
     grpc.aio would answer UNKNOWN ("Unexpected DecodeError") before any handler ran."""
@@ -146,49 +163,94 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        deserialize, serialize = _tolerant(handler.request_deserializer), handler.response_serializer
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _guard_unary_request(handler.unary_unary), deserialize, serialize
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _guard_unary_request(handler.unary_stream), deserialize, serialize
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _guard_request_stream(handler.stream_unary), deserialize, serialize
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _guard_request_stream(handler.stream_stream), deserialize, serialize
-        )
+        deserialize = _tolerant(handler.request_deserializer)
+        return _rebuilt(handler, _guard_unary_request, _guard_request_stream, deserialize)
+
+
+def _preceded(behavior: Any, admit: Callable[[grpc.aio.ServicerContext], Awaitable[None]]) -> Any:
+    """`behavior`, with `admit` awaited first in the same task (so what it sets in a ContextVar, the handler sees)."""
+    if inspect.iscoroutinefunction(behavior):
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await admit(context)
+            return await behavior(request, context)
+
+        return call
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await admit(context)
+        async for response in behavior(request, context):
+            yield response
+
+    return stream
+
+
+def bearer(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's `authorization` metadata, if any."""
+    return next((value for key, value in context.invocation_metadata() or () if key == "authorization"), None)
+
+
+class AuthGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every method of a service outside `open_services` is admitted only if `authenticate` accepts the call's
+    `authorization` metadata; what it returns is in `caller` (if given) while the handler runs, and its refusal (a
+    PlatformError, e.g. UNAUTHENTICATED) is the call's status. Put it before DecodeGuard: a caller without
+    credentials learns nothing, not even whether its bytes decode."""
+
+    def __init__(
+        self,
+        authenticate: Callable[[str | None], Awaitable[Any]],
+        caller: contextvars.ContextVar[Any] | None = None,
+        open_services: Collection[str] = OPEN_SERVICES,
+    ) -> None:
+        self._authenticate = authenticate
+        self._caller = caller
+        self._open = frozenset(open_services)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.strip("/").split("/")[0] in self._open:
+            return handler
+
+        async def admit(context: grpc.aio.ServicerContext) -> None:
+            try:
+                admitted = await self._authenticate(bearer(context))
+                if self._caller is not None:
+                    self._caller.set(admitted)
+            except PlatformError as error:
+                RPC_REQUESTS.labels(details.method, error.code).inc()
+                await context.abort_with_status(to_status(error))
+
+        def wrap(behavior: Any) -> Any:
+            return _preceded(behavior, admit)
+
+        return _rebuilt(handler, wrap, wrap, handler.request_deserializer)
 
 
 async def create_server(
     register: Callable[[grpc.aio.Server], Iterable[str]],
     port: int,
     host: str = "0.0.0.0",
-    unlisted: Collection[str] = (),
+    gate: AuthGate | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build a server with health (NOT_SERVING until the caller says otherwise) and reflection.
 
-    `register` adds the servicers and returns their full service names, taken from descriptors.
-    Names in `unlisted` are served and health-checked but left out of reflection: on a public port, reflection
-    reaches users (Envoy proxies it), so it lists only the public API.
+    `register` adds the servicers and returns their full service names, taken from descriptors; reflection lists
+    exactly those. With a `gate`, every call but health and reflection must carry credentials it accepts.
     Port 0 binds a free port; the real one is returned.
     """
-    # Tracing outermost, so a request the guard rejects still has its span.
-    interceptors = [*server_interceptors(), DecodeGuard()]
+    # Tracing outermost, so a call the gate or the guard rejects still has its span.
+    interceptors = [*server_interceptors(), *([gate] if gate else []), DecodeGuard()]
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in [*service_names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    listed = [name for name in service_names if name not in unlisted]
-    reflection.enable_server_reflection(
-        [*listed, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    reflection.enable_server_reflection([*service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
     bound_port = server.add_insecure_port(f"{host}:{port}")
     return server, bound_port, health_servicer
 
@@ -224,7 +286,49 @@ def idempotent_methods(*service_descriptors: Any) -> list[tuple[str, str]]:
     return methods
 
 
-def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
+class _Authorized:
+    """Adds `authorization: Bearer <token>` to a call's metadata: an API key, or the registration token."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._header)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+# grpc.aio files each interceptor under the first call type it implements, so each type needs its own class.
+class _AuthorizedUnaryUnary(_Authorized, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AuthorizedUnaryStream(_Authorized, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AuthorizedStreamUnary(_Authorized, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _AuthorizedStreamStream(_Authorized, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def authorized(token: str) -> list[Any]:
+    """Client interceptors that send `token` with every call of a channel."""
+    kinds = (_AuthorizedUnaryUnary, _AuthorizedUnaryStream, _AuthorizedStreamUnary, _AuthorizedStreamStream)
+    return [kind(token) for kind in kinds]
+
+
+def make_channel(target: str, *service_descriptors: Any, token: str | None = None) -> grpc.aio.Channel:
+    """A channel with retries for the descriptors' idempotent methods; with `token`, every call carries it."""
+    interceptors = [*client_interceptors(), *(authorized(token) if token else [])]
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _retry_service_config(idempotent_methods(*service_descriptors))),
@@ -232,7 +336,7 @@ def make_channel(target: str, *service_descriptors: Any) -> grpc.aio.Channel:
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]
-    return grpc.aio.insecure_channel(target, options=options, interceptors=client_interceptors())
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors or None)
 
 
 async def wait_until_serving(

@@ -16,7 +16,7 @@ from temporalio import activity, workflow
 from llmorch_common.tracing import current_trace_id
 
 # The fields a line carries when they are known, in the order the text format prints them.
-FIELDS = ("request_id", "workflow_id", "trace_id", "model_id")
+FIELDS = ("tenant", "request_id", "workflow_id", "trace_id", "model_id")
 _bound: ContextVar[Mapping[str, str] | None] = ContextVar("llmorch_log_fields", default=None)
 
 

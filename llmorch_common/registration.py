@@ -2,21 +2,56 @@
 
 import asyncio
 import contextlib
+import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from llmorch.internal.v1 import metadata_pb2, registry_pb2, registry_pb2_grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmorch_common.errors import unauthenticated
 from llmorch_common.grpc_edge import make_channel
 
 log = logging.getLogger(__name__)
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"]
+MIN_TOKEN_CHARS = 32
+
+
+class RegistrationSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMORCH_REGISTRATION_")
+
+    token: str = Field(
+        "",
+        description="The control plane's shared credential: the registry's internal listener admits only calls that "
+        "carry it, and every model, embedding and orchestrator process presents it. No default: tools/stack.py "
+        "generates one per stack home, Helm and Compose from a Secret",
+    )
+
+
+def registration_token() -> str:
+    """The configured credential; a process of the control plane refuses to start without a real one."""
+    token = RegistrationSettings().token
+    if len(token) < MIN_TOKEN_CHARS:
+        raise RuntimeError(f"LLMORCH_REGISTRATION_TOKEN must be a secret of at least {MIN_TOKEN_CHARS} characters")
+    return token
+
+
+def registration_check(token: str) -> Callable[[str | None], Awaitable[None]]:
+    """The internal listener's gate: the `authorization` header must carry exactly `token`."""
+    expected = f"Bearer {token}".encode()
+
+    async def check(authorization: str | None) -> None:
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+            raise unauthenticated("the registry admits only the platform's own components (registration credential)")
+
+    return check
 
 
 class Registration:
     def __init__(self, registry_address: str, metadata: metadata_pb2.ModelMetadata, interval_s: float) -> None:
-        self._channel = make_channel(registry_address, REGISTRY_SERVICE)
+        self._channel = make_channel(registry_address, REGISTRY_SERVICE, token=registration_token())
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._metadata = metadata
         self._interval_s = interval_s

@@ -9,7 +9,7 @@ from llmorch_common.constants import (
     DEFAULT_MODEL_ID,
     MODEL_BASE_METRICS_PORT,
     MODEL_BASE_PORT,
-    ORCHESTRATOR_PORT,
+    ORCHESTRATOR_INTERNAL_PORT,
     TEMPORAL_ADDRESS,
     TEMPORAL_NAMESPACE,
 )
@@ -35,7 +35,7 @@ class ModelSettings(BaseSettings):
     temporal_address: str = Field(TEMPORAL_ADDRESS, description="Temporal frontend host:port")
     temporal_namespace: str = Field(TEMPORAL_NAMESPACE, description="Temporal namespace")
     registry_address: str = Field(
-        f"localhost:{ORCHESTRATOR_PORT}", description="RegistryService host:port; empty skips"
+        f"localhost:{ORCHESTRATOR_INTERNAL_PORT}", description="RegistryService (the API's internal port); empty skips"
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, le=60, description="Registry heartbeat period")
     admission_timeout_s: float = Field(

@@ -5,6 +5,7 @@ import sys
 
 from llmorch_common.lifecycle import sdk_metrics_runtime, setup_process, start_metrics, wait_for_termination
 from llmorch_common.payload_codec import connect
+from llmorch_common.registration import registration_token
 from orchestrator_svc.app import create_worker, start_api
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.inference.activities import RemoteRegistry
@@ -30,7 +31,7 @@ async def run_worker(settings: OrchestratorSettings) -> None:
     runtime = sdk_metrics_runtime(settings.temporal_metrics_port)
     client = await connect(settings.temporal_address, settings.temporal_namespace, runtime)
     resources = await Resources.open(settings)
-    registry = RemoteRegistry(settings.registry_address)
+    registry = RemoteRegistry(settings.registry_address, registration_token())
     worker = create_worker(client, settings, resources, registry.list_llms)
     start_metrics(settings.worker_metrics_port)
     log.info("polling %s", settings.task_queue)

@@ -11,8 +11,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
-from llmorch_common.grpc_edge import create_server, set_serving
+from llmorch_common.grpc_edge import AuthGate, create_server, set_serving
+from llmorch_common.registration import registration_check, registration_token
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.caller import key_gate
+from orchestrator_svc.identity.service import KeyChecker
+from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference import servicer as inference
 from orchestrator_svc.inference.activities import ModelLister, SelectionActivities
 from orchestrator_svc.inference.service import InferenceService
@@ -37,6 +41,10 @@ class ApiServer:
     health: health.aio.HealthServicer
     registry: Registry
     service_names: list[str]
+    internal: grpc.aio.Server  # RegistryService, for the platform's own components
+    internal_port: int
+    internal_health: health.aio.HealthServicer
+    keys: KeyStore
     background: tuple[asyncio.Task[None], ...]  # readiness and the queue-depth gauges, for the API's lifetime
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -52,7 +60,10 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
         await self.server.stop(grace_s)
+        await self.internal_health.enter_graceful_shutdown()
+        await self.internal.stop(grace_s)
         await self.registry.close()
+        await self.keys.close()
 
 
 async def start_api(
@@ -77,18 +88,29 @@ async def start_api(
         client, settings.task_queue, resources.store, resources.staging, resources.embeddings
     )
 
+    keys = await KeyStore.open(settings.database_url)
+
     def register(server: grpc.aio.Server) -> list[str]:
         return [
             *inference.register(server, inference.OrchestratorServicer(service, model_registry)),
             *retrieval.register(server, retrieval.RetrievalServicer(retrieval_service)),
-            *registry.register(server, registry.RegistryServicer(model_registry)),
         ]
 
-    # RegistryService still shares this port (an internal listener is planned), but reflection here is public.
+    def register_internal(server: grpc.aio.Server) -> list[str]:
+        return registry.register(server, registry.RegistryServicer(model_registry))
+
+    # Two listeners: the public one (every call needs an API key) and the internal one, which serves the control
+    # plane only to holders of the registration credential, so no caller of the public API can register a model.
     server, port, health_servicer = await create_server(
-        register, settings.port, settings.host, unlisted=[registry.SERVICE_NAME]
+        register, settings.port, settings.host, key_gate(KeyChecker(keys, settings.key_cache_ttl_s))
     )
-    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, registry.SERVICE_NAME, LIVENESS_SERVICE]
+    internal, internal_port, internal_health = await create_server(
+        register_internal,
+        settings.internal_port,
+        settings.internal_host,
+        AuthGate(registration_check(registration_token())),
+    )
+    names = [inference.SERVICE_NAME, retrieval.SERVICE_NAME, LIVENESS_SERVICE]
     await health_servicer.set(READINESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)  # until Temporal answers
     background = (
         asyncio.create_task(follow_temporal(client, health_servicer)),
@@ -96,7 +118,9 @@ async def start_api(
             queue_stats.refresh_forever(lambda: [m.metadata.task_queue for m in model_registry.models()])
         ),
     )
-    started = ApiServer(server, port, health_servicer, model_registry, names, background)
+    started = ApiServer(
+        server, port, health_servicer, model_registry, names, internal, internal_port, internal_health, keys, background
+    )
     if embedded_worker:
 
         async def list_llms() -> list[RegisteredModel]:
@@ -104,6 +128,8 @@ async def start_api(
 
         started.worker = create_worker(client, settings, resources, list_llms, queue_stats)
         started._worker_task = asyncio.create_task(started.worker.run())
+    await internal.start()
+    await set_serving(internal_health, [registry.SERVICE_NAME], True)
     await server.start()
     await set_serving(health_servicer, names, True)
     return started

@@ -10,6 +10,7 @@ from llmorch_common.constants import (
     EMBED_PORT,
     EMBEDDING_MODEL_ID,
     ORCHESTRATOR_API_SDK_METRICS_PORT,
+    ORCHESTRATOR_INTERNAL_PORT,
     ORCHESTRATOR_METRICS_PORT,
     ORCHESTRATOR_PORT,
     ORCHESTRATOR_TASK_QUEUE,
@@ -25,7 +26,23 @@ class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCH_")
 
     host: str = Field("0.0.0.0", description="Address the API binds")
-    port: int = Field(ORCHESTRATOR_PORT, ge=0, le=65535, description="API gRPC port; 0 picks a free one")
+    port: int = Field(ORCHESTRATOR_PORT, ge=0, le=65535, description="Public API gRPC port; 0 picks a free one")
+    internal_host: str = Field(
+        "0.0.0.0", description="Address the internal listener binds (RegistryService); NetworkPolicies guard it"
+    )
+    internal_port: int = Field(
+        ORCHESTRATOR_INTERNAL_PORT,
+        ge=0,
+        le=65535,
+        description="Internal gRPC port: RegistryService, admitting only the registration credential; 0 picks one",
+    )
+    key_cache_ttl_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="A verified API key is trusted this long without a database read: the bound on how long a "
+        "revoked key keeps working on an API replica",
+    )
     metrics_port: int = Field(ORCHESTRATOR_METRICS_PORT, ge=0, le=65535, description="API Prometheus port; 0 disables")
     worker_metrics_port: int = Field(
         ORCHESTRATOR_WORKER_METRICS_PORT, ge=0, le=65535, description="Worker Prometheus port; 0 disables"
@@ -54,7 +71,9 @@ class OrchestratorSettings(BaseSettings):
     registry_stale_after_s: float = Field(
         300.0, gt=0, le=86400, description="A replica down and without heartbeats this long is removed"
     )
-    registry_address: str = Field(f"localhost:{ORCHESTRATOR_PORT}", description="Where the worker reaches the registry")
+    registry_address: str = Field(
+        f"localhost:{ORCHESTRATOR_INTERNAL_PORT}", description="Where the worker reaches the registry (internal port)"
+    )
     request_timeout_s: float = Field(900.0, gt=0, le=86400, description="Workflow execution timeout of one request")
     generate_timeout_s: float = Field(300.0, gt=0, le=3600, description="start-to-close bound of one generation")
     heartbeat_timeout_s: float = Field(5.0, gt=0, le=600, description="A silent generation is presumed dead after this")

@@ -3,6 +3,7 @@ PostgreSQL (the registry's shared database) exactly as the multi-replica stack r
 
 import asyncio
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -18,6 +19,8 @@ from tools.stack import Child, PostgresCluster, Stack, StackConfig, free_port
 
 # Workflow payloads are sealed in every test, as in the stack: the in-process clients and every child share this key.
 os.environ.setdefault("LLMORCH_PAYLOAD_KEYS", new_key("test"))
+# The control plane's credential, shared by the in-process API and every model or embedding child of a test.
+os.environ.setdefault("LLMORCH_REGISTRATION_TOKEN", secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")

@@ -10,19 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmorch.internal.v1 import registry_pb2_grpc
-from llmorch.v1 import orchestrator_pb2_grpc, retrieval_pb2_grpc
+from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 
+from llmorch_common.grpc_edge import make_channel
+from llmorch_common.registration import registration_token
 from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
 from orchestrator_svc.app import ApiServer, start_api
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import Role
+from orchestrator_svc.identity.service import KeyAdmin
+from orchestrator_svc.inference.service import workflow_id
 from orchestrator_svc.resources import Resources
 from tools.stack import Child, embed_spec, free_port, model_env, model_spec, orchestrator_spec
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_TENANT = "test"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
@@ -79,8 +86,10 @@ class Orchestrator:
 
     api: ApiServer
     settings: OrchestratorSettings
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel  # the public port, with a key of tenant TEST_TENANT
+    internal_channel: grpc.aio.Channel  # the internal listener, with the registration credential
     resources: Resources
+    api_key: str
 
     @property
     def stub(self) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
@@ -92,16 +101,35 @@ class Orchestrator:
 
     @property
     def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
-        return registry_pb2_grpc.RegistryServiceStub(self.channel)
+        return registry_pb2_grpc.RegistryServiceStub(self.internal_channel)
 
     @property
     def address(self) -> str:
         return f"localhost:{self.api.port}"
 
+    @property
+    def internal_address(self) -> str:
+        return f"localhost:{self.api.internal_port}"
+
+    async def key_for(self, tenant: str, role: Role = Role.TENANT) -> str:
+        key, _ = await KeyAdmin(self.api.keys).create(tenant, role)
+        return key
+
+    async def channel_for(self, tenant: str, role: Role = Role.TENANT) -> grpc.aio.Channel:
+        """A public channel with a fresh key of `tenant` (the caller closes it)."""
+        return make_channel(self.address, token=await self.key_for(tenant, role))
+
+
+def workflow_id_of(request_id: str, tenant: str = TEST_TENANT) -> str:
+    """The inference workflow id of a request made with a test key."""
+    return workflow_id(tenant, request_id)
+
 
 def orchestrator_settings(tmp: Path, **overrides: Any) -> OrchestratorSettings:
     values: dict[str, Any] = {
         "port": 0,
+        "internal_port": 0,
+        "internal_host": "127.0.0.1",
         "metrics_port": 0,
         "worker_metrics_port": 0,
         "task_queue": f"orchestrator-{uuid.uuid4().hex[:8]}",
@@ -120,13 +148,16 @@ async def start_orchestrator(client: Client, settings: OrchestratorSettings, wit
     # One set of stores for API and worker, as two processes sharing files would have; memory needs it.
     resources = await Resources.open(settings)
     api = await start_api(settings, client, resources, embedded_worker=with_worker)
-    settings = settings.model_copy(update={"registry_address": f"localhost:{api.port}"})
-    channel = grpc.aio.insecure_channel(f"localhost:{api.port}")
-    return Orchestrator(api, settings, channel, resources)
+    settings = settings.model_copy(update={"registry_address": f"localhost:{api.internal_port}"})
+    api_key, _ = await KeyAdmin(api.keys).create(TEST_TENANT)
+    channel = make_channel(f"localhost:{api.port}", token=api_key)
+    internal = make_channel(f"localhost:{api.internal_port}", token=registration_token())
+    return Orchestrator(api, settings, channel, internal, resources, api_key)
 
 
 async def stop_orchestrator(orchestrator: Orchestrator) -> None:
     await orchestrator.channel.close()
+    await orchestrator.internal_channel.close()
     await orchestrator.api.stop(grace_s=1)
     await orchestrator.resources.close()
 
@@ -157,3 +188,33 @@ def fake_replica(model_id: str, temporal_address: str, registry_address: str, **
     }
     values.update(overrides)
     return ModelReplica(ModelSettings(**values))
+
+
+PUBLIC_SERVICES = (
+    orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
+    retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
+)
+WRONG_KEYS = (None, "not-a-key", "llmo_0123456789abcdef_" + "A" * 43)
+
+
+async def assert_every_public_rpc_refuses(target: str) -> None:
+    """Every public method, called without a key, with a malformed one and with a well-formed unknown one, is
+    UNAUTHENTICATED; health stays open for probes."""
+    for token in WRONG_KEYS:
+        async with make_channel(target, token=token) as channel:
+            for service in PUBLIC_SERVICES:
+                for method in service.methods:
+                    path = f"/{service.full_name}/{method.name}"
+                    raw = (lambda data: data), (lambda data: data)
+                    if method.server_streaming:
+                        call: Any = channel.unary_stream(path, *raw)(b"", timeout=10)
+                        consume: Any = call.read()
+                    else:
+                        consume = channel.unary_unary(path, *raw)(b"", timeout=10)
+                    try:
+                        await consume
+                        raise AssertionError(f"{path} answered with token {token!r}")
+                    except grpc.aio.AioRpcError as error:
+                        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (path, token, error.code())
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING

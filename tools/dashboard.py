@@ -88,13 +88,13 @@ def observed_config() -> StackConfig:
 FALLBACK_EVERY_S = 15.0
 
 
-async def traffic(target: str, seconds: float) -> None:
+async def traffic(stack: Stack, seconds: float) -> None:
     """Unary and streaming requests through Envoy, a ListModels (queue depth), one bad request (an error code) and,
     first and then every FALLBACK_EVERY_S, a request for the slow model, which falls back (fallbacks by reason)."""
     request = orchestrator_pb2.GenerateRequest(prompt="Say hi.", sampling=types_pb2.SamplingParams(max_tokens=4))
     slow = orchestrator_pb2.GenerateRequest(model_id=SLOW_MODEL)
     slow.MergeFrom(request)
-    async with OrchestratorClient(target) as client:
+    async with OrchestratorClient(stack.envoy_target, stack.api_key) as client:
         now = time.monotonic()
         deadline, next_fallback = now + seconds, now
         while time.monotonic() < deadline:
@@ -136,7 +136,7 @@ async def observed_stack(home: Path, traffic_s: float = 8.0) -> AsyncIterator[tu
             if time.monotonic() > deadline:
                 raise TimeoutError("every scrape target up within 30 s")
             await asyncio.sleep(0.5)
-        await traffic(stack.envoy_target, traffic_s)
+        await traffic(stack, traffic_s)
         await asyncio.sleep(2.0)  # two more scrapes, so the last requests are in every rate window
         yield stack, port
 

@@ -11,8 +11,8 @@ from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 QUESTION = "What does the assert statement do when optimization is requested?"
 
 
-async def run_demo(target: str) -> None:
-    async with OrchestratorClient(target) as client:
+async def run_demo(target: str, api_key: str) -> None:
+    async with OrchestratorClient(target, api_key) as client:
         print("\nRegistered models:")
         for model in await client.list_models():
             print(

@@ -60,6 +60,7 @@ def up(settings: LocalStackSettings) -> dict[str, Any]:
                     print(f"  ready  {name:32} {process['info']}", flush=True)
             if state["state"] == "ready":
                 print(f"  all models registered; logs in {settings.home / 'logs'}; `make down` stops everything")
+                print(f"  development API key (tenant dev), as `authorization: Bearer <key>`:\n  {settings.dev_key()}")
                 return state
             if state["state"] == "failed":
                 break
@@ -107,7 +108,7 @@ def demo(settings: LocalStackSettings) -> None:
 
     state = up(settings)
     # Through Envoy, the front door users reach.
-    asyncio.run(run_demo(f"127.0.0.1:{state['ports']['envoy']}"))
+    asyncio.run(run_demo(f"127.0.0.1:{state['ports']['envoy']}", settings.dev_key()))
 
 
 def main() -> None:

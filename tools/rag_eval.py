@@ -6,6 +6,7 @@ Usage: python -m tools.rag_eval [--target localhost:50051] [--ingest]
 import argparse
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,12 @@ async def evaluate(
 async def main() -> None:
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--target", default=f"localhost:{ORCHESTRATOR_PORT}")
+    args.add_argument("--api-key", default=os.environ.get("LLMORCH_API_KEY", ""), help="default: $LLMORCH_API_KEY")
     args.add_argument("--collection", default=DEMO_COLLECTION)
     args.add_argument("--ingest", action="store_true", help="ingest the demo corpus first if the collection is empty")
     args.add_argument("--eval-file", type=Path, default=reference_data_dir() / "rag_eval_public.jsonl")
     options = args.parse_args()
-    async with OrchestratorClient(options.target) as client:
+    async with OrchestratorClient(options.target, options.api_key) as client:
         collection = await client.ensure_collection(options.collection)
         if options.ingest and collection.chunk_count == 0:
             await client.ingest(options.collection, python_reference())

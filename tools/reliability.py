@@ -24,8 +24,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from orchestrator_svc.inference.service import workflow_id
 from tools.bench import machine
-from tools.stack import Stack, fake_stack, replicated
+from tools.stack import DEV_TENANT, Stack, fake_stack, replicated
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "reliability.md"
@@ -84,7 +85,7 @@ def generate_request(request_id: str) -> orchestrator_pb2.GenerateRequest:
 
 async def workflow_status(client: Client, request_id: str) -> WorkflowExecutionStatus | None:
     try:
-        description = await client.get_workflow_handle(f"inference-{request_id}").describe()
+        description = await client.get_workflow_handle(workflow_id(DEV_TENANT, request_id)).describe()
     except RPCError:
         return None  # not started, or Temporal is down this moment
     return description.status
@@ -119,7 +120,7 @@ async def load(stack: Stack, client: Client, clients: int, load_s: float, outcom
             outcomes.append(outcome)
             await ask(stub, client, outcome, give_up_at)
 
-    async with grpc.aio.insecure_channel(stack.envoy_target) as channel:
+    async with stack.channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         await asyncio.gather(*(one_client(stub) for _ in range(clients)))
 
@@ -157,7 +158,7 @@ async def check(client: Client, outcomes: list[Outcome], report: Report) -> None
     """Every id against Temporal: the only judge of what was accepted and how it ended."""
     report.sent = len(outcomes)
     for outcome in outcomes:
-        handle = client.get_workflow_handle(f"inference-{outcome.request_id}")
+        handle = client.get_workflow_handle(workflow_id(DEV_TENANT, outcome.request_id))
         try:
             description = await handle.describe()
         except RPCError:
@@ -193,7 +194,7 @@ async def check(client: Client, outcomes: list[Outcome], report: Report) -> None
 
 async def same_answer(client: Client, outcome: Outcome) -> bool:
     """The answer a reattached client got is the run's recorded result: one run, never a second generation."""
-    result: Any = await client.get_workflow_handle(f"inference-{outcome.request_id}").result()
+    result: Any = await client.get_workflow_handle(workflow_id(DEV_TENANT, outcome.request_id)).result()
     text = result["text"] if isinstance(result, dict) else getattr(result, "text", None)
     return bool(text == outcome.answer)
 

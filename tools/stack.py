@@ -18,20 +18,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import grpc
 import yaml  # type: ignore[import-untyped]
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 
 from llmorch_common import constants as c
-from llmorch_common.grpc_edge import wait_until_serving
+from llmorch_common.grpc_edge import make_channel, wait_until_serving
 from llmorch_common.payload_codec import data_converter, new_key, parse_keys
+from orchestrator_svc.identity.keys import Role
+from orchestrator_svc.identity.service import KeyAdmin
+from orchestrator_svc.identity.store import KeyStore
 from tools.envoy_config import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -507,6 +511,7 @@ class Ports:
     temporal_http: int
     temporal_metrics: int
     api: int
+    api_internal: int  # RegistryService, for the platform's own processes
     api_metrics: int
     worker_metrics: int
     worker_sdk_metrics: int
@@ -520,6 +525,7 @@ class Ports:
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
+    more_api_internals: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
     more_api_sdk_metrics: tuple[int, ...] = ()
     more_worker_metrics: tuple[int, ...] = ()
@@ -532,6 +538,7 @@ class Ports:
             self,
             postgres=free_port(),
             more_apis=tuple((self.api + i) if fixed else free_port() for i in extra_apis),
+            more_api_internals=tuple((self.api_internal - i) if fixed else free_port() for i in extra_apis),
             more_api_metrics=tuple(free_port() for _ in extra_apis),
             more_api_sdk_metrics=tuple(free_port() for _ in extra_apis),
             more_worker_metrics=tuple(free_port() for _ in extra_workers),
@@ -542,6 +549,10 @@ class Ports:
     def apis(self) -> tuple[int, ...]:
         return (self.api, *self.more_apis)
 
+    @property
+    def api_internals(self) -> tuple[int, ...]:
+        return (self.api_internal, *self.more_api_internals)
+
     @classmethod
     def fixed(cls, replicas: int) -> "Ports":
         return cls(
@@ -550,6 +561,7 @@ class Ports:
             temporal_http=c.TEMPORAL_HTTP_PORT,
             temporal_metrics=c.TEMPORAL_METRICS_PORT,
             api=c.ORCHESTRATOR_PORT,
+            api_internal=c.ORCHESTRATOR_INTERNAL_PORT,
             api_metrics=c.ORCHESTRATOR_METRICS_PORT,
             worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
             worker_sdk_metrics=c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
@@ -574,25 +586,54 @@ class Ports:
 
 
 def payload_keys(home: Path) -> str:
-    """The stack's payload keys (LLMORCH_PAYLOAD_KEYS), made once per home and kept beside its Temporal database,
-    so a restarted stack still opens the histories it sealed."""
-    path = home / "payload-keys"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(new_key("k1"))
-    return path.read_text().strip()
+    """The stack's payload keys (LLMORCH_PAYLOAD_KEYS), kept beside its Temporal database, so a restarted stack
+    still opens the histories it sealed."""
+    return secret_file(home, "payload-keys", lambda: new_key("k1"))
 
 
 def postgres_cluster(home: Path, ports: Ports) -> PostgresCluster:
     return PostgresCluster(home / "postgres", ports.postgres)
 
 
+def secret_file(home: Path, name: str, make: Callable[[], str]) -> str:
+    """A secret made once per home (mode 0600) and kept there, so a restarted stack still uses it."""
+    path = home / name
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
+DEV_TENANT = "dev"
+DEV_KEY_FILE = "api-key"
+
+
+def registration_token(home: Path) -> str:
+    """The control plane's credential (LLMORCH_REGISTRATION_TOKEN) of this stack."""
+    return secret_file(home, "registration-token", lambda: secrets.token_urlsafe(32))
+
+
 def registry_target(config: StackConfig, ports: Ports) -> str:
-    """Where replicas and workers reach RegistryService: with several API replicas, any of them (gRPC's pick_first
-    moves on to the next address when one dies)."""
+    """Where replicas and workers reach RegistryService on the APIs' internal listeners: with several API replicas,
+    any of them (gRPC's pick_first moves on to the next address when one dies)."""
     if config.api_replicas == 1:
-        return f"127.0.0.1:{ports.api}"
-    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports.apis[: config.api_replicas])
+        return f"127.0.0.1:{ports.api_internal}"
+    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports.api_internals[: config.api_replicas])
+
+
+def stack_database_url(config: StackConfig, home: Path, ports: Ports) -> str:
+    """The registry's database (keys included); a PostgreSQL one once `plan` has initialised its cluster."""
+    return postgres_cluster(home, ports).url if config.postgres else f"sqlite:///{home / 'registry.db'}"
+
+
+async def create_key(database_url: str, tenant: str, role: Role = Role.TENANT) -> str:
+    """A new API key, as `llmorch-admin keys create` makes one."""
+    store = await KeyStore.open(database_url)
+    try:
+        key, _ = await KeyAdmin(store).create(tenant, role)
+        return key
+    finally:
+        await store.close()
 
 
 def observability_env(config: StackConfig) -> dict[str, str]:
@@ -606,18 +647,18 @@ def observability_env(config: StackConfig) -> dict[str, str]:
 def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     """Every process of the stack, in start order: each one's dependencies come before it. A PostgreSQL stack
     initialises its cluster here, once (its password is part of the API's environment)."""
-    sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home)}  # every process that reads workflow payloads
+    # Every process that reads workflow payloads or speaks to the registry holds these.
+    sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home), "LLMORCH_REGISTRATION_TOKEN": registration_token(home)}
     observed = observability_env(config)  # every process of the platform: its log format and trace exporter
     temporal_address = f"127.0.0.1:{ports.temporal}"
     registry = registry_target(config, ports)
     specs: list[ProcessSpec] = []
-    database_url = f"sqlite:///{home / 'registry.db'}"
     if config.postgres:
-        cluster = postgres_cluster(home, ports).init()
-        specs.append(cluster.spec())
-        database_url = cluster.url
+        specs.append(postgres_cluster(home, ports).init().spec())
+    database_url = stack_database_url(config, home, ports)
     orchestrator_env = {
         "ORCH_HOST": "127.0.0.1",
+        "ORCH_INTERNAL_HOST": "127.0.0.1",
         "ORCH_PORT": str(ports.api),
         "ORCH_METRICS_PORT": str(ports.api_metrics),
         "ORCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
@@ -661,14 +702,16 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     api_ports = list(
         zip(
             ports.apis,
+            ports.api_internals,
             (ports.api_metrics, *ports.more_api_metrics),
             (ports.api_sdk_metrics, *ports.more_api_sdk_metrics),
             strict=True,
         )
     )
-    for index, (port, metrics, sdk_metrics) in enumerate(api_ports[: config.api_replicas]):
+    for index, (port, internal, metrics, sdk_metrics) in enumerate(api_ports[: config.api_replicas]):
         name = "api" if index == 0 else f"api-{index}"
         env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
+        env["ORCH_INTERNAL_PORT"] = str(internal)
         env["ORCH_API_TEMPORAL_METRICS_PORT"] = str(sdk_metrics)
         api = orchestrator_spec("api", env, grpc_port=port)
         specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
@@ -727,6 +770,7 @@ class Stack:
     home: Path = field(init=False)
     ports: Ports = field(init=False)
     logs: Path = field(init=False)
+    api_key: str = field(init=False, default="")  # the dev key, once started
 
     def __post_init__(self) -> None:
         self.home = self.config.home or Path(tempfile.mkdtemp(prefix="llmorch-stack-"))
@@ -786,8 +830,26 @@ class Stack:
             await child.wait_ready()
             if progress:
                 progress(child)
+        self.api_key = await self.dev_key()
         await self.wait_registered()
         return self
+
+    @property
+    def database_url(self) -> str:
+        return stack_database_url(self.config, self.home, self.ports)
+
+    async def dev_key(self) -> str:
+        """The stack's development key (tenant DEV_TENANT), made on its first start and kept in its home (0600)."""
+        path = self.home / DEV_KEY_FILE
+        if not path.exists():
+            key = await create_key(self.database_url, DEV_TENANT)
+            path.touch(mode=0o600)
+            path.write_text(key)
+        return path.read_text().strip()
+
+    def channel(self, target: str | None = None, api_key: str | None = None) -> "grpc.aio.Channel":
+        """A public channel (Envoy's, unless `target` names another) whose calls carry the dev key or `api_key`."""
+        return make_channel(target or self.envoy_target, token=api_key or self.api_key)
 
     def expected_capacity(self) -> dict[str, int]:
         capacity = {group.model_id: 0 for group in self.config.models}
@@ -797,7 +859,6 @@ class Stack:
 
     async def wait_registered(self, timeout_s: float = 60.0) -> None:
         """Every replica registered and SERVING, so the router sees the whole capacity."""
-        import grpc
         from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
         expected = self.expected_capacity()
@@ -805,7 +866,7 @@ class Stack:
             expected[c.EMBEDDING_MODEL_ID] = 1
         deadline = time.monotonic() + timeout_s
         seen: dict[str, int] = {}
-        async with grpc.aio.insecure_channel(self.api_target) as channel:
+        async with self.channel(self.api_target) as channel:
             api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
             while time.monotonic() < deadline:
                 listing = await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=5)
@@ -946,6 +1007,10 @@ class LocalStackSettings(BaseSettings):
     @property
     def state_file(self) -> Path:
         return self.home / "run" / "stack.json"
+
+    def dev_key(self) -> str:
+        """The running stack's development key (Stack.dev_key made it)."""
+        return (self.home / DEV_KEY_FILE).read_text().strip()
 
 
 def write_state(path: Path, stack: Stack | None, state: str, error: str = "") -> None:

@@ -59,8 +59,8 @@ async def _no_queue_stats(task_queue: str) -> QueueLoad:
 class RemoteRegistry:
     """The registry over gRPC, for a worker in its own process."""
 
-    def __init__(self, address: str) -> None:
-        self._channel = make_channel(address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"])
+    def __init__(self, address: str, token: str) -> None:
+        self._channel = make_channel(address, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"], token=token)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
 
     async def list_llms(self) -> list[RegisteredModel]:

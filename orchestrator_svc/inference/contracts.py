@@ -41,6 +41,8 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
+    # Whose request it is (from the caller's API key); empty in histories recorded before tenants existed.
+    tenant: str = ""
     # The OpenTelemetry trace of the call that started the run (empty without tracing), returned in provenance.
     trace_id: str = ""
 

@@ -38,7 +38,7 @@ from orchestrator_svc.inference.contracts import (
 from orchestrator_svc.inference.workflows import WATCH_STREAM_UPDATE, InferenceWorkflow
 from orchestrator_svc.registry.service import Registry
 from orchestrator_svc.retrieval.embedding_client import Embedded, EmbeddingClient
-from orchestrator_svc.retrieval.vectorstore.base import VectorStore
+from orchestrator_svc.retrieval.vectorstore.base import VectorStore, scoped_collection
 
 WORKFLOW_DURATION = Histogram(
     "llmorch_workflow_duration_seconds",
@@ -72,8 +72,10 @@ def dispatch_policy(settings: OrchestratorSettings) -> DispatchPolicy:
     )
 
 
-def workflow_id(request_id: str) -> str:
-    return WORKFLOW_ID_PREFIX + request_id
+def workflow_id(tenant: str, request_id: str) -> str:
+    """The tenant is part of the id, so two tenants may use one request id and never reach each other's run
+    (a tenant name has no dot)."""
+    return f"{WORKFLOW_ID_PREFIX}{tenant}.{request_id}"
 
 
 def fallback_reason_label(reason: str) -> str:
@@ -82,16 +84,12 @@ def fallback_reason_label(reason: str) -> str:
     return reason.partition(":")[0].strip()
 
 
-def request_tenant(request: "InferenceRequest") -> str:
-    """Hook for tenants (issue 14): the tenant a request runs for, recorded on its span; none yet."""
-    return ""
-
-
 @dataclass(frozen=True)
 class InferenceRequest:
     """A validated request, as the servicer built it from the wire."""
 
     request_id: str
+    tenant: str  # the caller's, from its API key
     messages: tuple[ChatTurn, ...]
     prompt: str
     sampling: Sampling
@@ -109,9 +107,9 @@ class InferenceRequest:
 @contextlib.contextmanager
 def observed(request: InferenceRequest) -> Iterator[None]:
     """The request's span gets what identifies it, and every line it logs its request and workflow ids."""
-    wf_id = workflow_id(request.request_id)
-    annotate(request_id=request.request_id, workflow_id=wf_id, tenant=request_tenant(request))
-    with bound(request_id=request.request_id, workflow_id=wf_id):
+    wf_id = workflow_id(request.tenant, request.request_id)
+    annotate(request_id=request.request_id, workflow_id=wf_id, tenant=request.tenant)
+    with bound(request_id=request.request_id, workflow_id=wf_id, tenant=request.tenant):
         yield
 
 
@@ -262,20 +260,21 @@ class InferenceService:
         with contextlib.suppress(RPCError):
             await handle.cancel()
 
-    async def cancel(self, request_id: str) -> RequestStatus:
+    async def cancel(self, tenant: str, request_id: str) -> RequestStatus:
         """Cancel a running request and wait until it has ended (its model stopped); an ended one is left as is."""
-        status = await self.status(request_id)
+        status = await self.status(tenant, request_id)
         if status.state != RequestState.RUNNING:
             return status
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(tenant, request_id))
         with contextlib.suppress(RPCError):  # it may have ended in the meantime: its status says how
             await handle.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
-        return await self.status(request_id)
+        return await self.status(tenant, request_id)
 
-    async def status(self, request_id: str) -> RequestStatus:
-        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(request_id))
+    async def status(self, tenant: str, request_id: str) -> RequestStatus:
+        """Another tenant's request is NOT_FOUND, exactly as a request that never existed."""
+        handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, workflow_id(tenant, request_id))
         try:
             description = await handle.describe()
         except RPCError as error:
@@ -306,10 +305,12 @@ class InferenceService:
             raise not_found(f"no LLM {request.model_id!r} is registered; known: {', '.join(sorted(known))}")
         rag = None
         if request.rag_collection:
-            await self._store.get_collection(request.rag_collection)  # NOT_FOUND before the workflow starts
-            rag = RagRequest(request.rag_collection, request.rag_top_k, self._settings.embedding_task_queue)
+            collection = scoped_collection(request.tenant, request.rag_collection)
+            await self._store.get_collection(collection)  # NOT_FOUND before the workflow starts
+            rag = RagRequest(collection, request.rag_top_k, self._settings.embedding_task_queue)
         return InferenceInput(
             request_id=request.request_id,
+            tenant=request.tenant,
             messages=request.messages,
             prompt=request.prompt,
             sampling=request.sampling,
@@ -324,7 +325,7 @@ class InferenceService:
 
     async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
-        wf_id = workflow_id(request.request_id)
+        wf_id = workflow_id(request.tenant, request.request_id)
         try:
             return await self._client.start_workflow(
                 InferenceWorkflow.run,

@@ -18,6 +18,7 @@ from llmorch_common.validation import (
     resolve_sampling,
     to_turns,
 )
+from orchestrator_svc.identity.caller import caller
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceResult
 from orchestrator_svc.inference.service import (
     Delta,
@@ -66,7 +67,7 @@ def request_digest(request: orchestrator_pb2.GenerateRequest) -> str:
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
-def request_from_proto(request: orchestrator_pb2.GenerateRequest) -> InferenceRequest:
+def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -> InferenceRequest:
     violations = generation_violations(list(request.messages), request.prompt, request.sampling)
     if request.request_id and not REQUEST_ID_PATTERN.match(request.request_id):
         violations.append(FieldViolation("request_id", REQUEST_ID_RULE))
@@ -81,6 +82,7 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest) -> InferenceRe
         raise invalid_argument(violations)
     return InferenceRequest(
         request_id=request.request_id or uuid.uuid4().hex,
+        tenant=tenant,
         messages=to_turns(list(request.messages)),
         prompt=request.prompt,
         sampling=resolve_sampling(request.sampling),
@@ -159,14 +161,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
         with self._service.admitted():
-            return result_to_proto(await self._service.generate(request_from_proto(request)))
+            return result_to_proto(await self._service.generate(request_from_proto(request, caller().tenant)))
 
     @stream_edge
     async def GenerateStream(
         self, request: orchestrator_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orchestrator_pb2.GenerateStreamResponse]:
         with self._service.admitted():
-            inference = request_from_proto(request.request)
+            inference = request_from_proto(request.request, caller().tenant)
             async with contextlib.aclosing(self._service.stream(inference)) as events:
                 async for event in events:
                     yield event_to_proto(inference.request_id, event)
@@ -176,7 +178,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GetRequestRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GetRequestResponse:
         check_request_id(request.request_id)
-        status = await self._service.status(request.request_id)
+        status = await self._service.status(caller().tenant, request.request_id)
         reply = orchestrator_pb2.GetRequestResponse(request_id=request.request_id, status=REQUEST_STATES[status.state])
         if status.result:
             reply.result.CopyFrom(result_to_proto(status.result))
@@ -189,7 +191,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.CancelRequestResponse:
         check_request_id(request.request_id)
-        status: RequestStatus = await self._service.cancel(request.request_id)
+        status: RequestStatus = await self._service.cancel(caller().tenant, request.request_id)
         reply = orchestrator_pb2.CancelRequestResponse(
             request_id=request.request_id, status=REQUEST_STATES[status.state]
         )

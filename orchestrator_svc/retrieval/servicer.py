@@ -3,8 +3,9 @@
 import grpc
 from llmorch.v1 import retrieval_pb2, retrieval_pb2_grpc
 
-from llmorch_common.errors import FieldViolation, invalid_argument
+from llmorch_common.errors import FieldViolation, invalid_argument, permission_denied
 from llmorch_common.grpc_edge import unary_edge
+from orchestrator_svc.identity.caller import caller
 from orchestrator_svc.retrieval.service import (
     MAX_DOCUMENT_CHARS,
     MAX_DOCUMENTS,
@@ -14,7 +15,12 @@ from orchestrator_svc.retrieval.service import (
     RetrievalService,
 )
 from orchestrator_svc.retrieval.staging import StagedDocument
-from orchestrator_svc.retrieval.vectorstore.base import CollectionInfo, resolve_top_k, top_k_violations
+from orchestrator_svc.retrieval.vectorstore.base import (
+    CollectionInfo,
+    resolve_top_k,
+    top_k_violations,
+    unscoped_collection,
+)
 
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 INGESTION_STATES = {
@@ -25,7 +31,10 @@ INGESTION_STATES = {
 
 
 def collection_proto(info: CollectionInfo) -> retrieval_pb2.Collection:
-    return retrieval_pb2.Collection(name=info.name, document_count=info.document_count, chunk_count=info.chunk_count)
+    tenant, name = unscoped_collection(info.name)
+    return retrieval_pb2.Collection(
+        name=name, tenant=tenant, document_count=info.document_count, chunk_count=info.chunk_count
+    )
 
 
 def document_violations(documents: list[retrieval_pb2.Document]) -> list[FieldViolation]:
@@ -66,21 +75,24 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def CreateCollection(
         self, request: retrieval_pb2.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.CreateCollectionResponse:
-        info = await self._service.create_collection(request.name)
+        info = await self._service.create_collection(caller().tenant, request.name)
         return retrieval_pb2.CreateCollectionResponse(collection=collection_proto(info))
 
     @unary_edge
     async def ListCollections(
         self, request: retrieval_pb2.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.ListCollectionsResponse:
-        infos = await self._service.list_collections()
+        principal = caller()
+        if request.all_tenants and not principal.is_admin:
+            raise permission_denied("listing across tenants needs an admin key")
+        infos = await self._service.list_collections(principal.tenant, request.all_tenants)
         return retrieval_pb2.ListCollectionsResponse(collections=[collection_proto(i) for i in infos])
 
     @unary_edge
     async def DeleteCollection(
         self, request: retrieval_pb2.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.DeleteCollectionResponse:
-        await self._service.delete_collection(request.name)
+        await self._service.delete_collection(caller().tenant, request.name)
         return retrieval_pb2.DeleteCollectionResponse()
 
     @unary_edge
@@ -91,13 +103,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if violations:
             raise invalid_argument(violations)
         documents = [StagedDocument(d.id, d.text, dict(d.metadata)) for d in request.documents]
-        return retrieval_pb2.IngestResponse(ingestion_id=await self._service.ingest(request.collection, documents))
+        ingestion_id = await self._service.ingest(caller().tenant, request.collection, documents)
+        return retrieval_pb2.IngestResponse(ingestion_id=ingestion_id)
 
     @unary_edge
     async def GetIngestion(
         self, request: retrieval_pb2.GetIngestionRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.GetIngestionResponse:
-        return ingestion_proto(await self._service.ingestion(request.ingestion_id))
+        return ingestion_proto(await self._service.ingestion(caller().tenant, request.ingestion_id))
 
     @unary_edge
     async def Query(
@@ -110,7 +123,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         violations += top_k_violations(top_k, "top_k")
         if violations:
             raise invalid_argument(violations)
-        hits = await self._service.query(request.collection, request.text, top_k)
+        hits = await self._service.query(caller().tenant, request.collection, request.text, top_k)
         return retrieval_pb2.QueryResponse(
             chunks=[
                 retrieval_pb2.ScoredChunk(

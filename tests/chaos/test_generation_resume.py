@@ -21,6 +21,7 @@ from helpers import (
     orchestrator_settings,
     start_orchestrator,
     stop_orchestrator,
+    workflow_id_of,
 )
 from llmorch.internal.v1 import model_pb2, model_pb2_grpc
 from llmorch.v1 import orchestrator_pb2, types_pb2
@@ -45,7 +46,7 @@ class RealStack:
 
     async def add(self, model_id: str = DEFAULT_MODEL_ID) -> Child:
         child = model_process(
-            model_id, self.temporal_address, self.orchestrator.api.port, self.tmp, engine="llama", n_threads=1
+            model_id, self.temporal_address, self.orchestrator.api.internal_port, self.tmp, engine="llama", n_threads=1
         )
         await child.start()
         self.replicas.append(child)
@@ -105,7 +106,7 @@ async def stream_and_kill(
             events.append(event)
 
     follower = asyncio.create_task(follow())
-    handle = temporal_client.get_workflow_handle(f"inference-{request.request_id}")
+    handle = temporal_client.get_workflow_handle(workflow_id_of(request.request_id))
 
     async def recorded_enough() -> bool:
         progress = await handle.query(PROGRESS_QUERY, 1, result_type=GenerationProgress)

@@ -17,6 +17,7 @@ from helpers import (
     start_orchestrator,
     stop_orchestrator,
     worker_process,
+    workflow_id_of,
 )
 from llmorch.internal.v1 import model_pb2, model_pb2_grpc
 from llmorch.v1 import orchestrator_pb2, types_pb2
@@ -64,14 +65,14 @@ async def test_workflow_worker_killed_and_restarted_mid_request(
 ) -> None:
     orchestrator = orchestrator_without_worker
     model = await model_process(
-        SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=100
+        SLOW_MODEL, temporal_address, orchestrator.api.internal_port, tmp_path, fake_token_ms=100
     ).start()
     worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
     try:
         await wait_serving(orchestrator, SLOW_MODEL)
         request_id = f"chaos-worker-{uuid.uuid4().hex}"
         call = asyncio.ensure_future(orchestrator.stub.Generate(slow_request(request_id), timeout=120))
-        await wait_generation_running(temporal_client, f"inference-{request_id}")
+        await wait_generation_running(temporal_client, workflow_id_of(request_id))
 
         worker.kill()
         worker = await worker_process(orchestrator.settings, temporal_address, tmp_path).start()
@@ -79,7 +80,7 @@ async def test_workflow_worker_killed_and_restarted_mid_request(
 
         assert reply.provenance.model_id == SLOW_MODEL
         assert reply.provenance.usage.completion_tokens == 30
-        history = await temporal_client.get_workflow_handle(f"inference-{request_id}").fetch_history()
+        history = await temporal_client.get_workflow_handle(workflow_id_of(request_id)).fetch_history()
         kinds = [e.event_type for e in history.events]
         assert kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 1, "the generation ran once, not twice"
         assert kinds[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
@@ -92,20 +93,20 @@ async def test_model_process_killed_and_restarted_mid_generation(
     temporal_client: Client, temporal_address: str, tmp_path: Path
 ) -> None:
     orchestrator = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
-    model = model_process(SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=100)
+    model = model_process(SLOW_MODEL, temporal_address, orchestrator.api.internal_port, tmp_path, fake_token_ms=100)
     await model.start()
     try:
         await wait_serving(orchestrator, SLOW_MODEL)
         request_id = f"chaos-model-{uuid.uuid4().hex}"
         call = asyncio.ensure_future(orchestrator.stub.Generate(slow_request(request_id), timeout=120))
-        await wait_generation_running(temporal_client, f"inference-{request_id}")
+        await wait_generation_running(temporal_client, workflow_id_of(request_id))
 
         model.kill()
         await model.start()  # the same replica comes back on the same port and queue
         reply = await call
 
         assert reply.provenance.model_id == SLOW_MODEL
-        history = await temporal_client.get_workflow_handle(f"inference-{request_id}").fetch_history()
+        history = await temporal_client.get_workflow_handle(workflow_id_of(request_id)).fetch_history()
         started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
         assert started[-1].activity_task_started_event_attributes.attempt == 2, "Temporal retried the generation"
     finally:
@@ -117,7 +118,9 @@ async def test_sigterm_drains_in_flight_work_and_ends_not_serving(
     orchestrator_without_worker: Orchestrator, temporal_address: str, tmp_path: Path
 ) -> None:
     orchestrator = orchestrator_without_worker
-    model = await model_process(SLOW_MODEL, temporal_address, orchestrator.api.port, tmp_path, fake_token_ms=50).start()
+    model = await model_process(
+        SLOW_MODEL, temporal_address, orchestrator.api.internal_port, tmp_path, fake_token_ms=50
+    ).start()
     await wait_serving(orchestrator, SLOW_MODEL)
     async with grpc.aio.insecure_channel(f"localhost:{model.port}") as channel:
         stub = model_pb2_grpc.ModelServiceStub(channel)
@@ -165,7 +168,7 @@ async def test_default_model_is_chosen_again_after_a_killed_generation_fell_back
     # One attempt per model and a short saturation bound: the killed model's generation falls back quickly.
     settings = orchestrator_settings(tmp_path, generate_attempts=2, heartbeat_timeout_s=2.0, saturation_timeout_s=3.0)
     orchestrator = await start_orchestrator(temporal_client, settings)
-    port = orchestrator.api.port
+    port = orchestrator.api.internal_port
     default = model_process(default_id, temporal_address, port, tmp_path, fake_token_ms=100, default_flag=True)
     other = model_process(other_id, temporal_address, port, tmp_path, priority=5, default_flag=False)
     await default.start()
@@ -175,7 +178,7 @@ async def test_default_model_is_chosen_again_after_a_killed_generation_fell_back
         await wait_serving(orchestrator, other_id)
         request_id = f"phantom-{uuid.uuid4().hex}"
         call = asyncio.ensure_future(orchestrator.stub.Generate(slow_request(request_id), timeout=120))
-        await wait_generation_running(temporal_client, f"inference-{request_id}")
+        await wait_generation_running(temporal_client, workflow_id_of(request_id))
         default.kill()
         reply = await call
         assert reply.provenance.model_id == other_id

@@ -151,12 +151,7 @@ async def serve_fake(port: int) -> None:
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
         ]
 
-    server, bound, health_servicer = await create_server(
-        register,
-        port,
-        host="127.0.0.1",
-        unlisted=[registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name],
-    )
+    server, bound, health_servicer = await create_server(register, port, host="127.0.0.1")
     await server.start()
     await set_serving(health_servicer, ["llmorch.v1.OrchestratorService", READINESS_SERVICE], True)
     print(f"fake orchestrator serving on {bound}", flush=True)

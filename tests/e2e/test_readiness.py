@@ -32,9 +32,9 @@ async def status(target: str, service: str) -> int:
     return int(reply.status)
 
 
-async def generate(target: str, timeout_s: float) -> orchestrator_pb2.GenerateResponse:
+async def generate(stack: Stack, timeout_s: float) -> orchestrator_pb2.GenerateResponse:
     request = orchestrator_pb2.GenerateRequest(prompt="Say hi.", sampling=types_pb2.SamplingParams(max_tokens=2))
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with stack.channel() as channel:
         reply: orchestrator_pb2.GenerateResponse = await orchestrator_pb2_grpc.OrchestratorServiceStub(
             channel
         ).Generate(request, timeout=timeout_s)
@@ -43,7 +43,7 @@ async def generate(target: str, timeout_s: float) -> orchestrator_pb2.GenerateRe
 
 async def test_readiness_follows_temporal_and_liveness_does_not(stack: Stack) -> None:
     assert await status(stack.api_target, READINESS_SERVICE) == SERVING
-    assert (await generate(stack.envoy_target, 30)).text
+    assert (await generate(stack, 30)).text
 
     temporal = stack.child("temporal")
     temporal.kill()
@@ -59,7 +59,7 @@ async def test_readiness_follows_temporal_and_liveness_does_not(stack: Stack) ->
     async def envoy_refuses() -> bool:
         asked = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await generate(stack.envoy_target, 10)
+            await generate(stack, 10)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
         return time.monotonic() - asked < 1.0  # Envoy answers at once: the host left its load balancer
 
@@ -73,6 +73,6 @@ async def test_readiness_follows_temporal_and_liveness_does_not(stack: Stack) ->
     await eventually(ready_again, timeout_s=30, interval_s=0.2)
 
     async def answers_again() -> bool:
-        return bool((await generate(stack.envoy_target, 20)).text)
+        return bool((await generate(stack, 20)).text)
 
     await eventually(answers_again, timeout_s=60, interval_s=1.0)

@@ -19,7 +19,7 @@ from llmorch.v1 import orchestrator_pb2, types_pb2
 
 from llmorch_client.client import OrchestratorClient
 from llmorch_common.constants import DEFAULT_MODEL_ID, EMBEDDING_MODEL_ID, SECOND_MODEL_ID
-from tools.stack import TEMPORAL_DEV_SERVER_ARGS
+from tools.stack import TEMPORAL_DEV_SERVER_ARGS, LocalStackSettings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +66,15 @@ class Stack:
     def api_target(self) -> str:
         return f"127.0.0.1:{self.port('api')}"
 
+    @property
+    def api_key(self) -> str:
+        return LocalStackSettings(home=self.home).dev_key()
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """grpcurl's flag for the dev key."""
+        return ("-H", f"authorization: Bearer {self.api_key}")
+
     async def launcher(self, command: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
         return await run(sys.executable, "-m", "tools.launcher", command, env=self.env, timeout_s=timeout_s)
 
@@ -93,7 +102,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     up = await launched.launcher("up")
     try:
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
-        async with OrchestratorClient(launched.api_target) as client:
+        async with OrchestratorClient(launched.api_target, launched.api_key) as client:
             await client.ensure_collection("docs")
             await client.ingest("docs", DOCS)
         yield launched
@@ -138,7 +147,7 @@ async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack)
     assert "rpc GenerateStream" in described.stdout
 
     body = json.dumps({"prompt": "Say hello.", "sampling": {"maxTokens": 8, "temperature": 0}})
-    unary = await run(grpcurl, "-plaintext", "-d", body, target, "llmorch.v1.OrchestratorService/Generate")
+    unary = await run(grpcurl, "-plaintext", *stack.auth, "-d", body, target, "llmorch.v1.OrchestratorService/Generate")
     assert unary.returncode == 0, unary.stderr
     assert json.loads(unary.stdout)["provenance"]["modelId"] == DEFAULT_MODEL_ID
 
@@ -150,6 +159,7 @@ async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack)
     streamed = await run(
         grpcurl,
         "-plaintext",
+        *stack.auth,
         "-d",
         json.dumps({"request": request}),
         target,
@@ -176,7 +186,7 @@ def _keys(value: object) -> set[str]:
 async def test_public_listing_hides_endpoints_and_task_queues(stack: Stack) -> None:
     grpcurl, target = tool("grpcurl"), stack.envoy_target
     # Proto field names, and every field even at its default, so a leaked one cannot hide behind an empty value.
-    flags = ("-plaintext", "-format-error", "-emit-defaults")
+    flags = ("-plaintext", *stack.auth, "-format-error", "-emit-defaults")
     listed = await run(grpcurl, *flags, "-d", "{}", target, "llmorch.v1.OrchestratorService/ListModels")
     assert listed.returncode == 0, listed.stderr
     models = json.loads(listed.stdout)["models"]
@@ -190,7 +200,7 @@ async def test_embed_through_envoy(stack: Stack) -> None:
     grpcurl, target = tool("grpcurl"), stack.envoy_target
     method = "llmorch.v1.OrchestratorService/Embed"
     body = json.dumps({"texts": ["The with statement wraps a block.", ""]})
-    embedded = await run(grpcurl, "-plaintext", "-d", body, target, method)
+    embedded = await run(grpcurl, "-plaintext", *stack.auth, "-d", body, target, method)
     assert embedded.returncode == 0, embedded.stderr
     reply = json.loads(embedded.stdout)
     assert reply["modelId"] == "minilm-l6-v2"
@@ -198,13 +208,13 @@ async def test_embed_through_envoy(stack: Stack) -> None:
     assert len(first["values"]) == len(second["values"]) == 384 and first["tokenCount"] > 2
     assert abs(sum(v * v for v in first["values"]) - 1) < 1e-3
 
-    empty = await run(grpcurl, "-plaintext", "-d", '{"texts": []}', target, method)
+    empty = await run(grpcurl, "-plaintext", *stack.auth, "-d", '{"texts": []}', target, method)
     assert empty.returncode != 0
     assert "InvalidArgument" in empty.stderr and "texts" in empty.stderr, empty.stderr
 
 
 async def test_cli_lists_models_and_embeds_through_envoy(stack: Stack) -> None:
-    cli = (sys.executable, "-m", "llmorch_client.cli", "--target", stack.envoy_target)
+    cli = (sys.executable, "-m", "llmorch_client.cli", "--target", stack.envoy_target, "--api-key", stack.api_key)
     models = await run(*cli, "models")
     assert models.returncode == 0, models.stderr
     assert f"{DEFAULT_MODEL_ID} " in models.stdout and "serving" in models.stdout
@@ -252,7 +262,7 @@ async def test_a_killed_model_comes_back_by_itself_and_status_reports_it(stack: 
     await eventually(restarted, timeout_s=60, interval_s=0.2)
 
     async def serving_again() -> bool:
-        async with OrchestratorClient(stack.api_target) as client:
+        async with OrchestratorClient(stack.api_target, stack.api_key) as client:
             reply = await client.generate(
                 orchestrator_pb2.GenerateRequest(
                     prompt="Say hi.", model_id=DEFAULT_MODEL_ID, sampling=types_pb2.SamplingParams(max_tokens=2)

@@ -15,7 +15,8 @@ from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2, r
 from temporalio.client import WorkflowExecutionStatus
 
 from llmorch_common.constants import DEFAULT_MODEL_ID
-from tools.stack import Stack, fake_stack, replicated
+from orchestrator_svc.inference.service import workflow_id
+from tools.stack import DEV_TENANT, Stack, fake_stack, replicated
 
 pytestmark = pytest.mark.slow
 DOCUMENTS = {
@@ -54,7 +55,7 @@ async def test_a_model_registered_through_one_replica_is_served_through_the_othe
     second_metrics = stack.ports.more_api_metrics[0]
     assert metric(second_metrics, "llmorch_registry_sync_total", 'cause="changed"') >= 1
     assert metric(second_metrics, "llmorch_registry_sync_total", 'cause="poll"') == 0
-    async with grpc.aio.insecure_channel(second) as channel:
+    async with stack.channel(second) as channel:
         reply = await asyncio.wait_for(
             orchestrator_pb2_grpc.OrchestratorServiceStub(channel).Generate(request(f"r2-{uuid.uuid4().hex}")), 30
         )
@@ -70,7 +71,7 @@ async def test_ingest_through_one_replica_and_ask_through_the_other(stack: Stack
     reach the other replica only through PostgreSQL."""
     first, second = stack.api_targets
     collection = f"shared-{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(first) as one, grpc.aio.insecure_channel(second) as two:
+    async with stack.channel(first) as one, stack.channel(second) as two:
         retrieval = retrieval_pb2_grpc.RetrievalServiceStub(one)
         await retrieval.CreateCollection(retrieval_pb2.CreateCollectionRequest(name=collection))
         started = await retrieval.Ingest(
@@ -128,7 +129,7 @@ def envoy_hosts_healthy(stack: Stack) -> dict[str, bool]:
 async def test_killing_an_api_replica_loses_no_request_and_envoy_stops_routing_to_it(stack: Stack) -> None:
     client = await stack.temporal_client()
     ids = [f"kill-{i}-{uuid.uuid4().hex[:8]}" for i in range(8)]
-    async with grpc.aio.insecure_channel(stack.envoy_target) as channel:
+    async with stack.channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         calls = [asyncio.ensure_future(generate_until_answered(stub, request_id)) for request_id in ids]
         await asyncio.sleep(0.5)  # 40 tokens at 20 ms: every request is mid-generation
@@ -140,5 +141,5 @@ async def test_killing_an_api_replica_loses_no_request_and_envoy_stops_routing_t
         for _ in range(6):  # every later request is answered at the first try: Envoy sends none to the dead one
             assert await generate_until_answered(stub, f"after-{uuid.uuid4().hex[:8]}") == 1
     for request_id in ids:
-        description = await client.get_workflow_handle(f"inference-{request_id}").describe()
+        description = await client.get_workflow_handle(workflow_id(DEV_TENANT, request_id)).describe()
         assert description.status == WorkflowExecutionStatus.COMPLETED

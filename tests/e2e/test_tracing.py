@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmorch_client.client import OrchestratorClient, question_request
 from llmorch_common import constants as c
-from tools.stack import ModelGroup, Stack, StackConfig
+from tools.stack import DEV_TENANT, ModelGroup, Stack, StackConfig
 
 pytestmark = pytest.mark.slow
 DOOMED, BACKUP = c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID
@@ -126,7 +126,7 @@ async def test_one_rag_request_with_a_fallback_is_one_trace_through_every_hop(
     stack, collector = traced_stack
     trace_id, caller_span = secrets.token_bytes(16), secrets.token_bytes(8)
     traceparent = f"00-{trace_id.hex()}-{caller_span.hex()}-01"
-    async with OrchestratorClient(stack.envoy_target) as client:
+    async with OrchestratorClient(stack.envoy_target, stack.api_key) as client:
         await client.ensure_collection("docs")
         await client.ingest("docs", {"otel": "OpenTelemetry traces follow one request across every service."})
         request = question_request("What do traces follow?", collection="docs", max_tokens=6)
@@ -171,6 +171,7 @@ async def test_one_rag_request_with_a_fallback_is_one_trace_through_every_hop(
     api = one(spans, "/llmorch.v1.OrchestratorService/Generate")
     assert api.attributes["llmorch.model_id"] == BACKUP and api.attributes["llmorch.fallbacks"] == 1
     assert api.attributes["llmorch.request_id"] == reply.request_id
+    assert api.attributes["llmorch.tenant"] == DEV_TENANT
 
     logs = [child.log for child in stack.children if child.name in ("api", "worker") and child.log]
     lines = [json.loads(line) for log in logs for line in log.read_text().splitlines() if line.startswith("{")]

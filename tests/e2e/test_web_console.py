@@ -54,6 +54,9 @@ def test_console_streams_an_answer_in_chromium(envoy: EnvoyProcess) -> None:
     expected = "".join(fake_answer(QUESTION))
 
     assert seen["problems"] == []
+    # The key typed in survives a reload (the page's storage) and goes with every call after it.
+    assert seen["keptKey"] == "llmo_console_test_key"
+    assert "Bearer llmo_console_test_key" in seen["authorizations"]
     # Model list with live health, from ListModels over gRPC-Web.
     assert [m["id"] for m in seen["models"]] == ["fake-small", "fake-large"]
     assert "not serving" in seen["models"][1]["text"]

@@ -139,7 +139,7 @@ def test_the_replicated_stack_plan(tmp_path: Path) -> None:
     assert {"api", "api-1", "worker", "worker-1", "envoy"} <= set(specs)
     apis = [specs["api"], specs["api-1"]]
     assert [int(s.env["ORCH_PORT"]) for s in apis] == list(ports.apis)
-    target = f"ipv4:127.0.0.1:{ports.apis[0]},127.0.0.1:{ports.apis[1]}"
+    target = f"ipv4:127.0.0.1:{ports.api_internals[0]},127.0.0.1:{ports.api_internals[1]}"
     model = next(spec for name, spec in specs.items() if name.startswith("model-"))
     assert model.env["MODEL_REGISTRY_ADDRESS"] == target
     orchestrators = [*apis, specs["worker"], specs["worker-1"]]

@@ -37,8 +37,12 @@ async def stack(
 ) -> AsyncIterator[tuple[Orchestrator, Child]]:
     tmp = tmp_path_factory.mktemp("real-model")
     orchestrator = await start_orchestrator(temporal_client, orchestrator_settings(tmp))
-    model = await model_process(DEFAULT_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
-    second = await model_process(SECOND_MODEL_ID, temporal_address, orchestrator.api.port, tmp, engine="llama").start()
+    model = await model_process(
+        DEFAULT_MODEL_ID, temporal_address, orchestrator.api.internal_port, tmp, engine="llama"
+    ).start()
+    second = await model_process(
+        SECOND_MODEL_ID, temporal_address, orchestrator.api.internal_port, tmp, engine="llama"
+    ).start()
 
     async def registered() -> bool:
         listing = await orchestrator.stub.ListModels(orchestrator_pb2.ListModelsRequest())

@@ -51,7 +51,7 @@ def test_bad_keys_are_refused() -> None:
 @pytest.fixture
 async def orchestrator(temporal_client: Client, temporal_address: str, tmp_path: Path) -> AsyncIterator[Orchestrator]:
     started = await start_orchestrator(temporal_client, orchestrator_settings(tmp_path))
-    replica = fake_replica("m-sealed", temporal_address, started.address, default_flag=True)
+    replica = fake_replica("m-sealed", temporal_address, started.internal_address, default_flag=True)
     await replica.start()
     yield started
     await replica.drain()

@@ -46,14 +46,14 @@ async def rag_stack(
     temporal_client: Client, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Orchestrator, Child]]:
     tmp = tmp_path_factory.mktemp("rag")
-    api_port = free_port()
-    embed = embed_process(temporal_address, api_port, tmp)
+    internal_port = free_port()
+    embed = embed_process(temporal_address, internal_port, tmp)
     settings = orchestrator_settings(
-        tmp, port=api_port, vector_store="lancedb", embedding_address=f"localhost:{embed.port}"
+        tmp, internal_port=internal_port, vector_store="lancedb", embedding_address=f"localhost:{embed.port}"
     )
     orchestrator = await start_orchestrator(temporal_client, settings)
     await embed.start(timeout_s=120)
-    replica = fake_replica("rag-fake", temporal_address, orchestrator.address, default_flag=True)
+    replica = fake_replica("rag-fake", temporal_address, orchestrator.internal_address, default_flag=True)
     await replica.start()
 
     async def both_registered() -> bool:
@@ -121,7 +121,7 @@ async def test_public_embed_batches_through_the_embedding_service(
     orchestrator, _ = rag_stack
     texts = [f"sentence number {i} about {topic}" for i, topic in enumerate(["rockets", "cats", "bread"] * 14)]
     assert len(texts) > BATCH  # crosses the client's batch boundary, so order across batches is checked too
-    async with OrchestratorClient(orchestrator.address) as client:
+    async with OrchestratorClient(orchestrator.address, orchestrator.api_key) as client:
         batched = await client.embed(texts)
         single = await client.embed([texts[-1]])
     assert batched.model_id == "minilm-l6-v2" and len(batched.embeddings) == len(texts)
@@ -275,7 +275,7 @@ async def test_recall_at_5_on_the_demo_corpus_through_the_public_api(
     rag_stack: tuple[Orchestrator, Child],
 ) -> None:
     orchestrator, _ = rag_stack
-    async with OrchestratorClient(orchestrator.address) as client:
+    async with OrchestratorClient(orchestrator.address, orchestrator.api_key) as client:
         await client.ensure_collection(DEMO_COLLECTION)
         chunks = await client.ingest(DEMO_COLLECTION, python_reference())
         report = await evaluate(client, DEMO_COLLECTION, load_questions(reference_data_dir() / "rag_eval_public.jsonl"))

@@ -47,7 +47,7 @@ async def start_replica(orchestrator: Orchestrator, temporal_address: str) -> As
     replicas: list[ModelReplica] = []
 
     async def start(model_id: str, **settings: Any) -> ModelReplica:
-        replica = fake_replica(model_id, temporal_address, orchestrator.address, **settings)
+        replica = fake_replica(model_id, temporal_address, orchestrator.internal_address, **settings)
         await replica.start()
         replicas.append(replica)
         await wait_health(orchestrator, model_id, types_pb2.HEALTH_STATE_SERVING)
@@ -65,7 +65,7 @@ async def start_doomed_default(
     doomed = model_process(
         f"{prefix}-doomed",
         temporal_address,
-        orchestrator.api.port,
+        orchestrator.api.internal_port,
         tmp,
         fake_token_ms=100,
         default_flag="true",
@@ -322,7 +322,7 @@ async def test_queue_depth_gauge_is_published_without_anyone_listing_models(
     orchestrator: Orchestrator, temporal_address: str
 ) -> None:
     """It was refreshed only by ListModels; the API now reads every registered queue in the background."""
-    replica = fake_replica("m-unlisted", temporal_address, orchestrator.address)
+    replica = fake_replica("m-unlisted", temporal_address, orchestrator.internal_address)
     await replica.start()
     try:
 
@@ -383,7 +383,7 @@ async def test_a_crashed_replica_that_stays_silent_is_forgotten(
 ) -> None:
     settings = orchestrator_settings(tmp_path, registry_stale_after_s=1.0)
     orchestrator = await start_orchestrator(temporal_client, settings, with_worker=False)
-    crashed = model_process("m-crashed", temporal_address, orchestrator.api.port, tmp_path)
+    crashed = model_process("m-crashed", temporal_address, orchestrator.api.internal_port, tmp_path)
     try:
         await crashed.start()
         await wait_health(orchestrator, "m-crashed", types_pb2.HEALTH_STATE_SERVING)
@@ -405,7 +405,7 @@ async def test_api_admission_limit_is_resource_exhausted_with_retry_info(
 
     settings = orchestrator_settings(tmp_path, max_in_flight=1)
     orchestrator = await start_orchestrator(temporal_client, settings)
-    replica = fake_replica("m-admit", temporal_address, orchestrator.address, fake_token_ms=100)
+    replica = fake_replica("m-admit", temporal_address, orchestrator.internal_address, fake_token_ms=100)
     await replica.start()
     try:
         await wait_health(orchestrator, "m-admit", types_pb2.HEALTH_STATE_SERVING)

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import eventually, orchestrator_settings, record_history
+from helpers import TEST_TENANT, eventually, orchestrator_settings, record_history
 from llmorch.internal.v1 import metadata_pb2
 from temporalio import activity
 from temporalio.client import Client
@@ -152,6 +152,7 @@ async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harn
 def request(max_tokens: int = 24, seed: int = 0, **overrides: Any) -> InferenceRequest:
     values: dict[str, Any] = {
         "request_id": f"life-{uuid.uuid4().hex}",
+        "tenant": TEST_TENANT,
         "messages": (ChatTurn("user", f"question {seed}"),),
         "prompt": "",
         "sampling": Sampling(max_tokens=max_tokens, temperature=0.0),
@@ -296,7 +297,7 @@ async def test_cancel_stops_the_generation_frees_the_model_and_keeps_the_partial
         return model.servicer.in_flight == 1 and sum(isinstance(e, Delta) for e in events) >= 2
 
     await eventually(generating, timeout_s=10)
-    status = await harness.service.cancel(inference.request_id)
+    status = await harness.service.cancel(inference.tenant, inference.request_id)
     assert status.state == RequestState.CANCELLED
     # The replica frees the context as soon as its stream is cancelled, which the activity does not wait for.
     await eventually(lambda: asyncio.sleep(0, model.servicer.in_flight == 0), timeout_s=2)
@@ -307,9 +308,11 @@ async def test_cancel_stops_the_generation_frees_the_model_and_keeps_the_partial
     assert status.result.text and len(status.result.text.split()) < 400
 
     await keep_history(harness, status.result, "inference_cancelled")
-    again = await harness.service.status(inference.request_id)
+    again = await harness.service.status(inference.tenant, inference.request_id)
     assert again.state == RequestState.CANCELLED and again.result == status.result
-    assert (await harness.service.cancel(inference.request_id)).state == RequestState.CANCELLED, "idempotent"
+    assert (await harness.service.cancel(inference.tenant, inference.request_id)).state == RequestState.CANCELLED, (
+        "idempotent"
+    )
 
 
 async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
@@ -328,7 +331,7 @@ async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
     await leave_early(cancelled)
 
     async def ended(request_id: str, state: RequestState) -> bool:
-        status = await harness.service.status(request_id)
+        status = await harness.service.status(TEST_TENANT, request_id)
         assert status.state == state, f"{request_id}: {status.state}"
         return True
 
@@ -344,5 +347,5 @@ async def test_a_disconnect_cancels_only_when_asked(harness: Harness) -> None:
 
 async def test_cancelling_an_unknown_request_is_not_found(harness: Harness) -> None:
     with pytest.raises(PlatformError) as error:
-        await harness.service.cancel(f"never-{uuid.uuid4().hex}")
+        await harness.service.cancel(TEST_TENANT, f"never-{uuid.uuid4().hex}")
     assert error.value.code == "NOT_FOUND"

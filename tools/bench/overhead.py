@@ -60,7 +60,7 @@ class Targets:
         for path, target in (("api", stack.api_target), ("envoy", stack.envoy_target)):
             if path == "envoy" and not stack.config.envoy:
                 continue
-            channel = grpc.aio.insecure_channel(target)
+            channel = stack.channel(target)
             self.channels.append(channel)
             self.apis[path] = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
 

@@ -39,7 +39,7 @@ def top_frames(collapsed: Path, limit: int = 12) -> tuple[int, list[tuple[str, i
 async def profile(out: Path, seconds: int, concurrency: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     async with Stack(SHORT) as stack:
-        await drive(stack.envoy_target, 4, 3.0, 0)  # warm caches before sampling
+        await drive(stack, 4, 3.0, 0, measure_cpu=False)  # warm caches before sampling
         pids = {child.name: child.pid for child in stack.children if child.name in PROFILED}
         recorders = [
             Child(
@@ -64,7 +64,7 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
             ).spawn()
             for name, pid in pids.items()
         ]
-        load = await drive(stack.envoy_target, concurrency, seconds + 2, 0, stack)
+        load = await drive(stack, concurrency, seconds + 2, 0)
         for recorder in recorders:
             await recorder.wait_exit(60)
     lines = [

@@ -5,7 +5,6 @@ import statistics
 import time
 from typing import Any
 
-import grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 from llmorch_common.contracts import ChatTurn, Sampling
@@ -107,7 +106,7 @@ async def run(quick: bool) -> dict[str, Any]:
     direct_once(engine)  # warm-up: page the weights in
     direct: list[dict[str, Any]] = []
     through: list[dict[str, Any]] = []
-    async with Stack(REAL) as stack, grpc.aio.insecure_channel(stack.envoy_target) as channel:
+    async with Stack(REAL) as stack, stack.channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         await stack_once(stub)  # warm-up
         # Alternate, so any drift of the machine's load hits both alike; the stack idles while direct runs.

@@ -5,7 +5,6 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import Any
 
-import grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 from tools.bench.load import closed_loop
@@ -30,9 +29,10 @@ def short_request() -> orchestrator_pb2.GenerateRequest:
 
 
 async def drive(
-    target: str, concurrency: int, duration_s: float, warmup_s: float, stack: Stack | None = None
+    stack: Stack, concurrency: int, duration_s: float, warmup_s: float, measure_cpu: bool = True
 ) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    """Closed-loop load through the stack's Envoy; with `measure_cpu`, each process's CPU per request too."""
+    async with stack.channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         request = short_request()
 
@@ -41,11 +41,11 @@ async def drive(
 
         if warmup_s:
             await closed_loop(call, concurrency, duration_s=warmup_s)
-        before = stack.cpu_seconds() if stack else {}
+        before = stack.cpu_seconds() if measure_cpu else {}
         load_before = time.process_time()
         result = await closed_loop(call, concurrency, duration_s=duration_s)
         summary = result.summary()
-        if stack and result.ok:
+        if measure_cpu and result.ok:
             after = stack.cpu_seconds()
             cpu = {name: (after[name] - before.get(name, 0.0)) * 1000 / result.ok for name in after}
             cpu["load generator"] = (time.process_time() - load_before) * 1000 / result.ok
@@ -57,9 +57,9 @@ async def drive(
 async def ramp(quick: bool) -> dict[str, Any]:
     levels = []
     async with Stack(SHORT) as stack:
-        await drive(stack.envoy_target, 4, 3.0, 0)  # warm every process's caches
+        await drive(stack, 4, 3.0, 0, measure_cpu=False)  # warm every process's caches
         for concurrency in QUICK_RAMP if quick else RAMP:
-            level = await drive(stack.envoy_target, concurrency, 4.0 if quick else 10.0, 1.0, stack)
+            level = await drive(stack, concurrency, 4.0 if quick else 10.0, 1.0)
             levels.append(level)
             print(f"  ramp c={concurrency}: {level['requests_per_s']} req/s, errors {level['errors']}", flush=True)
     best = max(levels, key=lambda level: level["requests_per_s"])
@@ -87,7 +87,7 @@ async def scaling(quick: bool) -> dict[str, Any]:
         )
         async with Stack(config) as stack:
             clients = replicas * SCALING_SLOTS * CLIENTS_PER_SLOT
-            level = await drive(stack.envoy_target, clients, 6.0 if quick else 15.0, 3.0, stack)
+            level = await drive(stack, clients, 6.0 if quick else 15.0, 3.0)
         ideal = replicas * SCALING_SLOTS * 1000 / SCALING_LATENCY_MS
         level.update(
             replicas=replicas, ideal_requests_per_s=ideal, efficiency=round(level["requests_per_s"] / ideal, 3)
@@ -117,8 +117,8 @@ async def worker_variants(quick: bool) -> list[dict[str, Any]]:
     rows = []
     for label, config in WORKER_VARIANTS.items():
         async with Stack(config) as stack:
-            await drive(stack.envoy_target, 4, 2.0, 0)
-            level = await drive(stack.envoy_target, WORKER_VARIANT_CONCURRENCY, 5.0 if quick else 10.0, 1.0, stack)
+            await drive(stack, 4, 2.0, 0, measure_cpu=False)
+            level = await drive(stack, WORKER_VARIANT_CONCURRENCY, 5.0 if quick else 10.0, 1.0)
         level["variant"] = label
         rows.append(level)
         print(f"  worker {label}: {level['requests_per_s']} req/s, cpu {level.get('cpu_ms_per_request')}", flush=True)

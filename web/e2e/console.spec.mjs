@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [url, screenshot, question = "What does the with statement do?"] = process.argv.slice(2);
+const API_KEY = "llmo_console_test_key";
 if (!url || !screenshot) {
   console.error("usage: console.spec.mjs <url> <screenshot.png> [question]");
   process.exit(2);
@@ -38,7 +39,16 @@ try {
   page.on("console", (msg) => {
     if (msg.type() === "error") problems.push(`console: ${msg.text()}`);
   });
+  // Every gRPC-Web call must carry the key typed into the console.
+  const authorizations = new Set();
+  page.on("request", (request) => {
+    if (request.method() === "POST") authorizations.add(request.headers()["authorization"] ?? "");
+  });
   await page.goto(url, { waitUntil: "load", timeout: STEP_MS });
+  await page.fill("#api-key", API_KEY);
+  await page.dispatchEvent("#api-key", "change");
+  await page.reload({ waitUntil: "load", timeout: STEP_MS });
+  const keptKey = await page.inputValue("#api-key");
 
   // The model list comes from ListModels over gRPC-Web and refreshes on its own.
   await page.waitForSelector("#models li[data-model-id]", { timeout: STEP_MS });
@@ -78,6 +88,8 @@ try {
     usage: await text("p-usage"),
     citations: await page.$$eval("#citations li", (items) => items.map((li) => li.textContent ?? "")),
     problems,
+    keptKey,
+    authorizations: [...authorizations],
   };
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });

@@ -1,5 +1,6 @@
 // The web console: one page that talks gRPC-Web to the public API through Envoy with the buf-generated client.
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { GenerateRequestSchema, GenerateResponse, Model } from "./gen/llmorch/v1/orchestrator_pb.js";
@@ -11,7 +12,14 @@ const MODELS_REFRESH_MS = 3000;
 // Same origin as the page (Envoy serves both, so no CORS is involved); `?api=http://host:8080` overrides it for a
 // console served from a dev server.
 const apiBase = new URLSearchParams(window.location.search).get("api") ?? window.location.origin;
-const transport = createGrpcWebTransport({ baseUrl: apiBase, useBinaryFormat: true });
+// Every call carries the API key the user typed, kept in this browser's storage (never in the page's URL).
+const API_KEY_STORAGE = "llmorch.apiKey";
+const withApiKey: Interceptor = (next) => async (request) => {
+  const key = localStorage.getItem(API_KEY_STORAGE);
+  if (key) request.header.set("authorization", `Bearer ${key}`);
+  return next(request);
+};
+const transport = createGrpcWebTransport({ baseUrl: apiBase, useBinaryFormat: true, interceptors: [withApiKey] });
 const client = createClient(OrchestratorService, transport);
 
 function el<T extends HTMLElement = HTMLElement>(id: string): T {
@@ -21,6 +29,7 @@ function el<T extends HTMLElement = HTMLElement>(id: string): T {
 }
 
 const ui = {
+  apiKey: el<HTMLInputElement>("api-key"),
   form: el<HTMLFormElement>("ask-form"),
   model: el<HTMLSelectElement>("model"),
   collection: el<HTMLInputElement>("collection"),
@@ -211,6 +220,12 @@ ui.form.addEventListener("submit", (event) => {
     return;
   }
   void ask(buildRequest());
+});
+
+ui.apiKey.value = localStorage.getItem(API_KEY_STORAGE) ?? "";
+ui.apiKey.addEventListener("change", () => {
+  localStorage.setItem(API_KEY_STORAGE, ui.apiKey.value.trim());
+  void refreshModels();
 });
 
 void refreshModels();

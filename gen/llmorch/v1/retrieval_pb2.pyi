@@ -56,22 +56,26 @@ class Collection(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DOCUMENT_COUNT_FIELD_NUMBER: _builtins.int
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is 1 to 64 characters of [a-z0-9_-]."""
     document_count: _builtins.int
     """document_count is the number of distinct documents."""
     chunk_count: _builtins.int
     """chunk_count is the number of stored chunks."""
+    tenant: _builtins.str
+    """tenant owns the collection: the caller's own, unless an admin listed across tenants."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         document_count: _builtins.int = ...,
         chunk_count: _builtins.int = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "document_count", b"document_count", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "document_count", b"document_count", "name", b"name", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,16 +129,21 @@ Global___CreateCollectionResponse: _TypeAlias = CreateCollectionResponse  # noqa
 
 @_typing.final
 class ListCollectionsRequest(_message.Message):
-    """ListCollectionsRequest has no fields."""
+    """ListCollectionsRequest lists the caller's collections."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    ALL_TENANTS_FIELD_NUMBER: _builtins.int
+    all_tenants: _builtins.bool
+    """all_tenants lists every tenant's collections; only an admin key may ask (else PERMISSION_DENIED)."""
     def __init__(
         self,
+        *,
+        all_tenants: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_tenants", b"all_tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

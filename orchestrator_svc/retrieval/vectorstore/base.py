@@ -11,7 +11,9 @@ import numpy.typing as npt
 from llmorch_common.errors import FieldViolation, already_exists, invalid_argument, not_found
 
 DEFAULT_DIMENSION = 384
-COLLECTION_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+# Stores hold "<tenant>.<name>" (scoped_collection); a name as users give it has no dot, so nothing a user names can
+# reach into another tenant's collections.
+COLLECTION_NAME = re.compile(r"^([a-z0-9][a-z0-9_-]{0,31}\.)?[a-z0-9_-]{1,64}$")
 
 Matrix = npt.NDArray[np.float32]
 
@@ -83,6 +85,17 @@ class VectorStore(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release files and connections."""
+
+
+def scoped_collection(tenant: str, name: str) -> str:
+    """The stored name of a tenant's collection."""
+    return f"{tenant}.{name}"
+
+
+def unscoped_collection(stored: str) -> tuple[str, str]:
+    """(tenant, name) of a stored collection name."""
+    tenant, _, name = stored.rpartition(".")
+    return tenant, name
 
 
 def check_name(name: str) -> None:

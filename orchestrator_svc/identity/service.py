@@ -1,0 +1,85 @@
+"""The key check every public surface shares (gRPC interceptor, HTTP facade), and key administration."""
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from llmorch_common.errors import FieldViolation, invalid_argument, not_found, unauthenticated
+from orchestrator_svc.identity.keys import KeyRecord, Principal, Role, mint_key, parse_key, secret_matches, valid_tenant
+from orchestrator_svc.identity.store import KeyStore
+
+BEARER = "bearer "
+CACHE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    until: float
+
+
+class KeyChecker:
+    """Checks `authorization: Bearer <key>`. A verified key is remembered for `cache_ttl_s` (scrypt costs tens of
+    milliseconds), so a revocation reaches every API replica within that bound and never later."""
+
+    def __init__(self, store: KeyStore, cache_ttl_s: float) -> None:
+        self._store = store
+        self._cache_ttl_s = cache_ttl_s
+        # Keyed by a digest of the whole key, so a cached entry can only be matched by the exact key that earned it.
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller's principal, or UNAUTHENTICATED saying what is wrong (never which keys exist)."""
+        if not authorization:
+            raise unauthenticated("an API key is required: send the header `authorization: Bearer <key>`")
+        if not authorization.lower().startswith(BEARER):
+            raise unauthenticated("the authorization header must read `Bearer <key>`")
+        key = authorization[len(BEARER) :].strip()
+        digest = hashlib.sha256(key.encode()).digest()
+        now = time.monotonic()
+        cached = self._verified.get(digest)
+        if cached and cached.until > now:
+            return cached.principal
+        principal = await self._verify(key)
+        self._verified[digest] = _Verified(principal, now + self._cache_ttl_s)
+        self._verified.move_to_end(digest)
+        while len(self._verified) > CACHE_ENTRIES:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, key: str) -> Principal:
+        refused = unauthenticated("the API key is not valid")
+        parsed = parse_key(key)
+        if parsed is None:
+            raise refused
+        key_id, secret = parsed
+        record = await self._store.get(key_id)
+        if record is None or record.revoked_at is not None:
+            raise refused
+        # scrypt holds the GIL for its whole run; a thread keeps the event loop answering meanwhile.
+        if not await asyncio.to_thread(secret_matches, secret, record.secret_hash):
+            raise refused
+        return record.principal
+
+
+class KeyAdmin:
+    """Create, list and revoke keys: the operator's side, through `llmorch-admin keys` on the database itself."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+
+    async def create(self, tenant: str, role: Role = Role.TENANT) -> tuple[str, KeyRecord]:
+        """The new key (shown once) and its stored record."""
+        if not valid_tenant(tenant):
+            raise invalid_argument([FieldViolation("tenant", "must be 1 to 32 characters of [a-z0-9_-]")])
+        new = mint_key()
+        return new.key, await self._store.add(new.key_id, tenant, role, new.secret_hash)
+
+    async def list(self, tenant: str | None = None) -> list[KeyRecord]:
+        return await self._store.list(tenant)
+
+    async def revoke(self, key_id: str) -> None:
+        if not await self._store.revoke(key_id):
+            raise not_found(f"no live key {key_id!r}")
