@@ -28,7 +28,8 @@ $(WEB_STAMP): web/package-lock.json
 	touch $(WEB_STAMP)
 
 # Servers and browsers the tests run for real, from Debian (package:command pairs).
-DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool
+# libnss3-tools: certutil, which puts the TLS test's local CA in headless Chromium's trust store.
+DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool libnss3-tools:certutil
 
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)
@@ -42,9 +43,12 @@ demo: setup
 
 # `make up REPLICAS=2`: two API replicas behind Envoy and two orchestrator workers, the registry on a PostgreSQL
 # cluster in data/postgres (Debian's binaries, a free port, a generated password). `make demo` stays single-node.
+# `make up TLS=1`: Envoy serves TLS only, with data/tls/cert.pem and key.pem (issued by a local CA in data/tls/ca.pem
+# on first use unless you put your own three files there first); clients trust ca.pem (ADR 0015).
 REPLICAS ?= 1
+TLS ?= 0
 up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
-	LLMORCH_STACK_REPLICAS=$(REPLICAS) $(PY) -m tools.launcher up
+	LLMORCH_STACK_REPLICAS=$(REPLICAS) LLMORCH_STACK_TLS=$(TLS) $(PY) -m tools.launcher up
 
 down:
 	$(PY) -m tools.launcher down

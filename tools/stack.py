@@ -20,14 +20,18 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import grpc
 import yaml  # type: ignore[import-untyped]
+from google.protobuf.duration_pb2 import Duration
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.api.namespace.v1 import NamespaceConfig
+from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
 
 from llmorch_common import constants as c
@@ -37,6 +41,7 @@ from orchestrator_svc.identity.keys import Role
 from orchestrator_svc.identity.service import KeyAdmin
 from orchestrator_svc.identity.store import KeyStore
 from tools.envoy_config import write_config
+from tools.tls import TlsFiles, issue
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,6 +53,20 @@ STARTUP_TIMEOUT_S = 180.0
 # history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
 # on average (docs/benchmarks/overhead.md). At 1000/s a dispatch takes about 2 ms.
 TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
+# Durable flow control (ADR 0020): dispatch by fairness key (the tenant) within each priority, from one partition
+# per task queue, where each of the dev server's default 4 partitions would order only its own tasks (approximate
+# fairness). A cluster keeps several partitions for throughput and accepts the approximation: see the ADR.
+TEMPORAL_FAIRNESS_ARGS = (
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+)
+# How long Temporal keeps a closed workflow's history (its answer, for GetRequest and reattaching): set on the
+# namespace once the dev server is up, rather than left to the server's default (ADR 0015).
+TEMPORAL_RETENTION = timedelta(days=3)
 
 # A supervised process that dies is restarted after this backoff, doubled per quick death up to the cap; a process
 # that stayed up for RESTART_RESET_AFTER_S starts again from the first step.
@@ -78,6 +97,7 @@ class ProcessSpec:
     restart: bool = True  # a supervised stack restarts it when it dies
     info: str = ""
     stop_signal: signal.Signals = signal.SIGTERM  # what `stop` sends first (PostgreSQL: SIGINT, its fast shutdown)
+    tls_ca: Path | None = None  # grpc_port serves TLS only (Envoy with a certificate): check it trusting this CA
 
 
 def temporal_spec(
@@ -89,6 +109,7 @@ def temporal_spec(
     tuned: bool = True,
     extra: tuple[str, ...] = (),
     in_memory: bool = False,
+    fairness: bool = True,
 ) -> ProcessSpec:
     """The Temporal dev server on a SQLite file in `home`, so a restart keeps every workflow."""
     argv = (
@@ -109,6 +130,7 @@ def temporal_spec(
         "--log-level",
         "error",
         *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
         *extra,
     )
     return ProcessSpec(
@@ -168,7 +190,9 @@ def embed_spec(port: int, temporal_address: str, registry_address: str, metrics_
     return ProcessSpec("embed", (sys.executable, "-m", "embed_svc"), env, grpc_port=port, info=info)
 
 
-def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int = 2) -> ProcessSpec:
+def envoy_spec(
+    config: Path, listen_port: int, admin_port: int, concurrency: int = 2, tls_ca: Path | None = None
+) -> ProcessSpec:
     # --disable-hot-restart: several Envoys (tests, the local stack) may run at once without base-id clashes.
     argv = (
         str(BIN / "envoy"),
@@ -180,8 +204,11 @@ def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int
         "--log-level",
         "warn",
     )
-    info = f"Envoy gRPC, gRPC-Web, console http://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
-    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info)
+    scheme = "https" if tls_ca else "http"
+    info = f"Envoy gRPC, gRPC-Web, console {scheme}://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
+    if tls_ca:
+        info += f"; clients trust {tls_ca}"
+    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info, tls_ca=tls_ca)
 
 
 def validate_envoy(config: Path) -> subprocess.CompletedProcess[str]:
@@ -369,7 +396,10 @@ class Child:
         if self.spec.tcp_port:
             await wait_tcp(self.spec.tcp_port, timeout_s, self.exit_reason)
         if self.spec.grpc_port:
-            await wait_until_serving(f"127.0.0.1:{self.spec.grpc_port}", timeout_s, exited=self.exit_reason)
+            ca = self.spec.tls_ca
+            credentials = grpc.ssl_channel_credentials(ca.read_bytes()) if ca else None
+            target = f"127.0.0.1:{self.spec.grpc_port}"
+            await wait_until_serving(target, timeout_s, exited=self.exit_reason, credentials=credentials)
         reason = self.exit_reason()
         if reason:
             raise RuntimeError(reason)
@@ -467,7 +497,10 @@ class StackConfig:
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
+    temporal_fairness: bool = True  # False: one FIFO per queue, as before fairness (the fairness test's control)
     orchestrator_env: tuple[tuple[str, str], ...] = ()  # further ORCH_* settings for the API and the worker
+    # Envoy's public listener serves TLS only, with this certificate; its CA is what the stack's clients trust.
+    tls: TlsFiles | None = None
     fixed_ports: bool = False  # the documented ports (make up) instead of free ones
     home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
@@ -697,6 +730,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_tuned,
             config.temporal_args,
             config.temporal_in_memory,
+            config.temporal_fairness,
         )
     )
     api_ports = list(
@@ -749,16 +783,29 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         specs.append(replace(embed, env={**embed.env, **sealed, **observed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
+        tls = config.tls
         envoy_config = write_config(
             home / "envoy.yaml",
             upstreams[0],
             ports.envoy,
             ports.envoy_admin,
             more_orchestrator_ports=upstreams[1:],
+            tls=(tls.cert, tls.key) if tls else None,
             otlp_endpoint=config.otlp_endpoint,
         )
-        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
+        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin, tls_ca=tls.ca if tls else None))
     return specs
+
+
+async def set_retention(
+    temporal_address: str, namespace: str = c.TEMPORAL_NAMESPACE, retention: timedelta = TEMPORAL_RETENTION
+) -> None:
+    """Set how long the namespace keeps closed histories; UpdateNamespace changes only the config fields it is given."""
+    client = await Client.connect(temporal_address, namespace=namespace)
+    ttl = Duration()
+    ttl.FromTimedelta(retention)
+    config = NamespaceConfig(workflow_execution_retention_ttl=ttl)
+    await client.workflow_service.update_namespace(UpdateNamespaceRequest(namespace=namespace, config=config))
 
 
 @dataclass
@@ -797,6 +844,11 @@ class Stack:
         return f"127.0.0.1:{self.ports.envoy}"
 
     @property
+    def envoy_url(self) -> str:
+        """The console's address: https when Envoy has a certificate."""
+        return f"{'https' if self.config.tls else 'http'}://{self.envoy_target}"
+
+    @property
     def model_ports(self) -> tuple[int, ...]:
         return self.ports.models
 
@@ -820,6 +872,7 @@ class Stack:
         specs = plan(replace(self.config, envoy=False), self.home, self.ports)
         child = self.launch(next(spec for spec in specs if spec.name == "temporal"))
         await child.wait_ready()
+        await set_retention(self.temporal_address)
         return child
 
     async def start(self, progress: Any = None) -> "Stack":
@@ -828,6 +881,8 @@ class Stack:
         for spec in plan(self.config, self.home, self.ports):
             child = self.launch(spec)
             await child.wait_ready()
+            if spec.name == "temporal":
+                await set_retention(self.temporal_address)
             if progress:
                 progress(child)
         self.api_key = await self.dev_key()
@@ -848,8 +903,12 @@ class Stack:
         return path.read_text().strip()
 
     def channel(self, target: str | None = None, api_key: str | None = None) -> "grpc.aio.Channel":
-        """A public channel (Envoy's, unless `target` names another) whose calls carry the dev key or `api_key`."""
-        return make_channel(target or self.envoy_target, token=api_key or self.api_key)
+        """A public channel (Envoy's, unless `target` names another) whose calls carry the dev key or `api_key`;
+        to a TLS Envoy it speaks TLS, trusting the stack's CA."""
+        target = target or self.envoy_target
+        tls = self.config.tls if target == self.envoy_target else None
+        credentials = grpc.ssl_channel_credentials(tls.ca.read_bytes()) if tls else None
+        return make_channel(target, token=api_key or self.api_key, credentials=credentials)
 
     def expected_capacity(self) -> dict[str, int]:
         capacity = {group.model_id: 0 for group in self.config.models}
@@ -983,6 +1042,11 @@ class LocalStackSettings(BaseSettings):
         description="API replicas and orchestrator workers (make up REPLICAS=2); more than one puts "
         "the registry on a PostgreSQL cluster in home/postgres, with a generated password",
     )
+    tls: bool = Field(
+        False,
+        description="Envoy serves TLS only, with home/tls/cert.pem and key.pem; a local CA (home/tls/ca.pem, for "
+        "clients to trust) issues them on first use unless all three files are already there",
+    )
 
     otlp_endpoint: str = Field(
         "",
@@ -993,12 +1057,15 @@ class LocalStackSettings(BaseSettings):
 
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
+        home = self.home.resolve()
+        tls = issue(home / "tls") if self.tls else None
         config = StackConfig(
             models=models,
             fixed_ports=not self.free_ports,
-            home=self.home.resolve(),
+            home=home,
             supervised=True,
             label="make up",
+            tls=tls,
             otlp_endpoint=self.otlp_endpoint,
             log_format="text",
         )
@@ -1011,6 +1078,12 @@ class LocalStackSettings(BaseSettings):
     def dev_key(self) -> str:
         """The running stack's development key (Stack.dev_key made it)."""
         return (self.home / DEV_KEY_FILE).read_text().strip()
+
+    def envoy_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS to the running stack's Envoy, trusting its local CA (home/tls/ca.pem), when `tls` is on."""
+        return (
+            grpc.ssl_channel_credentials(TlsFiles.in_directory(self.home / "tls").ca.read_bytes()) if self.tls else None
+        )
 
 
 def write_state(path: Path, stack: Stack | None, state: str, error: str = "") -> None:

@@ -21,6 +21,26 @@ class Role(StrEnum):
     ADMIN = "admin"  # also lists across tenants
 
 
+class PriorityClass(StrEnum):
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """What a key's requests get: their class when they name none, their share of a saturated queue against other
+    tenants (fairness weight), and their rate limits, 0 meaning none."""
+
+    default_class: PriorityClass = PriorityClass.INTERACTIVE
+    fairness_weight: float = 1.0
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    max_concurrent: int = 0
+
+
+NO_LIMITS = KeyPolicy()
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who a call speaks for, once its key checked out."""
@@ -28,6 +48,7 @@ class Principal:
     key_id: str
     tenant: str
     role: Role
+    policy: KeyPolicy = NO_LIMITS
 
     @property
     def is_admin(self) -> bool:
@@ -42,10 +63,11 @@ class KeyRecord:
     secret_hash: str
     created_at: float
     revoked_at: float | None = None
+    policy: KeyPolicy = NO_LIMITS
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.key_id, self.tenant, self.role)
+        return Principal(self.key_id, self.tenant, self.role, self.policy)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
-    # Whose request it is (from the caller's API key); empty in histories recorded before tenants existed.
+    # Whose request it is (from the caller's API key) and its dispatch class; empty in histories recorded before.
     tenant: str = ""
+    priority_class: str = ""
     # The OpenTelemetry trace of the call that started the run (empty without tracing), returned in provenance.
     trace_id: str = ""
 
@@ -90,6 +91,7 @@ class InferenceResult:
     fallbacks: tuple[FallbackRecord, ...] = ()
     citations: tuple[CitationRecord, ...] = ()
     parts: tuple[PartRecord, ...] = ()
+    priority_class: str = ""  # the class it was dispatched in
     trace_id: str = ""
 
 

@@ -4,14 +4,14 @@ InferenceWorkflow per request, the stream relay, and what a finished or failed r
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
 from prometheus_client import Counter, Histogram
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,6 +26,8 @@ from llmorch_common.errors import (
 from llmorch_common.logs import bound
 from llmorch_common.tracing import annotate, current_trace_id
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import Principal, PriorityClass
+from orchestrator_svc.identity.limits import RateLimiter
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
     DispatchPolicy,
@@ -57,7 +59,15 @@ FALLBACKS = Counter(
     "Models given up on within a request, by model and reason (the reason's text before its first colon)",
     ["model_id", "reason"],
 )
+QUEUE_WAIT = Histogram(
+    "llmorch_queue_wait_seconds",
+    "Time a generation waited in its model's queue, by tenant and priority class",
+    ["tenant", "priority_class"],
+    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 WORKFLOW_ID_PREFIX = "inference-"
+# Temporal dispatches lower keys first (1 to 5, 3 when unset): interactive ahead of batch, with room either side.
+PRIORITY_KEYS = {PriorityClass.INTERACTIVE: 2, PriorityClass.BATCH: 4}
 DIGEST_MEMO = "request_digest"
 
 
@@ -89,7 +99,7 @@ class InferenceRequest:
     """A validated request, as the servicer built it from the wire."""
 
     request_id: str
-    tenant: str  # the caller's, from its API key
+    caller: Principal  # from the API key: the tenant, its class, weight and limits
     messages: tuple[ChatTurn, ...]
     prompt: str
     sampling: Sampling
@@ -102,13 +112,34 @@ class InferenceRequest:
     on_fallback: str = CONTINUE
     # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
     cancel_on_disconnect: bool = False
+    # None takes the key's default class.
+    priority_class: PriorityClass | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+    @property
+    def dispatch_class(self) -> PriorityClass:
+        return self.priority_class or self.caller.policy.default_class
+
+    def charge_tokens(self) -> int:
+        """What a rate limit charges up front: the prompt, estimated at 4 characters a token (the API holds no
+        tokenizer), plus max_tokens; settled to the real usage when the request ends."""
+        chars = len(self.prompt) + sum(len(turn.content) for turn in self.messages)
+        return chars // 4 + 1 + self.sampling.max_tokens
 
 
 @contextlib.contextmanager
 def observed(request: InferenceRequest) -> Iterator[None]:
     """The request's span gets what identifies it, and every line it logs its request and workflow ids."""
     wf_id = workflow_id(request.tenant, request.request_id)
-    annotate(request_id=request.request_id, workflow_id=wf_id, tenant=request.tenant)
+    annotate(
+        request_id=request.request_id,
+        workflow_id=wf_id,
+        tenant=request.tenant,
+        priority_class=request.dispatch_class.value,
+    )
     with bound(request_id=request.request_id, workflow_id=wf_id, tenant=request.tenant):
         yield
 
@@ -165,8 +196,10 @@ class InferenceService:
         registry: Registry,
         store: VectorStore,
         embeddings: EmbeddingClient,
+        limits: RateLimiter,
     ) -> None:
         self._client = client
+        self._limits = limits
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -185,12 +218,26 @@ class InferenceService:
         finally:
             self._in_flight -= 1
 
+    @contextlib.asynccontextmanager
+    async def _limited(self, request: InferenceRequest) -> AsyncIterator[list[InferenceResult]]:
+        """Admit the request under its key's rate limits (before any workflow starts) and settle its charge at the
+        end; the caller appends the result it got, if any."""
+        admission = await self._limits.admit(request.caller, request.charge_tokens())
+        finished: list[InferenceResult] = []
+        try:
+            yield finished
+        finally:
+            used = finished[0].prompt_tokens + finished[0].completion_tokens if finished else None
+            await asyncio.shield(self._limits.release(admission, used))
+
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
         with observed(request):
-            handle = await self._start(await self._workflow_input(request, stream=False))
-            with self._cancelled_on_disconnect(request, handle):
-                return await self._result(handle, started)
+            async with self._limited(request) as finished:
+                handle = await self._start(request, await self._workflow_input(request, stream=False))
+                with self._cancelled_on_disconnect(request, handle):
+                    finished.append(await self._result(handle, started, request))
+                    return finished[0]
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         """Relay the run's text as it grows, by long-polling its watch_stream update, then its result.
@@ -199,11 +246,14 @@ class InferenceService:
         it (the tail the long-poll missed when the run closed, or a Reset and the whole text if they disagree)."""
         started = time.perf_counter()
         with observed(request):
-            async for event in self._relay(request, started):
-                yield event
+            async with self._limited(request) as finished:
+                async for event in self._stream(request, started):
+                    if isinstance(event, Completed):
+                        finished.append(event.result)
+                    yield event
 
-    async def _relay(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
-        handle = await self._start(await self._workflow_input(request, stream=True))
+    async def _stream(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
+        handle = await self._start(request, await self._workflow_input(request, stream=True))
         with self._cancelled_on_disconnect(request, handle):
             cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
             streamed = ""
@@ -232,7 +282,7 @@ class InferenceService:
                 cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text), snapshot.epoch)
                 if snapshot.done:
                     break
-            result = await self._result(handle, started)
+            result = await self._result(handle, started, request)
             if not result.text.startswith(streamed):
                 yield Reset("the final text differs from what was streamed")
                 streamed = ""
@@ -320,12 +370,24 @@ class InferenceService:
             stream=stream,
             request_digest=request.digest,
             on_fallback=request.on_fallback,
+            priority_class=request.dispatch_class.value,
             trace_id=current_trace_id(),
         )
 
-    async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
-        """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
+    async def _start(
+        self, caller_request: InferenceRequest, request: InferenceInput
+    ) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+        """Start the request's workflow, or attach to the run that already has its id, if it is the same request.
+
+        Its Temporal priority (class, and the tenant as fairness key with the key's weight) is inherited by every
+        activity it schedules, the generation on the model's queue included: a saturated model's queue is served
+        by class first, then shared among tenants in proportion to their weights."""
         wf_id = workflow_id(request.tenant, request.request_id)
+        priority = Priority(
+            priority_key=PRIORITY_KEYS[caller_request.dispatch_class],
+            fairness_key=caller_request.tenant,
+            fairness_weight=caller_request.caller.policy.fairness_weight,
+        )
         try:
             return await self._client.start_workflow(
                 InferenceWorkflow.run,
@@ -336,6 +398,7 @@ class InferenceService:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 execution_timeout=timedelta(seconds=self._settings.request_timeout_s),
                 memo={DIGEST_MEMO: request.request_digest},
+                priority=priority,
                 # With a worker in this process, the first workflow task comes back in the start response.
                 request_eager_start=True,
             )
@@ -347,12 +410,14 @@ class InferenceService:
             return handle
 
     async def _result(
-        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float
+        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float, request: InferenceRequest
     ) -> InferenceResult:
-        """Wait for the run's result, observing its duration since `started` (the call's arrival) and its outcome."""
+        """Wait for the run's result, observing its duration since `started` (the call's arrival), its outcome and
+        its queue wait by tenant and class."""
         outcome = "OK"
         try:
             result = await handle.result()
+            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(result.queue_wait_ms / 1000)
         except WorkflowFailureError as error:
             failure = from_workflow_failure(error)
             outcome = failure.code

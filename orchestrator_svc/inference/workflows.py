@@ -135,6 +135,7 @@ class InferenceWorkflow:
             fallbacks=tuple(self._fallbacks),
             citations=citations,
             parts=tuple(self._parts),
+            priority_class=request.priority_class,
             trace_id=request.trace_id,
         )
 

@@ -163,6 +163,26 @@ def test_one_api_replica_keeps_the_embedded_sqlite_registry(tmp_path: Path) -> N
         StackConfig(api_replicas=2)
 
 
+def test_make_up_tls_gives_envoy_a_certificate_from_the_local_ca(tmp_path: Path) -> None:
+    """`make up TLS=1` as a plan: a CA and certificate in home/tls, made once; Envoy serves them and is checked
+    trusting that CA."""
+    from tools.stack import LocalStackSettings, Ports, plan
+
+    config = LocalStackSettings(home=tmp_path, free_ports=True, tls=True).config()
+    assert config.tls is not None and config.tls.ca == tmp_path / "tls" / "ca.pem"
+    certificate = config.tls.cert.read_bytes()
+    assert LocalStackSettings(home=tmp_path, free_ports=True, tls=True).config().tls == config.tls
+    assert config.tls.cert.read_bytes() == certificate, "a restart keeps the certificate clients already trust"
+    envoy = next(spec for spec in plan(config, tmp_path, Ports.free(2)) if spec.name == "envoy")
+    assert envoy.tls_ca == config.tls.ca and "https://" in envoy.info
+    rendered = (tmp_path / "envoy.yaml").read_text()
+    assert f'"filename": "{config.tls.cert}"' in rendered and f'"filename": "{config.tls.key}"' in rendered
+    assert LocalStackSettings(home=tmp_path, free_ports=True).config().tls is None, "plaintext unless asked"
+    # `make demo` with TLS reaches Envoy trusting that CA.
+    assert LocalStackSettings(home=tmp_path, tls=True).envoy_credentials() is not None
+    assert LocalStackSettings(home=tmp_path).envoy_credentials() is None
+
+
 def test_every_process_gets_the_log_format_and_the_trace_exporter(tmp_path: Path) -> None:
     """`OTEL_EXPORTER_OTLP_ENDPOINT=… make up`: every platform process exports to it and Envoy traces too; make up
     logs readable text, other stacks JSON."""

@@ -28,6 +28,9 @@ from model_svc.engine import EnginePool, FakeEngine, GenerationRequest, Generati
 from model_svc.server import ModelServicer, register
 from model_svc.worker import ModelActivities, create_worker
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import Principal, Role
+from orchestrator_svc.identity.limits import RateLimiter
+from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceResult, ModelChoice
 from orchestrator_svc.inference.service import (
@@ -135,7 +138,9 @@ class NoRegistry:
 @pytest.fixture
 async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harness]:
     settings = orchestrator_settings(tmp_path, heartbeat_timeout_s=2.0, generate_attempts=3)
-    service = InferenceService(temporal_client, settings, NoRegistry(), None, None)  # type: ignore[arg-type]
+    keys = await KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}")
+    limits = RateLimiter(keys, lease_ttl_s=60)
+    service = InferenceService(temporal_client, settings, NoRegistry(), None, None, limits)  # type: ignore[arg-type]
     built = Harness(temporal_client, settings, service)
     worker = Worker(
         temporal_client,
@@ -147,12 +152,13 @@ async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harn
     async with worker:
         yield built
         await built.close()
+    await keys.close()
 
 
 def request(max_tokens: int = 24, seed: int = 0, **overrides: Any) -> InferenceRequest:
     values: dict[str, Any] = {
         "request_id": f"life-{uuid.uuid4().hex}",
-        "tenant": TEST_TENANT,
+        "caller": Principal("key", TEST_TENANT, Role.TENANT),
         "messages": (ChatTurn("user", f"question {seed}"),),
         "prompt": "",
         "sampling": Sampling(max_tokens=max_tokens, temperature=0.0),
