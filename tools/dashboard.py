@@ -196,7 +196,8 @@ async def render(out: Path, traffic_s: float) -> None:
     with tempfile.TemporaryDirectory(prefix="llmorch-dashboard-") as home:
         async with observed_stack(Path(home), traffic_s) as (_, port):
             panels = await panel_series(port, window_s)
-    (out / "dashboard.json").write_text(json.dumps({"command": "make dashboard-image", "panels": panels}, indent=1))
+    document = {"command": "make dashboard-image", "panels": panels}
+    (out / "dashboard.json").write_text(json.dumps(document, separators=(",", ":")) + "\n")
     plot(panels, out / "dashboard.png", window_s)
     print(f"wrote {out / 'dashboard.png'} and {out / 'dashboard.json'}")
 
