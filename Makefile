@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench reliability gen lint check-gen debian postgres api-baseline dashboard-image
+.PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian postgres api-baseline dashboard-image
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -61,7 +61,22 @@ status:
 test: setup debian postgres lint
 	$(PY) -m pytest -q -rs --durations=15
 
-bench: setup
+# The peer the bench compares with, in its own virtualenv so its pins never move the stack's. Exact versions only:
+# LiteLLM 1.82.7 and 1.82.8 on PyPI were compromised. llama-cpp-python is the stack's own pin, built with the same
+# flags, so pip reuses the wheel it cached for the stack instead of compiling again.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+PEER_PACKAGES := 'litellm[proxy]==1.106.2' 'llama-cpp-python[server]==0.3.36'
+
+$(BENCH_STAMP): Makefile
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BENCH_VENV)/bin/python -m pip install -q $(PEER_PACKAGES)
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
+bench: setup bench-venv
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
 	$(PY) -m tools.bench.history_cost --out docs/benchmarks

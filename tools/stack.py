@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import grpc
+import psycopg
 import yaml  # type: ignore[import-untyped]
 from google.protobuf.duration_pb2 import Duration
 from pydantic import Field
@@ -48,6 +49,11 @@ BIN = Path(sys.executable).parent
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 MODELS_DIR = ROOT / "data" / "models"  # converted weights are shared by every stack, whatever its home
 STARTUP_TIMEOUT_S = 180.0
+# The peer the bench compares with (LiteLLM's proxy in front of llama-cpp-python's OpenAI server) lives in its own
+# virtualenv (`make bench-venv`): LiteLLM's dependency pins must not move the stack's.
+BENCH_VENV = ROOT / ".venv-bench"
+PEER_MODEL_NAME = "smollm2"  # the name both peer servers serve the weights under
+PEER_N_CTX = 2048
 
 # The dev server's history service reads new transfer tasks (every workflow and activity task dispatch) at most
 # history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
@@ -331,6 +337,78 @@ class PostgresCluster:
             "postgres", _as_postgres_user(argv), tcp_port=self.port, info=info, stop_signal=signal.SIGINT
         )
 
+    async def wait_accepting(self, timeout_s: float = 60.0) -> None:
+        """Its port opens while it still answers "the database system is starting up": wait for a session."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def peer_engine_spec(weights: Path, port: int, n_threads: int, n_ctx: int) -> ProcessSpec:
+    """The peer's engine: llama-cpp-python's OpenAI-compatible server on a GGUF file (bench only)."""
+    argv = (
+        str(BENCH_VENV / "bin" / "python"),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(weights),
+        "--model_alias",
+        PEER_MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        str(n_threads),
+        "--n_ctx",
+        str(n_ctx),
+    )
+    return ProcessSpec("peer-engine", argv, tcp_port=port, info=f"llama-cpp-python server http://127.0.0.1:{port}")
+
+
+def peer_proxy_spec(home: Path, port: int, engine_port: int) -> ProcessSpec:
+    """The peer's gateway: LiteLLM's proxy routing to the peer engine, with a generated master key (LiteLLM refuses
+    to start without one) in home/peer-key, so both sides of the comparison check a key per request."""
+    config = {
+        "model_list": [
+            {
+                "model_name": PEER_MODEL_NAME,
+                "litellm_params": {
+                    "model": f"openai/{PEER_MODEL_NAME}",
+                    "api_base": f"http://127.0.0.1:{engine_port}/v1",
+                    "api_key": "unused",
+                },
+            }
+        ],
+        "litellm_settings": {"telemetry": False},
+    }
+    path = home / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = (
+        str(BENCH_VENV / "bin" / "litellm"),
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    )
+    # The local cost map: the proxy would otherwise fetch it from GitHub at start.
+    env = {"LITELLM_MASTER_KEY": peer_key(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return ProcessSpec("peer-proxy", argv, env, tcp_port=port, info=f"LiteLLM proxy http://127.0.0.1:{port}")
+
+
+def peer_key(home: Path) -> str:
+    return secret_file(home, "peer-key", lambda: "sk-" + secrets.token_urlsafe(24))
+
 
 def script_spec(name: str, argv: tuple[str, ...]) -> ProcessSpec:
     """A helper process beside a stack (a test's fake upstream, a profiler): started and stopped like the rest."""
@@ -505,6 +583,9 @@ class StackConfig:
     home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
     stop_grace_s: float = 40.0  # per process, on stop: models drain in-flight generations first
+    # The bench's peer (LiteLLM -> llama-cpp-python) on these weights beside the stack, started and stopped with it.
+    peer_weights: Path | None = None
+    peer_n_threads: int = 2
     label: str = "default"
     # Every process exports its spans here (OTEL_EXPORTER_OTLP_ENDPOINT, http://host:port) and Envoy turns its
     # tracer on; empty: no tracing. `otel_env` adds further OTEL_* variables, e.g. a short batch delay in tests.
@@ -556,6 +637,8 @@ class Ports:
     models: tuple[int, ...]
     model_metrics: tuple[int, ...]
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
+    peer_engine: int = 0  # the bench's peer (free ports only)
+    peer_proxy: int = 0
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
     more_api_internals: tuple[int, ...] = ()
@@ -794,6 +877,9 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             otlp_endpoint=config.otlp_endpoint,
         )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin, tls_ca=tls.ca if tls else None))
+    if config.peer_weights:
+        specs.append(peer_engine_spec(config.peer_weights, ports.peer_engine, config.peer_n_threads, PEER_N_CTX))
+        specs.append(peer_proxy_spec(home, ports.peer_proxy, ports.peer_engine))
     return specs
 
 
@@ -852,6 +938,18 @@ class Stack:
     def model_ports(self) -> tuple[int, ...]:
         return self.ports.models
 
+    @property
+    def peer_urls(self) -> dict[str, str]:
+        """The peer's OpenAI-compatible bases: through LiteLLM (`proxy`) and its engine called directly (`engine`)."""
+        return {
+            "proxy": f"http://127.0.0.1:{self.ports.peer_proxy}/v1",
+            "engine": f"http://127.0.0.1:{self.ports.peer_engine}/v1",
+        }
+
+    @property
+    def peer_key(self) -> str:
+        return peer_key(self.home)
+
     async def temporal_client(self) -> Client:
         """A client of this stack's Temporal that opens its sealed payloads (the stack's own key)."""
         keys = parse_keys(payload_keys(self.home))
@@ -883,6 +981,8 @@ class Stack:
             await child.wait_ready()
             if spec.name == "temporal":
                 await set_retention(self.temporal_address)
+            if spec.name == "postgres":
+                await postgres_cluster(self.home, self.ports).wait_accepting()
             if progress:
                 progress(child)
         self.api_key = await self.dev_key()

@@ -26,6 +26,11 @@ class PriorityClass(StrEnum):
     BATCH = "batch"
 
 
+# Temporal dispatches lower priority keys first (1 to 5, 3 when unset): interactive ahead of batch, room either side.
+PRIORITY_KEYS = {PriorityClass.INTERACTIVE: 2, PriorityClass.BATCH: 4}
+CLASS_OF_PRIORITY_KEY = {key: cls for cls, key in PRIORITY_KEYS.items()}
+
+
 @dataclass(frozen=True)
 class KeyPolicy:
     """What a key's requests get: their class when they name none, their share of a saturated queue against other

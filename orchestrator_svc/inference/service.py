@@ -8,9 +8,16 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import Counter, Histogram
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -26,7 +33,7 @@ from llmorch_common.errors import (
 from llmorch_common.logs import bound
 from llmorch_common.tracing import annotate, current_trace_id
 from orchestrator_svc.config import OrchestratorSettings
-from orchestrator_svc.identity.keys import Principal, PriorityClass
+from orchestrator_svc.identity.keys import PRIORITY_KEYS, Principal, PriorityClass
 from orchestrator_svc.identity.limits import RateLimiter
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
@@ -66,8 +73,7 @@ QUEUE_WAIT = Histogram(
     buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 WORKFLOW_ID_PREFIX = "inference-"
-# Temporal dispatches lower keys first (1 to 5, 3 when unset): interactive ahead of batch, with room either side.
-PRIORITY_KEYS = {PriorityClass.INTERACTIVE: 2, PriorityClass.BATCH: 4}
+
 DIGEST_MEMO = "request_digest"
 
 
@@ -142,6 +148,19 @@ def observed(request: InferenceRequest) -> Iterator[None]:
     )
     with bound(request_id=request.request_id, workflow_id=wf_id, tenant=request.tenant):
         yield
+
+
+def observe_result(result: InferenceResult) -> None:
+    """A finished request's fallbacks in the metrics, and what answered it on its span."""
+    for fallback in result.fallbacks:
+        FALLBACKS.labels(fallback.model_id, fallback_reason_label(fallback.reason)).inc()
+    annotate(
+        model_id=result.model_id,
+        selection_reason=result.selection_reason,
+        fallbacks=len(result.fallbacks),
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+    )
 
 
 @dataclass(frozen=True)
@@ -234,10 +253,41 @@ class InferenceService:
         started = time.perf_counter()
         with observed(request):
             async with self._limited(request) as finished:
-                handle = await self._start(request, await self._workflow_input(request, stream=False))
+                workflow_input = await self._workflow_input(request, stream=False)
+                if self._settings.result_via_update:
+                    finished.append(await self._generate_via_update(request, workflow_input, started))
+                    return finished[0]
+                handle = await self._start(request, workflow_input)
                 with self._cancelled_on_disconnect(request, handle):
                     finished.append(await self._result(handle, started, request))
                     return finished[0]
+
+    async def _generate_via_update(
+        self, request: InferenceRequest, workflow_input: InferenceInput, started: float
+    ) -> InferenceResult:
+        """Start the run and wait on its await_result update in one call; the answer comes once it is recorded."""
+        options = self._start_options(request, workflow_input)
+        operation = WithStartWorkflowOperation(InferenceWorkflow.run, workflow_input, **options)
+        by_id = self._client.get_workflow_handle_for(InferenceWorkflow.run, options["id"])
+        with self._cancelled_on_disconnect(request, by_id):
+            try:
+                # The SDK types a no-argument async update's result as its coroutine; it is the returned value.
+                outcome: object = await self._client.execute_update_with_start_workflow(
+                    InferenceWorkflow.await_result, start_workflow_operation=operation
+                )
+            except WorkflowAlreadyStartedError:
+                outcome = None  # not this call's run: it must not be cancelled here, whatever happens next
+                with contextlib.suppress(WorkflowAlreadyStartedError):
+                    await operation.workflow_handle()  # the same error, taken so asyncio does not log it as lost
+        if isinstance(outcome, InferenceResult):
+            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(outcome.queue_wait_ms / 1000)
+            WORKFLOW_DURATION.labels("InferenceWorkflow", "OK").observe(time.perf_counter() - started)
+            observe_result(outcome)
+            return outcome
+        # An earlier run has this id, or the run ended without a result: the run's own outcome answers.
+        handle = await self._attach(workflow_input)
+        with self._cancelled_on_disconnect(request, handle):
+            return await self._result(handle, started, request)
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         """Relay the run's text as it grows, by long-polling its watch_stream update, then its result.
@@ -374,40 +424,50 @@ class InferenceService:
             trace_id=current_trace_id(),
         )
 
-    async def _start(
-        self, caller_request: InferenceRequest, request: InferenceInput
-    ) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
-        """Start the request's workflow, or attach to the run that already has its id, if it is the same request.
+    def _start_options(self, caller_request: InferenceRequest, request: InferenceInput) -> dict[str, Any]:
+        """How the request's workflow starts, whichever call starts it.
 
         Its Temporal priority (class, and the tenant as fairness key with the key's weight) is inherited by every
         activity it schedules, the generation on the model's queue included: a saturated model's queue is served
         by class first, then shared among tenants in proportion to their weights."""
-        wf_id = workflow_id(request.tenant, request.request_id)
-        priority = Priority(
-            priority_key=PRIORITY_KEYS[caller_request.dispatch_class],
-            fairness_key=caller_request.tenant,
-            fairness_weight=caller_request.caller.policy.fairness_weight,
-        )
+        return {
+            "id": workflow_id(request.tenant, request.request_id),
+            "task_queue": self._settings.task_queue,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+            "execution_timeout": timedelta(seconds=self._settings.request_timeout_s),
+            "memo": {DIGEST_MEMO: request.request_digest},
+            "priority": Priority(
+                priority_key=PRIORITY_KEYS[caller_request.dispatch_class],
+                fairness_key=caller_request.tenant,
+                fairness_weight=caller_request.caller.policy.fairness_weight,
+            ),
+        }
+
+    async def _start(
+        self, caller_request: InferenceRequest, request: InferenceInput
+    ) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+        """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
         try:
             return await self._client.start_workflow(
                 InferenceWorkflow.run,
                 request,
-                id=wf_id,
-                task_queue=self._settings.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                execution_timeout=timedelta(seconds=self._settings.request_timeout_s),
-                memo={DIGEST_MEMO: request.request_digest},
-                priority=priority,
+                **self._start_options(caller_request, request),
                 # With a worker in this process, the first workflow task comes back in the start response.
                 request_eager_start=True,
             )
         except WorkflowAlreadyStartedError:
-            handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, wf_id)
-            description = await handle.describe()
-            if await description.memo_value(DIGEST_MEMO, default="") != request.request_digest:
-                raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
-            return handle
+            return await self._attach(request)
+
+    async def _attach(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+        """The run that already has this request's id, if it is the same request."""
+        handle = self._client.get_workflow_handle_for(
+            InferenceWorkflow.run, workflow_id(request.tenant, request.request_id)
+        )
+        description = await handle.describe()
+        if await description.memo_value(DIGEST_MEMO, default="") != request.request_digest:
+            raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
+        return handle
 
     async def _result(
         self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float, request: InferenceRequest
@@ -424,13 +484,5 @@ class InferenceService:
             raise failure from None
         finally:
             WORKFLOW_DURATION.labels("InferenceWorkflow", outcome).observe(time.perf_counter() - started)
-        for fallback in result.fallbacks:
-            FALLBACKS.labels(fallback.model_id, fallback_reason_label(fallback.reason)).inc()
-        annotate(
-            model_id=result.model_id,
-            selection_reason=result.selection_reason,
-            fallbacks=len(result.fallbacks),
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-        )
+        observe_result(result)
         return result

@@ -10,7 +10,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class Harness:
     client: Client
     settings: OrchestratorSettings
     service: InferenceService
+    limits: RateLimiter
     models: dict[str, FakeModel] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
 
@@ -141,7 +142,7 @@ async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harn
     keys = await KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}")
     limits = RateLimiter(keys, lease_ttl_s=60)
     service = InferenceService(temporal_client, settings, NoRegistry(), None, None, limits)  # type: ignore[arg-type]
-    built = Harness(temporal_client, settings, service)
+    built = Harness(temporal_client, settings, service, limits)
     worker = Worker(
         temporal_client,
         task_queue=settings.task_queue,
@@ -355,3 +356,27 @@ async def test_cancelling_an_unknown_request_is_not_found(harness: Harness) -> N
     with pytest.raises(PlatformError) as error:
         await harness.service.cancel(TEST_TENANT, f"never-{uuid.uuid4().hex}")
     assert error.value.code == "NOT_FOUND"
+
+
+async def test_update_with_start_answers_as_eager_start_and_result_do(harness: Harness) -> None:
+    """The bench's A/B arm ORCH_RESULT_VIA_UPDATE: the run's own recorded result, the same request attaches to its
+    run, another request under its id is ALREADY_EXISTS, and a run that fails answers with its own failure."""
+    await harness.add_model("plain")
+    settings = harness.settings.model_copy(update={"result_via_update": True})
+    via_update = InferenceService(harness.client, settings, NoRegistry(), None, None, harness.limits)  # type: ignore[arg-type]
+    inference = request(max_tokens=12)
+    result = await via_update.generate(inference)
+    assert result.completion_tokens == 12 and result.text and result.workflow_id
+    assert (await harness.service.status(inference.tenant, inference.request_id)).result == result
+    assert await via_update.generate(inference) == result
+    with pytest.raises(PlatformError) as conflict:
+        await via_update.generate(replace(inference, digest="another request"))
+    assert conflict.value.code == "ALREADY_EXISTS"
+    harness.order.clear()
+    await harness.add_model("broken", crashes=100, after=1)
+    failures = []
+    for service in (via_update, harness.service):
+        with pytest.raises(PlatformError) as failed:
+            await service.generate(request(max_tokens=12))
+        failures.append((failed.value.code, failed.value.message))
+    assert failures[0] == failures[1] and "no model left" in failures[0][1]
