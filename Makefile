@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian debian-docs redis postgres \
-	api-baseline rag-eval bench-rag-full
+	api-baseline rag-eval bench-rag-full dashboard-image
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -108,6 +108,10 @@ bench-rag-full: setup debian-docs
 # Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
 reliability: setup postgres
 	$(PY) -m tools.reliability --write
+
+# The Grafana panels rendered from a real Prometheus scraping a fake-engine stack under traffic (README's image).
+dashboard-image: setup debian
+	$(PY) -m tools.dashboard --out docs/img
 
 gen: setup
 	buf generate

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from temporalio import activity
 
 from llmorch_common.errors import PlatformError, from_exception, to_status
+from llmorch_common.tracing import client_interceptors, server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ async def create_server(
     exactly those. With a `gate`, every call but health and reflection must carry credentials it accepts.
     Port 0 binds a free port; the real one is returned.
     """
-    interceptors = [DecodeGuard()] if gate is None else [gate, DecodeGuard()]
+    # Tracing outermost, so a call the gate or the guard rejects still has its span.
+    interceptors = [*server_interceptors(), *([gate] if gate else []), DecodeGuard()]
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -331,8 +333,8 @@ def make_channel(
     credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
     """A channel with retries for the descriptors' idempotent methods; with `token`, every call carries it; TLS
-    when `credentials` are given (Envoy's)."""
-    interceptors = authorized(token) if token else None
+    when `credentials` are given (Envoy's). Traced when tracing is on."""
+    interceptors = [*client_interceptors(), *(authorized(token) if token else [])] or None
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _retry_service_config(idempotent_methods(*service_descriptors))),

@@ -19,6 +19,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
+from llmorch_common.tracing import temporal_interceptors
+
 log = logging.getLogger(__name__)
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -88,10 +90,15 @@ def data_converter(keys: dict[str, bytes]) -> temporalio.converter.DataConverter
 
 
 async def connect(address: str, namespace: str, runtime: Runtime | None = None) -> Client:
-    """The one way a process of the platform connects to Temporal: its address, namespace and payload keys."""
+    """The one way a process of the platform connects to Temporal: its address, namespace, payload keys and, when
+    tracing is on, the tracing interceptor (which every worker built on this client inherits)."""
     keys = parse_keys(PayloadSettings().keys)
     if not keys:
         log.warning("LLMORCH_PAYLOAD_KEYS is empty: workflow payloads go to Temporal in clear text")
     return await Client.connect(
-        address, namespace=namespace, data_converter=data_converter(keys), runtime=runtime or Runtime.default()
+        address,
+        namespace=namespace,
+        data_converter=data_converter(keys),
+        runtime=runtime or Runtime.default(),
+        interceptors=temporal_interceptors(),
     )

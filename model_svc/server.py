@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from llmorch_common.errors import FieldViolation, invalid_argument, unavailable
 from llmorch_common.finish_reason import finish_reason_to_proto
 from llmorch_common.grpc_edge import stream_edge, unary_edge
+from llmorch_common.tracing import annotate
 from llmorch_common.validation import MAX_PROMPT_CHARS, check_generation, resolve_sampling, to_turns
 from model_svc.engine import EnginePool, GenerationRequest, GenerationResult, Piece
 
@@ -28,6 +29,14 @@ GENERATED_TOKENS = Counter(
 )
 RESUMED_TOKENS = Counter(
     "llmorch_model_resumed_tokens", "Tokens replayed to resume a generation another attempt started", ["model_id"]
+)
+
+# Decode speed per generation: a fake engine's thousands to a CPU model's handful.
+TOKENS_PER_SECOND = Histogram(
+    "llmorch_model_tokens_per_second",
+    "Tokens per second of one generation, from request to last token",
+    ["model_id"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )
 
 SERVICE_NAME = model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
@@ -69,6 +78,15 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         GENERATION_TIME.labels(self.metadata.model_id).observe(result.generation_ms / 1000)
         GENERATED_TOKENS.labels(self.metadata.model_id).inc(result.completion_tokens)
         RESUMED_TOKENS.labels(self.metadata.model_id).inc(result.resumed_tokens)
+        if result.generation_ms > 0 and result.completion_tokens:
+            rate = result.completion_tokens / (result.generation_ms / 1000)
+            TOKENS_PER_SECOND.labels(self.metadata.model_id).observe(rate)
+        annotate(
+            model_id=self.metadata.model_id,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            resumed_tokens=result.resumed_tokens,
+        )
         return model_pb2.GenerateResponse(
             text=result.text,
             finish_reason=finish_reason_to_proto(result.finish_reason),

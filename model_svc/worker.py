@@ -29,6 +29,8 @@ from llmorch_common.errors import to_activity_failure, unavailable
 from llmorch_common.finish_reason import finish_reason_from_proto
 from llmorch_common.grpc_edge import activity_timeout_s, make_channel
 from llmorch_common.heartbeats import heartbeat_forever
+from llmorch_common.logs import bound
+from llmorch_common.tracing import annotate
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
 
 # Deltas are batched into one signal per interval: each signal costs the workflow a task, tokens cost nothing.
@@ -44,6 +46,18 @@ class ModelActivities:
 
     @activity.defn(name=GENERATE_ACTIVITY)
     async def generate(self, request: GenerateInput) -> GenerateOutput:
+        annotate(request_id=request.request_id, attempt=request.attempt, activity_attempt=activity.info().attempt)
+        with bound(request_id=request.request_id):
+            output = await self._run(request)
+        annotate(
+            model_id=output.model_id,
+            prompt_tokens=output.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+            resumed_tokens=output.resumed_tokens,
+        )
+        return output
+
+    async def _run(self, request: GenerateInput) -> GenerateOutput:
         info = activity.info()
         queue_wait_ms = (info.started_time - info.current_attempt_scheduled_time).total_seconds() * 1000
         resume = await self._resume_point(request)
@@ -144,12 +158,14 @@ class ModelActivities:
         stream = self._stub.GenerateStream(
             model_pb2.GenerateStreamRequest(generation=proto), timeout=activity_timeout_s()
         )
+        final: model_pb2.GenerateResponse | None = None
         try:
+            # Read to the stream's end, past the final message: the call then completes (and its span ends).
             async for chunk in stream:
                 if chunk.HasField("final"):
                     await flush()
-                    final: model_pb2.GenerateResponse = chunk.final
-                    return final
+                    final = chunk.final
+                    continue
                 progress.add(chunk.delta, list(chunk.token_ids))
                 pending_text.append(chunk.delta)
                 pending_ids.extend(chunk.token_ids)
@@ -159,7 +175,9 @@ class ModelActivities:
             # Cancelled while signalling, the call would otherwise stay open and the replica keep generating.
             stream.cancel()
             raise
-        raise to_activity_failure(unavailable("model stream ended without a final message"))
+        if final is None:
+            raise to_activity_failure(unavailable("model stream ended without a final message"))
+        return final
 
     async def close(self) -> None:
         await self._channel.close()

@@ -3,9 +3,7 @@
 import asyncio
 import sys
 
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-
-from llmorch_common.lifecycle import setup_logging, start_metrics, wait_for_termination
+from llmorch_common.lifecycle import sdk_metrics_runtime, setup_process, start_metrics, wait_for_termination
 from llmorch_common.payload_codec import connect
 from llmorch_common.registration import registration_token
 from orchestrator_svc.app import create_worker, start_api
@@ -15,8 +13,10 @@ from orchestrator_svc.resources import Resources
 
 
 async def run_api(settings: OrchestratorSettings) -> None:
-    log = setup_logging("orchestrator-api")
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    log = setup_process("orchestrator-api")
+    # The embedded worker runs most workflow tasks, so the API serves the SDK's metrics too, on a port of its own.
+    runtime = sdk_metrics_runtime(settings.api_temporal_metrics_port)
+    client = await connect(settings.temporal_address, settings.temporal_namespace, runtime)
     resources = await Resources.open(settings)
     api = await start_api(settings, client, resources, settings.api_embedded_worker)
     start_metrics(settings.metrics_port)
@@ -27,12 +27,8 @@ async def run_api(settings: OrchestratorSettings) -> None:
 
 
 async def run_worker(settings: OrchestratorSettings) -> None:
-    log = setup_logging("orchestrator-worker")
-    runtime = None
-    if settings.temporal_metrics_port:
-        # The SDK's own metrics (task latencies, slots, poll results) on their own Prometheus endpoint.
-        metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.temporal_metrics_port}")
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics))
+    log = setup_process("orchestrator-worker")
+    runtime = sdk_metrics_runtime(settings.temporal_metrics_port)
     client = await connect(settings.temporal_address, settings.temporal_namespace, runtime)
     resources = await Resources.open(settings)
     registry = RemoteRegistry(settings.registry_address, registration_token())

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from llmorch_common.constants import (
     EMBED_PORT,
     EMBEDDING_MODEL_ID,
+    ORCHESTRATOR_API_SDK_METRICS_PORT,
     ORCHESTRATOR_HTTP_PORT,
     ORCHESTRATOR_INTERNAL_PORT,
     ORCHESTRATOR_METRICS_PORT,
@@ -55,6 +56,9 @@ class OrchestratorSettings(BaseSettings):
     )
     temporal_metrics_port: int = Field(
         ORCHESTRATOR_WORKER_SDK_METRICS_PORT, ge=0, le=65535, description="Worker's Temporal SDK metrics; 0 disables"
+    )
+    api_temporal_metrics_port: int = Field(
+        ORCHESTRATOR_API_SDK_METRICS_PORT, ge=0, le=65535, description="API's Temporal SDK metrics; 0 disables"
     )
     temporal_address: str = Field(TEMPORAL_ADDRESS, description="Temporal frontend host:port")
     temporal_namespace: str = Field(TEMPORAL_NAMESPACE, description="Temporal namespace")

@@ -10,6 +10,10 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml  # type: ignore[import-untyped]
 
 from llmorch_common.constants import ENVOY_ADMIN_PORT, ENVOY_PORT, ORCHESTRATOR_HTTP_PORT, ORCHESTRATOR_PORT
 
@@ -40,13 +44,15 @@ def render(
     orchestrator_http_port: int = ORCHESTRATOR_HTTP_PORT,
     more_http_ports: Sequence[int] = (),
     tls: tuple[str | Path, str | Path] | None = None,
+    otlp_endpoint: str = "",
 ) -> str:
     """Return envoy.yaml with the given ports, upstream host and console directory (made absolute).
 
     `more_orchestrator_ports` adds API replicas on the same host to the orchestrator cluster: Envoy balances over
     them and health-checks each, with the template's one policy; `more_http_ports` are the same replicas' OpenAI
     HTTP ports. `tls` is (certificate chain, private key): the public listener then speaks only TLS, and its own
-    origin in the CORS policy becomes https."""
+    origin in the CORS policy becomes https. `otlp_endpoint` (OTEL_EXPORTER_OTLP_ENDPOINT's form, http://host:port)
+    turns on Envoy's OpenTelemetry tracer."""
     web_path = Path(web_dir).resolve()
     values = {
         "listen_port": str(listen_port),
@@ -78,7 +84,8 @@ def render(
         raise ValueError(f"{TEMPLATE_PATH} lost its render markers: {sorted(missing)}")
     lines = _more_endpoints(lines, "orchestrator_port", more_orchestrator_ports)
     lines = _more_endpoints(lines, "orchestrator_http_port", more_http_ports)
-    return "\n".join(_with_tls(lines, *tls) if tls else lines) + "\n"
+    text = "\n".join(_with_tls(lines, *tls) if tls else lines) + "\n"
+    return with_tracing(text, otlp_endpoint) if otlp_endpoint else text
 
 
 def _with_tls(lines: list[str], cert: str | Path, key: str | Path) -> list[str]:
@@ -108,6 +115,58 @@ def _with_tls(lines: list[str], cert: str | Path, key: str | Path) -> list[str]:
     return [*lines[:chain], head, f"{indent}  filters:", *lines[chain + 1 :]]
 
 
+OTLP_CLUSTER = "otlp_collector"
+
+
+def with_tracing(text: str, otlp_endpoint: str) -> str:
+    """The config with Envoy's OpenTelemetry tracer on the public listener, exporting to `otlp_endpoint`.
+
+    The trace starts here: Envoy continues a caller's W3C traceparent (or starts a trace) and passes its own span
+    on upstream, so the API's span is its child. Kept out of the template so that tracing is off unless an
+    endpoint is set, like every other process's exporter."""
+    endpoint = urlsplit(otlp_endpoint if "//" in otlp_endpoint else f"//{otlp_endpoint}")
+    if not endpoint.hostname or not endpoint.port:
+        raise ValueError(f"OTLP endpoint {otlp_endpoint!r}: need http://host:port")
+    config: dict[str, Any] = yaml.safe_load(text)
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                network_filter["typed_config"]["tracing"] = {
+                    "provider": {
+                        "name": "envoy.tracers.opentelemetry",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                            "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+                            "service_name": "envoy",
+                        },
+                    }
+                }
+    address = {"socket_address": {"address": endpoint.hostname, "port_value": endpoint.port}}
+    config["static_resources"]["clusters"].append(
+        {
+            "name": OTLP_CLUSTER,
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_ONLY",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": OTLP_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+        }
+    )
+    # Envoy batches spans for 5 s by default; one second keeps a trace whole soon after its request ends.
+    config["layered_runtime"] = {
+        "layers": [{"name": "tracing", "static_layer": {"tracing.opentelemetry.flush_interval_ms": 1000}}]
+    }
+    return str(yaml.safe_dump(config, sort_keys=False))
+
+
 def _more_endpoints(lines: list[str], marker: str, ports: Sequence[int]) -> list[str]:
     """Repeat a cluster's one `- endpoint:` block (it ends at the line with `marker`) per port."""
     if not ports:
@@ -132,6 +191,7 @@ def write_config(
     orchestrator_http_port: int = ORCHESTRATOR_HTTP_PORT,
     more_http_ports: Sequence[int] = (),
     tls: tuple[str | Path, str | Path] | None = None,
+    otlp_endpoint: str = "",
 ) -> Path:
     """Write a rendered config to `path` (parents created) and return the path."""
     target = Path(path)
@@ -147,6 +207,7 @@ def write_config(
             orchestrator_http_port,
             more_http_ports,
             tls,
+            otlp_endpoint,
         )
     )
     return target

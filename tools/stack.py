@@ -595,6 +595,12 @@ class StackConfig:
     peer_weights: Path | None = None
     peer_n_threads: int = 2
     label: str = "default"
+    # Every process exports its spans here (OTEL_EXPORTER_OTLP_ENDPOINT, http://host:port) and Envoy turns its
+    # tracer on; empty: no tracing. `otel_env` adds further OTEL_* variables, e.g. a short batch delay in tests.
+    otlp_endpoint: str = ""
+    otel_env: tuple[tuple[str, str], ...] = ()
+    # json for log collectors and tests; make up writes readable text (LLMORCH_LOG_FORMAT).
+    log_format: Literal["json", "text"] = "json"
 
     def __post_init__(self) -> None:
         if self.api_replicas > 1 and not self.postgres:
@@ -632,6 +638,7 @@ class Ports:
     api_metrics: int
     worker_metrics: int
     worker_sdk_metrics: int
+    api_sdk_metrics: int
     embed: int
     embed_metrics: int
     envoy: int
@@ -647,6 +654,7 @@ class Ports:
     more_api_http: tuple[int, ...] = ()
     more_api_internals: tuple[int, ...] = ()
     more_api_metrics: tuple[int, ...] = ()
+    more_api_sdk_metrics: tuple[int, ...] = ()
     more_worker_metrics: tuple[int, ...] = ()
     more_worker_sdk_metrics: tuple[int, ...] = ()
 
@@ -661,6 +669,7 @@ class Ports:
             more_api_http=tuple(free_port() for _ in extra_apis),  # only Envoy reaches them
             more_api_internals=tuple((self.api_internal - i) if fixed else free_port() for i in extra_apis),
             more_api_metrics=tuple(free_port() for _ in extra_apis),
+            more_api_sdk_metrics=tuple(free_port() for _ in extra_apis),
             more_worker_metrics=tuple(free_port() for _ in extra_workers),
             more_worker_sdk_metrics=tuple(free_port() for _ in extra_workers),
         )
@@ -690,6 +699,7 @@ class Ports:
             api_metrics=c.ORCHESTRATOR_METRICS_PORT,
             worker_metrics=c.ORCHESTRATOR_WORKER_METRICS_PORT,
             worker_sdk_metrics=c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT,
+            api_sdk_metrics=c.ORCHESTRATOR_API_SDK_METRICS_PORT,
             embed=c.EMBED_PORT,
             embed_metrics=c.EMBED_METRICS_PORT,
             envoy=c.ENVOY_PORT,
@@ -760,11 +770,20 @@ async def create_key(database_url: str, tenant: str, role: Role = Role.TENANT) -
         await store.close()
 
 
+def observability_env(config: StackConfig) -> dict[str, str]:
+    """How every process of the platform logs and traces (llmorch_common/logs.py, llmorch_common/tracing.py)."""
+    env: dict[str, str] = {"LLMORCH_LOG_FORMAT": config.log_format}
+    if config.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = config.otlp_endpoint
+    return {**env, **dict(config.otel_env)}
+
+
 def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
     """Every process of the stack, in start order: each one's dependencies come before it. A PostgreSQL stack
     initialises its cluster here, once (its password is part of the API's environment)."""
     # Every process that reads workflow payloads or speaks to the registry holds these.
     sealed = {"LLMORCH_PAYLOAD_KEYS": payload_keys(home), "LLMORCH_REGISTRATION_TOKEN": registration_token(home)}
+    observed = observability_env(config)  # every process of the platform: its log format and trace exporter
     temporal_address = f"127.0.0.1:{ports.temporal}"
     registry = registry_target(config, ports)
     specs: list[ProcessSpec] = []
@@ -793,6 +812,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         "ORCH_EMBEDDING_ADDRESS": f"127.0.0.1:{ports.embed}",
         **sealed,
         **redis_env,
+        **observed,
         **dict(config.orchestrator_env),
     }
 
@@ -827,14 +847,16 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             ports.api_internals,
             ports.api_https,
             (ports.api_metrics, *ports.more_api_metrics),
+            (ports.api_sdk_metrics, *ports.more_api_sdk_metrics),
             strict=True,
         )
     )
-    for index, (port, internal, http_port, metrics) in enumerate(api_ports[: config.api_replicas]):
+    for index, (port, internal, http_port, metrics, sdk_metrics) in enumerate(api_ports[: config.api_replicas]):
         name = "api" if index == 0 else f"api-{index}"
         env = {**orchestrator_env, **own_data(name), "ORCH_PORT": str(port), "ORCH_METRICS_PORT": str(metrics)}
         env["ORCH_INTERNAL_PORT"] = str(internal)
         env["ORCH_HTTP_PORT"] = str(http_port)
+        env["ORCH_API_TEMPORAL_METRICS_PORT"] = str(sdk_metrics)
         api = orchestrator_spec("api", env, grpc_port=port)
         specs.append(replace(api, name=name, info=f"API grpc 127.0.0.1:{port}, metrics :{metrics}"))
     if config.worker:
@@ -864,11 +886,11 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
                 max_concurrency=group.max_concurrency,
                 **dict(group.settings),
             )
-            specs.append(model_spec(f"model-{group.model_id}-{replica}", {**env, **sealed}))
+            specs.append(model_spec(f"model-{group.model_id}-{replica}", {**env, **sealed, **observed}))
             slot += 1
     if config.embed:
         embed = embed_spec(ports.embed, temporal_address, registry, ports.embed_metrics)
-        specs.append(replace(embed, env={**embed.env, **sealed}))
+        specs.append(replace(embed, env={**embed.env, **sealed, **observed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
         http_upstreams = ports.api_https[: config.api_replicas]
@@ -882,6 +904,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             orchestrator_http_port=http_upstreams[0],
             more_http_ports=http_upstreams[1:],
             tls=(tls.cert, tls.key) if tls else None,
+            otlp_endpoint=config.otlp_endpoint,
         )
         specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin, tls_ca=tls.ca if tls else None))
     if config.peer_weights:
@@ -1054,7 +1077,9 @@ class Stack:
         ports = self.ports
         by_job = {
             "orchestrator-api": [ports.api_metrics],
+            "orchestrator-api-sdk": [ports.api_sdk_metrics],
             "orchestrator-worker": [ports.worker_metrics] if self.config.worker else [],
+            "orchestrator-worker-sdk": [ports.worker_sdk_metrics] if self.config.worker else [],
             "model": list(ports.model_metrics),
             "embed": [ports.embed_metrics] if self.config.embed else [],
             "envoy": [ports.envoy_admin] if self.config.envoy else [],
@@ -1159,6 +1184,13 @@ class LocalStackSettings(BaseSettings):
     )
     redis: bool = Field(False, description="Start Redis for the completion and embedding cache (make up REDIS=1)")
 
+    otlp_endpoint: str = Field(
+        "",
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="The standard OTel variable: `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 make up` sends "
+        "every process's spans, Envoy's included, to that OTLP gRPC collector",
+    )
+
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
         home = self.home.resolve()
@@ -1171,6 +1203,8 @@ class LocalStackSettings(BaseSettings):
             label="make up",
             tls=tls,
             redis=self.redis,
+            otlp_endpoint=self.otlp_endpoint,
+            log_format="text",
         )
         return replicated(config, self.replicas)
 

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from llmorch_common.errors import PlatformError, from_rpc, to_activity_failure, to_final_failure, unavailable
 from llmorch_common.grpc_edge import make_channel
+from llmorch_common.tracing import annotate
 from orchestrator_svc.inference.contracts import ModelChoice
 from orchestrator_svc.inference.router import Candidate, select
 from orchestrator_svc.registry.convert import registered_from_proto
@@ -23,6 +24,8 @@ SELECT_MODEL_ACTIVITY = "select_model"
 class SelectModelInput:
     requested_model_id: str
     excluded: tuple[str, ...] = ()
+    # Which selection of the request this is, from 1 (recorded on the span; 0 from runs that predate it).
+    attempt: int = 0
 
 
 def candidate_from(model: RegisteredModel, load: QueueLoad = NO_LOAD) -> Candidate:
@@ -87,7 +90,9 @@ class SelectionActivities:
         models = await self._list_models()
         candidates = [candidate_from(m, await self._queue_load(m.metadata.task_queue)) for m in models]
         try:
-            return select(candidates, request.requested_model_id, frozenset(request.excluded))
+            choice = select(candidates, request.requested_model_id, frozenset(request.excluded))
         except PlatformError as error:
             # A routing verdict is final for this selection; the workflow decides what it means.
             raise to_final_failure(error) from None
+        annotate(model_id=choice.model_id, selection_reason=choice.reason, attempt=request.attempt)
+        return choice

@@ -48,6 +48,8 @@ class InferenceInput:
     priority_class: str = ""
     # > 0: a deterministic request (temperature 0 or a seed) with the cache on; its answer is kept this long.
     cache_ttl_s: float = 0.0
+    # The OpenTelemetry trace of the call that started the run (empty without tracing), returned in provenance.
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class InferenceResult:
     parts: tuple[PartRecord, ...] = ()
     priority_class: str = ""  # the class it was dispatched in
     cache: str = ""  # "hit", "miss", or "" when not cached (Provenance.cache)
+    trace_id: str = ""
 
 
 @dataclass(frozen=True)

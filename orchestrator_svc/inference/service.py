@@ -10,7 +10,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -30,6 +30,8 @@ from llmorch_common.errors import (
     not_found,
     resource_exhausted,
 )
+from llmorch_common.logs import bound
+from llmorch_common.tracing import annotate, current_trace_id
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.identity.keys import PRIORITY_KEYS, Principal, PriorityClass
 from orchestrator_svc.identity.limits import RateLimiter
@@ -52,6 +54,17 @@ WORKFLOW_DURATION = Histogram(
     "Request wall time as the API saw it, by workflow and outcome (OK or the status code)",
     ["workflow", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+TIME_TO_FIRST_TEXT = Histogram(
+    "llmorch_request_time_to_first_token_seconds",
+    "Streamed requests: arrival at the API to the first text relayed, queueing, retrieval and fallbacks included",
+    ["model_id"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+FALLBACKS = Counter(
+    "llmorch_fallbacks_total",
+    "Models given up on within a request, by model and reason (the reason's text before its first colon)",
+    ["model_id", "reason"],
 )
 QUEUE_WAIT = Histogram(
     "llmorch_queue_wait_seconds",
@@ -79,6 +92,12 @@ def workflow_id(tenant: str, request_id: str) -> str:
     """The tenant is part of the id, so two tenants may use one request id and never reach each other's run
     (a tenant name has no dot)."""
     return f"{WORKFLOW_ID_PREFIX}{tenant}.{request_id}"
+
+
+def fallback_reason_label(reason: str) -> str:
+    """What failed without its message ("saturated", "generation failed after retries", "timed out (...)"), so
+    the label has a handful of values."""
+    return reason.partition(":")[0].strip()
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,33 @@ class InferenceRequest:
         tokenizer), plus max_tokens; settled to the real usage when the request ends."""
         chars = len(self.prompt) + sum(len(turn.content) for turn in self.messages)
         return chars // 4 + 1 + self.sampling.max_tokens
+
+
+@contextlib.contextmanager
+def observed(request: InferenceRequest) -> Iterator[None]:
+    """The request's span gets what identifies it, and every line it logs its request and workflow ids."""
+    wf_id = workflow_id(request.tenant, request.request_id)
+    annotate(
+        request_id=request.request_id,
+        workflow_id=wf_id,
+        tenant=request.tenant,
+        priority_class=request.dispatch_class.value,
+    )
+    with bound(request_id=request.request_id, workflow_id=wf_id, tenant=request.tenant):
+        yield
+
+
+def observe_result(result: InferenceResult) -> None:
+    """A finished request's fallbacks in the metrics, and what answered it on its span."""
+    for fallback in result.fallbacks:
+        FALLBACKS.labels(fallback.model_id, fallback_reason_label(fallback.reason)).inc()
+    annotate(
+        model_id=result.model_id,
+        selection_reason=result.selection_reason,
+        fallbacks=len(result.fallbacks),
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+    )
 
 
 @dataclass(frozen=True)
@@ -205,15 +251,16 @@ class InferenceService:
 
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
-        async with self._limited(request) as finished:
-            workflow_input = await self._workflow_input(request, stream=False)
-            if self._settings.result_via_update:
-                finished.append(await self._generate_via_update(request, workflow_input, started))
-                return finished[0]
-            handle = await self._start(request, workflow_input)
-            with self._cancelled_on_disconnect(request, handle):
-                finished.append(await self._result(handle, started, request))
-                return finished[0]
+        with observed(request):
+            async with self._limited(request) as finished:
+                workflow_input = await self._workflow_input(request, stream=False)
+                if self._settings.result_via_update:
+                    finished.append(await self._generate_via_update(request, workflow_input, started))
+                    return finished[0]
+                handle = await self._start(request, workflow_input)
+                with self._cancelled_on_disconnect(request, handle):
+                    finished.append(await self._result(handle, started, request))
+                    return finished[0]
 
     async def _generate_via_update(
         self, request: InferenceRequest, workflow_input: InferenceInput, started: float
@@ -235,6 +282,7 @@ class InferenceService:
         if isinstance(outcome, InferenceResult):
             QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(outcome.queue_wait_ms / 1000)
             WORKFLOW_DURATION.labels("InferenceWorkflow", "OK").observe(time.perf_counter() - started)
+            observe_result(outcome)
             return outcome
         # An earlier run has this id, or the run ended without a result: the run's own outcome answers.
         handle = await self._attach(workflow_input)
@@ -247,17 +295,19 @@ class InferenceService:
         The deltas since the last Reset always spell the final text: whatever the run streamed, the result settles
         it (the tail the long-poll missed when the run closed, or a Reset and the whole text if they disagree)."""
         started = time.perf_counter()
-        async with self._limited(request) as finished:
-            async for event in self._stream(request, started):
-                if isinstance(event, Completed):
-                    finished.append(event.result)
-                yield event
+        with observed(request):
+            async with self._limited(request) as finished:
+                async for event in self._stream(request, started):
+                    if isinstance(event, Completed):
+                        finished.append(event.result)
+                    yield event
 
     async def _stream(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
         handle = await self._start(request, await self._workflow_input(request, stream=True))
         with self._cancelled_on_disconnect(request, handle):
             cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
             streamed = ""
+            first_text = True
             while True:
                 try:
                     snapshot: StreamSnapshot = await handle.execute_update(
@@ -274,6 +324,9 @@ class InferenceService:
                 if snapshot.reset:
                     streamed = ""
                 if snapshot.text:
+                    if first_text:
+                        TIME_TO_FIRST_TEXT.labels(snapshot.model_id).observe(time.perf_counter() - started)
+                        first_text = False
                     yield Delta(snapshot.text)
                     streamed += snapshot.text
                 cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text), snapshot.epoch)
@@ -371,6 +424,7 @@ class InferenceService:
             on_fallback=request.on_fallback,
             priority_class=request.dispatch_class.value,
             cache_ttl_s=self._cache_ttl_s(request.sampling),
+            trace_id=current_trace_id(),
         )
 
     def _cache_ttl_s(self, sampling: Sampling) -> float:
@@ -432,10 +486,11 @@ class InferenceService:
         try:
             result = await handle.result()
             QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(result.queue_wait_ms / 1000)
-            return result
         except WorkflowFailureError as error:
             failure = from_workflow_failure(error)
             outcome = failure.code
             raise failure from None
         finally:
             WORKFLOW_DURATION.labels("InferenceWorkflow", outcome).observe(time.perf_counter() - started)
+        observe_result(result)
+        return result

@@ -60,6 +60,7 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
             run_id=result.run_id,
             priority_class=result.priority_class,
             cache=result.cache,
+            trace_id=result.trace_id,
             parts=[
                 types_pb2.GenerationPart(
                     model_id=p.model_id,

@@ -154,6 +154,7 @@ class InferenceWorkflow:
             parts=tuple(self._parts),
             priority_class=request.priority_class,
             cache=self._cache,
+            trace_id=request.trace_id,
         )
         await self._close()
         return self._result
@@ -436,7 +437,7 @@ class InferenceWorkflow:
         try:
             choice: ModelChoice = await workflow.execute_local_activity(
                 SELECT_MODEL_ACTIVITY,
-                SelectModelInput(request.model_id, tuple(f.model_id for f in fallbacks)),
+                SelectModelInput(request.model_id, tuple(f.model_id for f in fallbacks), len(fallbacks) + 1),
                 result_type=ModelChoice,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=SELECT_RETRY,

@@ -2,28 +2,17 @@
 query returns data, the config and the alert rules pass promtool, and the alert rules pass their unit tests."""
 
 import asyncio
-import json
 import shutil
 import subprocess
-import time
-import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 import yaml  # type: ignore[import-untyped]
-from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
-from tools.stack import PROMETHEUS_CONFIG, Stack, fake_stack, free_port, prometheus_spec
+from tools.dashboard import dashboard_panels, get_json, observed_stack, query
+from tools.stack import PROMETHEUS_CONFIG
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llmorch.json"
-# Grafana's $__rate_interval is at least four scrape intervals; 1 s scrapes make 30 s a safe window here.
-RATE_INTERVAL = "30s"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,20 +21,8 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([found, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
-def panels(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for node in nodes:
-        yield node
-        yield from panels(node.get("panels", []))
-
-
 def dashboard_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [
-        (panel["title"], target["expr"].replace("$__rate_interval", RATE_INTERVAL))
-        for panel in panels(dashboard["panels"])
-        for target in panel.get("targets", [])
-        if target.get("expr")
-    ]
+    return [(panel.title, expr) for panel in dashboard_panels() for expr, _ in panel.targets]
 
 
 def test_promtool_accepts_the_config_and_the_rules() -> None:
@@ -60,53 +37,9 @@ def test_alert_rules_pass_their_unit_tests() -> None:
     assert "SUCCESS" in tested.stdout
 
 
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        document: dict[str, Any] = json.loads(reply.read())
-    return document
-
-
-async def query(port: int, expr: str) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    document = await asyncio.to_thread(get_json, url)
-    assert document["status"] == "success", document
-    result: list[dict[str, Any]] = document["data"]["result"]
-    return result
-
-
-async def traffic(stack: Stack, seconds: float) -> None:
-    """Unary and streaming requests through Envoy, a ListModels (queue depth) and one bad request (an error code)."""
-    request = orchestrator_pb2.GenerateRequest(prompt="Say hi.", sampling=types_pb2.SamplingParams(max_tokens=4))
-    async with stack.channel() as channel:
-        api = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            await api.Generate(request, timeout=30)
-            async for _ in api.GenerateStream(orchestrator_pb2.GenerateStreamRequest(request=request), timeout=30):
-                pass
-            await api.ListModels(orchestrator_pb2.ListModelsRequest(), timeout=10)
-        with pytest.raises(grpc.aio.AioRpcError):
-            await api.Generate(orchestrator_pb2.GenerateRequest(prompt=""), timeout=10)
-
-
 @pytest.fixture(scope="module")
 async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[int]:
-    home = tmp_path_factory.mktemp("prometheus")
-    async with Stack(fake_stack(max_concurrency=4, first_token_ms=5.0, token_ms=1.0)) as stack:
-        port = free_port()
-        config = stack.write_prometheus_config(home / "prometheus.yml")
-        await stack.launch(prometheus_spec(config, port, home / "tsdb")).wait_ready()
-
-        async def all_targets_up() -> bool:
-            targets = (await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/targets"))["data"]
-            return bool(targets["activeTargets"]) and all(t["health"] == "up" for t in targets["activeTargets"])
-
-        deadline = time.monotonic() + 30
-        while not await all_targets_up():
-            assert time.monotonic() < deadline, "every scrape target up within 30 s"
-            await asyncio.sleep(0.5)
-        await traffic(stack, seconds=8.0)
-        await asyncio.sleep(2.0)  # two more scrapes, so the last requests are in every rate window
+    async with observed_stack(tmp_path_factory.mktemp("prometheus")) as (_, port):
         yield port
 
 

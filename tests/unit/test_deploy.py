@@ -645,7 +645,9 @@ def test_prometheus_scrapes_every_metrics_port(compose: dict[str, Any]) -> None:
     stats_port = _load_script(DEPLOY / "envoy" / "render.py").ENVOY_STATS_PORT
     assert targets == {
         f"orchestrator-api:{c.ORCHESTRATOR_METRICS_PORT}": "/metrics",
+        f"orchestrator-api:{c.ORCHESTRATOR_API_SDK_METRICS_PORT}": "/metrics",
         f"orchestrator-worker:{c.ORCHESTRATOR_WORKER_METRICS_PORT}": "/metrics",
+        f"orchestrator-worker:{c.ORCHESTRATOR_WORKER_SDK_METRICS_PORT}": "/metrics",
         f"model-smollm2:{c.MODEL_BASE_METRICS_PORT}": "/metrics",
         f"model-gemma3:{c.MODEL_BASE_METRICS_PORT + 1}": "/metrics",
         f"embed:{c.EMBED_METRICS_PORT}": "/metrics",

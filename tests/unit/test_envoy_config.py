@@ -178,3 +178,22 @@ def test_tls_render_adds_only_the_transport_socket_and_https_origins(tmp_path: P
         plain_text = plain_text.replace(f"exact: http://{host}:41012", f"exact: https://{host}:41012")
     plain = yaml.safe_load(plain_text)
     assert tls == plain, "TLS changes nothing but the socket and the listener's own origins"
+
+
+def test_tracing_is_rendered_in_only_with_an_otlp_endpoint(tmp_path: Path) -> None:
+    """The edge's tracer exports to the collector the processes use; without one the config has no tracer."""
+    assert "tracing" not in render() and "otlp_collector" not in render()
+    path = write_config(tmp_path / "envoy.yaml", web_dir=DEFAULT_WEB_DIR, otlp_endpoint="http://127.0.0.1:4317")
+    result = validate_envoy(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(path.read_text())
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    provider = hcm["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    cluster_name = provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    (collector,) = [c for c in config["static_resources"]["clusters"] if c["name"] == cluster_name]
+    address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 4317}
+    assert _routes(path.read_text()) == _routes(render()), "tracing changes no route"
+    with pytest.raises(ValueError, match="host:port"):
+        render(otlp_endpoint="http://collector")

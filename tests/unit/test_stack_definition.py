@@ -2,6 +2,7 @@
 
 import ast
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,23 @@ def test_make_up_tls_gives_envoy_a_certificate_from_the_local_ca(tmp_path: Path)
     # `make demo` with TLS reaches Envoy trusting that CA.
     assert LocalStackSettings(home=tmp_path, tls=True).envoy_credentials() is not None
     assert LocalStackSettings(home=tmp_path).envoy_credentials() is None
+
+
+def test_every_process_gets_the_log_format_and_the_trace_exporter(tmp_path: Path) -> None:
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=… make up`: every platform process exports to it and Envoy traces too; make up
+    logs readable text, other stacks JSON."""
+    from tools.stack import LocalStackSettings, Ports, plan
+
+    endpoint = "http://127.0.0.1:4317"
+    settings = LocalStackSettings(home=tmp_path, free_ports=True, engine="fake", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    config = settings.config()
+    assert (config.otlp_endpoint, config.log_format) == (endpoint, "text")
+    specs = plan(config, tmp_path, Ports.free(2))
+    platform = [s for s in specs if s.argv[1:2] == ("-m",)]
+    assert {s.argv[2] for s in platform} == {"orchestrator_svc", "model_svc", "embed_svc"}
+    assert all(s.env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint for s in platform)
+    assert all(s.env["LLMORCH_LOG_FORMAT"] == "text" for s in platform)
+    assert "envoy.tracers.opentelemetry" in (tmp_path / "envoy.yaml").read_text()
+    quiet = plan(replace(config, otlp_endpoint="", log_format="json"), tmp_path, Ports.free(2))
+    assert not any("OTEL_EXPORTER_OTLP_ENDPOINT" in s.env for s in quiet)
+    assert "envoy.tracers" not in (tmp_path / "envoy.yaml").read_text()

@@ -266,7 +266,7 @@ async def test_failed_model_is_excluded_and_the_next_one_answers(temporal_client
         result = await handle.result()
 
     assert first.activity_attempts == [1, 2], "retried up to generate_attempts before giving up on the model"
-    assert router.received == [SelectModelInput("", ()), SelectModelInput("", ("first",))]
+    assert router.received == [SelectModelInput("", (), 1), SelectModelInput("", ("first",), 2)]
     assert result.model_id == "second"
     assert result.selection_reason == "priority"
     assert result.text == "answer from second"
@@ -417,7 +417,8 @@ async def test_nothing_left_to_serve_fails_unavailable_naming_what_was_tried(tem
     assert only.activity_attempts == [1, 2]
     assert error.type == "UNAVAILABLE" and error.non_retryable
     assert "no model can serve this request (only: failed earlier in this request)" in error.message
-    assert router.received == [SelectModelInput("", ()), SelectModelInput("", ("only",))], "a verdict is not retried"
+    expected = [SelectModelInput("", (), 1), SelectModelInput("", ("only",), 2)]
+    assert router.received == expected, "a verdict is not retried"
     assert await timeline(handle) == [
         "local select_model",
         "schedule generate on only",

@@ -387,6 +387,7 @@ class Provenance(_message.Message):
     PARTS_FIELD_NUMBER: _builtins.int
     PRIORITY_CLASS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """model_id is the model that produced the answer."""
     selection_reason: _builtins.str
@@ -402,6 +403,11 @@ class Provenance(_message.Message):
     cache: _builtins.str
     """cache is "hit" when the answer came from the completion cache (ORCH_REDIS_URL; temperature 0 or a seed), "miss"
     when it was generated and stored there, and empty when the request was not cached.
+    """
+    trace_id: _builtins.str
+    """trace_id is the OpenTelemetry trace of the request that ran the workflow, 32 lowercase hex digits (W3C
+    trace-context), to look the request up in a tracing backend; empty when the platform exports no traces
+    (OTEL_EXPORTER_OTLP_ENDPOINT unset).
     """
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fallback]:
@@ -439,10 +445,11 @@ class Provenance(_message.Message):
         parts: _abc.Iterable[Global___GenerationPart] | None = ...,
         priority_class: _builtins.str = ...,
         cache: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "citations", b"citations", "fallbacks", b"fallbacks", "model_id", b"model_id", "parts", b"parts", "priority_class", b"priority_class", "run_id", b"run_id", "selection_reason", b"selection_reason", "timings", b"timings", "usage", b"usage", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "citations", b"citations", "fallbacks", b"fallbacks", "model_id", b"model_id", "parts", b"parts", "priority_class", b"priority_class", "run_id", b"run_id", "selection_reason", b"selection_reason", "timings", b"timings", "trace_id", b"trace_id", "usage", b"usage", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
