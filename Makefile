@@ -6,7 +6,7 @@ WEB_STAMP := web/node_modules/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo up down status test bench reliability gen lint check-gen debian postgres api-baseline
+.PHONY: setup demo up down status test bench bench-venv reliability gen lint check-gen debian postgres api-baseline
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -28,7 +28,8 @@ $(WEB_STAMP): web/package-lock.json
 	touch $(WEB_STAMP)
 
 # Servers and browsers the tests run for real, from Debian (package:command pairs).
-DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool
+# libnss3-tools: certutil, which puts the TLS test's local CA in headless Chromium's trust store.
+DEBIAN_PACKAGES := chromium:chromium chromium-driver:chromedriver prometheus:promtool libnss3-tools:certutil
 
 debian:
 	tools/install_debian.sh $(DEBIAN_PACKAGES)
@@ -42,9 +43,12 @@ demo: setup
 
 # `make up REPLICAS=2`: two API replicas behind Envoy and two orchestrator workers, the registry on a PostgreSQL
 # cluster in data/postgres (Debian's binaries, a free port, a generated password). `make demo` stays single-node.
+# `make up TLS=1`: Envoy serves TLS only, with data/tls/cert.pem and key.pem (issued by a local CA in data/tls/ca.pem
+# on first use unless you put your own three files there first); clients trust ca.pem (ADR 0015).
 REPLICAS ?= 1
+TLS ?= 0
 up: setup $(if $(filter-out 1,$(REPLICAS)),postgres)
-	LLMORCH_STACK_REPLICAS=$(REPLICAS) $(PY) -m tools.launcher up
+	LLMORCH_STACK_REPLICAS=$(REPLICAS) LLMORCH_STACK_TLS=$(TLS) $(PY) -m tools.launcher up
 
 down:
 	$(PY) -m tools.launcher down
@@ -57,7 +61,22 @@ status:
 test: setup debian postgres lint
 	$(PY) -m pytest -q -rs --durations=15
 
-bench: setup
+# The peer the bench compares with, in its own virtualenv so its pins never move the stack's. Exact versions only:
+# LiteLLM 1.82.7 and 1.82.8 on PyPI were compromised. llama-cpp-python is the stack's own pin, built with the same
+# flags, so pip reuses the wheel it cached for the stack instead of compiling again.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+PEER_PACKAGES := 'litellm[proxy]==1.106.2' 'llama-cpp-python[server]==0.3.36'
+
+$(BENCH_STAMP): Makefile
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BENCH_VENV)/bin/python -m pip install -q $(PEER_PACKAGES)
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
+bench: setup bench-venv
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
 	$(PY) -m tools.bench.history_cost --out docs/benchmarks

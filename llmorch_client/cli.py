@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llmorch.v1 import retrieval_pb2, types_pb2
 
-from llmorch_client.client import OrchestratorClient, question_request
+from llmorch_client.client import OrchestratorClient, question_request, tls_credentials
 from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 from llmorch_common.constants import ORCHESTRATOR_PORT
 
@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("LLMORCH_API_KEY", ""),
         help="API key (default: $LLMORCH_API_KEY; `make demo` prints a development key)",
     )
+    root.add_argument("--tls", action="store_true", help="TLS, trusting the system's roots (Envoy with a certificate)")
+    root.add_argument("--tls-ca", default=None, help="TLS, trusting only this PEM CA (implies --tls)")
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the models with their health and load")
     embed_cmd = commands.add_parser("embed", help="embed texts with the platform's embedding model")
@@ -111,7 +113,8 @@ async def main(argv: list[str] | None = None) -> None:
     if not args.api_key:
         sys.exit("an API key is required: --api-key or LLMORCH_API_KEY (create one with `llmorch-admin keys create`)")
     commands = {"models": models, "ingest": ingest, "query": query, "ask": ask, "embed": embed}
-    async with OrchestratorClient(args.target, args.api_key) as client:
+    credentials = tls_credentials(args.tls, args.tls_ca)
+    async with OrchestratorClient(args.target, args.api_key, credentials=credentials) as client:
         await commands[args.command](client, args)
 
 

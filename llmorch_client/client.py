@@ -2,8 +2,10 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 
+import grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc, types_pb2
 
 from llmorch_common.grpc_edge import make_channel
@@ -29,14 +31,24 @@ def question_request(
     )
 
 
+def tls_credentials(tls: bool = False, ca_file: str | Path | None = None) -> grpc.ChannelCredentials | None:
+    """TLS to the front door: the system's trusted roots, or only the CA in `ca_file` (a private or local CA);
+    None (plaintext) when neither is asked for."""
+    if not tls and ca_file is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes() if ca_file else None)
+
+
 class OrchestratorClient:
-    def __init__(self, target: str, api_key: str) -> None:
-        """`api_key` goes with every call as `authorization: Bearer <key>`."""
+    def __init__(self, target: str, api_key: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
+        """`api_key` goes with every call as `authorization: Bearer <key>`; `credentials` (see `tls_credentials`)
+        make it a TLS channel, as Envoy with a certificate needs."""
         self._channel = make_channel(
             target,
             orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
             retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
             token=api_key,
+            credentials=credentials,
         )
         self.api = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
         self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)

@@ -25,6 +25,14 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """A limit that refused the call: whose (`subject`, e.g. "api_key:<id>") and which one."""
+
+    subject: str
+    description: str
+
+
 @dataclass
 class PlatformError(Exception):
     """Base of every error a client may see; `code` is a google.rpc.Code name."""
@@ -33,6 +41,7 @@ class PlatformError(Exception):
     code: str = "INTERNAL"
     violations: tuple[FieldViolation, ...] = field(default_factory=tuple)
     retry_after_s: float | None = None
+    quota: tuple[QuotaViolation, ...] = field(default_factory=tuple)
 
     def __str__(self) -> str:
         return self.message
@@ -67,8 +76,8 @@ def permission_denied(message: str) -> PlatformError:
     return PlatformError(message, "PERMISSION_DENIED")
 
 
-def resource_exhausted(message: str, retry_after_s: float) -> PlatformError:
-    return PlatformError(message, "RESOURCE_EXHAUSTED", retry_after_s=retry_after_s)
+def resource_exhausted(message: str, retry_after_s: float, quota: tuple[QuotaViolation, ...] = ()) -> PlatformError:
+    return PlatformError(message, "RESOURCE_EXHAUSTED", retry_after_s=retry_after_s, quota=quota)
 
 
 # Codes that mean "the input is wrong": retrying them anywhere is pointless, so Temporal marks them non-retryable.
@@ -92,6 +101,14 @@ def to_status(error: PlatformError) -> grpc.Status:
             ]
         )
         details.append(_pack(bad_request))
+    if error.quota:
+        failure = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(subject=q.subject, description=q.description)
+                for q in error.quota
+            ]
+        )
+        details.append(_pack(failure))
     if error.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(error.retry_after_s * 1000))

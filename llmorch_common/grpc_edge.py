@@ -324,8 +324,14 @@ def authorized(token: str) -> list[Any]:
     return [kind(token) for kind in kinds]
 
 
-def make_channel(target: str, *service_descriptors: Any, token: str | None = None) -> grpc.aio.Channel:
-    """A channel with retries for the descriptors' idempotent methods; with `token`, every call carries it."""
+def make_channel(
+    target: str,
+    *service_descriptors: Any,
+    token: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """A channel with retries for the descriptors' idempotent methods; with `token`, every call carries it; TLS
+    when `credentials` are given (Envoy's)."""
     interceptors = authorized(token) if token else None
     options = [
         ("grpc.enable_retries", 1),
@@ -334,19 +340,27 @@ def make_channel(target: str, *service_descriptors: Any, token: str | None = Non
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 async def wait_until_serving(
-    target: str, timeout_s: float, service: str = "", exited: Callable[[], str | None] | None = None
+    target: str,
+    timeout_s: float,
+    service: str = "",
+    exited: Callable[[], str | None] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Poll grpc.health.v1 until SERVING or the timeout passes; used by launchers, tests and benchmarks.
 
     `exited` returns why the process behind `target` is gone, or None while it runs, so a crash fails fast.
+    `credentials` check a TLS listener (Envoy's) the way its clients reach it.
     """
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
-    async with grpc.aio.insecure_channel(target) as channel:
+    opened = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
+    async with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             reason = exited() if exited else None

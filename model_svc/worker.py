@@ -181,11 +181,13 @@ class Progress:
 
 async def _heartbeat_forever(progress: Progress) -> None:
     """Heartbeats carry cancellation to the activity, which cancels the gRPC call and frees the model; their details
-    are a resume point for a retry when nothing streams (the SDK throttles them, so they may trail by seconds)."""
+    are a resume point for a retry when nothing streams (the SDK throttles them, so they may trail by seconds).
+    The first one waits an interval: a generation shorter than that (most short requests) sends none, saving the
+    server a heartbeat RPC and the details' conversion per request, well inside the heartbeat timeout."""
     with suppress(asyncio.CancelledError):
         while True:
-            activity.heartbeat(progress.details())
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            activity.heartbeat(progress.details())
 
 
 def create_worker(client: Client, task_queue: str, activities: ModelActivities, max_concurrency: int) -> Worker:

@@ -15,6 +15,7 @@ from llmorch_common.grpc_edge import AuthGate, create_server, set_serving
 from llmorch_common.registration import registration_check, registration_token
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.identity.caller import key_gate
+from orchestrator_svc.identity.limits import RateLimiter
 from orchestrator_svc.identity.service import KeyChecker
 from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference import servicer as inference
@@ -83,12 +84,12 @@ async def start_api(
         settings.registry_sync_interval_s,
     )
     await model_registry.open()
-    service = InferenceService(client, settings, model_registry, resources.store, resources.embeddings)
+    keys = await KeyStore.open(settings.database_url)
+    limits = RateLimiter(keys, lease_ttl_s=settings.request_timeout_s)
+    service = InferenceService(client, settings, model_registry, resources.store, resources.embeddings, limits)
     retrieval_service = RetrievalService(
         client, settings.task_queue, resources.store, resources.staging, resources.embeddings
     )
-
-    keys = await KeyStore.open(settings.database_url)
 
     def register(server: grpc.aio.Server) -> list[str]:
         return [

@@ -84,6 +84,11 @@ class OrchestratorSettings(BaseSettings):
     api_embedded_worker: bool = Field(
         True, description="The API also runs a worker, for eager workflow start; the worker process adds capacity"
     )
+    result_via_update: bool = Field(
+        False,
+        description="Unary requests start with update-with-start and return when the result is recorded, instead of "
+        "eager start and the run's result (an A/B in the bench, ADR 0019)",
+    )
     max_in_flight: int = Field(
         1000, ge=1, le=1_000_000, description="Requests this API replica waits on at once; more get RESOURCE_EXHAUSTED"
     )

@@ -57,6 +57,7 @@ async def postgres_server() -> AsyncIterator[tuple[PostgresCluster, Child]]:
     cluster = PostgresCluster(root / "postgres", free_port()).init()
     child = Child(cluster.spec(fsync=False), root / "postgres.log")
     await child.start(60)
+    await cluster.wait_accepting()
     yield cluster, child
     await child.terminate(30)
     shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,7 @@ from model_svc.config import ModelSettings
 from model_svc.replica import ModelReplica
 from orchestrator_svc.app import ApiServer, start_api
 from orchestrator_svc.config import OrchestratorSettings
-from orchestrator_svc.identity.keys import Role
+from orchestrator_svc.identity.keys import NO_LIMITS, KeyPolicy, Role
 from orchestrator_svc.identity.service import KeyAdmin
 from orchestrator_svc.inference.service import workflow_id
 from orchestrator_svc.resources import Resources
@@ -112,13 +112,15 @@ class Orchestrator:
     def internal_address(self) -> str:
         return f"localhost:{self.api.internal_port}"
 
-    async def key_for(self, tenant: str, role: Role = Role.TENANT) -> str:
-        key, _ = await KeyAdmin(self.api.keys).create(tenant, role)
+    async def key_for(self, tenant: str, role: Role = Role.TENANT, policy: KeyPolicy = NO_LIMITS) -> str:
+        key, _ = await KeyAdmin(self.api.keys).create(tenant, role, policy)
         return key
 
-    async def channel_for(self, tenant: str, role: Role = Role.TENANT) -> grpc.aio.Channel:
+    async def channel_for(
+        self, tenant: str, role: Role = Role.TENANT, policy: KeyPolicy = NO_LIMITS
+    ) -> grpc.aio.Channel:
         """A public channel with a fresh key of `tenant` (the caller closes it)."""
-        return make_channel(self.address, token=await self.key_for(tenant, role))
+        return make_channel(self.address, token=await self.key_for(tenant, role, policy))
 
 
 def workflow_id_of(request_id: str, tenant: str = TEST_TENANT) -> str:

@@ -2,6 +2,7 @@
 
 import sys
 
+import grpc
 from llmorch.v1 import types_pb2
 
 from llmorch_client.cli import progress_bar
@@ -11,8 +12,8 @@ from llmorch_client.corpus import DEMO_COLLECTION, python_reference
 QUESTION = "What does the assert statement do when optimization is requested?"
 
 
-async def run_demo(target: str, api_key: str) -> None:
-    async with OrchestratorClient(target, api_key) as client:
+async def run_demo(target: str, api_key: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+    async with OrchestratorClient(target, api_key, credentials=credentials) as client:
         print("\nRegistered models:")
         for model in await client.list_models():
             print(

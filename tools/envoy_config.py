@@ -6,6 +6,7 @@ the routing, retry, timeout and health-check policy.
 """
 
 import argparse
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +29,13 @@ def render(
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
     more_orchestrator_ports: Sequence[int] = (),
+    tls: tuple[str | Path, str | Path] | None = None,
 ) -> str:
     """Return envoy.yaml with the given ports, upstream host and console directory (made absolute).
 
     `more_orchestrator_ports` adds API replicas on the same host to the orchestrator cluster: Envoy balances over
-    them and health-checks each, with the template's one policy."""
+    them and health-checks each, with the template's one policy. `tls` is (certificate chain, private key): the
+    public listener then speaks only TLS, and its own origin in the CORS policy becomes https."""
     web_path = Path(web_dir).resolve()
     values = {
         "listen_port": str(listen_port),
@@ -54,12 +57,42 @@ def render(
                 value = re.sub(r"filename:\s*([^\s}]+)", lambda m: f"filename: {web_path / Path(m[1]).name}", value)
             elif marker == "listen_origin":
                 value = re.sub(r":\d+$", f":{listen_port}", value)
+                if tls:
+                    value = value.replace("http://", "https://", 1)
             line = f"{match['head']}{value}{match['tail']}"
         lines.append(line)
     missing = _MARKERS - seen
     if missing:
         raise ValueError(f"{TEMPLATE_PATH} lost its render markers: {sorted(missing)}")
-    return "\n".join(_more_endpoints(lines, more_orchestrator_ports)) + "\n"
+    lines = _more_endpoints(lines, more_orchestrator_ports)
+    return "\n".join(_with_tls(lines, *tls) if tls else lines) + "\n"
+
+
+def _with_tls(lines: list[str], cert: str | Path, key: str | Path) -> list[str]:
+    """Give the public listener's one filter chain a TLS transport socket. ALPN offers h2 (native gRPC) and
+    http/1.1 (gRPC-Web from browsers), which the connection manager's `codec_type: AUTO` then serves as before."""
+    listener = lines.index("    - name: public") if "    - name: public" in lines else None
+    chain = next((i for i in range(listener or 0, len(lines)) if lines[i].strip() == "- filters:"), None)
+    if listener is None or chain is None:
+        raise ValueError(f"{TEMPLATE_PATH}: no `- name: public` listener with a `- filters:` chain to put TLS on")
+    indent = lines[chain][: lines[chain].index("-")]
+    socket = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(Path(cert).absolute())},
+                        "private_key": {"filename": str(Path(key).absolute())},
+                    }
+                ],
+            },
+        },
+    }
+    head = f"{indent}- transport_socket: {json.dumps(socket)}"  # JSON is YAML flow style: one line, no anchors
+    return [*lines[:chain], head, f"{indent}  filters:", *lines[chain + 1 :]]
 
 
 def _more_endpoints(lines: list[str], ports: Sequence[int]) -> list[str]:
@@ -83,12 +116,13 @@ def write_config(
     web_dir: str | Path = DEFAULT_WEB_DIR,
     orchestrator_host: str = "127.0.0.1",
     more_orchestrator_ports: Sequence[int] = (),
+    tls: tuple[str | Path, str | Path] | None = None,
 ) -> Path:
     """Write a rendered config to `path` (parents created) and return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(
-        render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host, more_orchestrator_ports)
+        render(orchestrator_port, listen_port, admin_port, web_dir, orchestrator_host, more_orchestrator_ports, tls)
     )
     return target
 
@@ -101,9 +135,20 @@ def main() -> None:
     parser.add_argument("--listen-port", type=int, default=ENVOY_PORT)
     parser.add_argument("--admin-port", type=int, default=ENVOY_ADMIN_PORT)
     parser.add_argument("--web-dir", default=str(DEFAULT_WEB_DIR))
+    parser.add_argument("--tls-cert", help="PEM certificate chain: the public listener then serves TLS only")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     write_config(
-        args.output, args.orchestrator_port, args.listen_port, args.admin_port, args.web_dir, args.orchestrator_host
+        args.output,
+        args.orchestrator_port,
+        args.listen_port,
+        args.admin_port,
+        args.web_dir,
+        args.orchestrator_host,
+        tls=tls,
     )
 
 

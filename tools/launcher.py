@@ -108,7 +108,8 @@ def demo(settings: LocalStackSettings) -> None:
 
     state = up(settings)
     # Through Envoy, the front door users reach.
-    asyncio.run(run_demo(f"127.0.0.1:{state['ports']['envoy']}", settings.dev_key()))
+    target = f"127.0.0.1:{state['ports']['envoy']}"
+    asyncio.run(run_demo(target, settings.dev_key(), credentials=settings.envoy_credentials()))
 
 
 def main() -> None:

@@ -20,14 +20,19 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import grpc
+import psycopg
 import yaml  # type: ignore[import-untyped]
+from google.protobuf.duration_pb2 import Duration
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.api.namespace.v1 import NamespaceConfig
+from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
 
 from llmorch_common import constants as c
@@ -37,17 +42,37 @@ from orchestrator_svc.identity.keys import Role
 from orchestrator_svc.identity.service import KeyAdmin
 from orchestrator_svc.identity.store import KeyStore
 from tools.envoy_config import write_config
+from tools.tls import TlsFiles, issue
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 MODELS_DIR = ROOT / "data" / "models"  # converted weights are shared by every stack, whatever its home
 STARTUP_TIMEOUT_S = 180.0
+# The peer the bench compares with (LiteLLM's proxy in front of llama-cpp-python's OpenAI server) lives in its own
+# virtualenv (`make bench-venv`): LiteLLM's dependency pins must not move the stack's.
+BENCH_VENV = ROOT / ".venv-bench"
+PEER_MODEL_NAME = "smollm2"  # the name both peer servers serve the weights under
+PEER_N_CTX = 2048
 
 # The dev server's history service reads new transfer tasks (every workflow and activity task dispatch) at most
 # history.transferProcessorMaxPollRPS times a second, 20 by default: each dispatch waited up to 50 ms, about 30 ms
 # on average (docs/benchmarks/overhead.md). At 1000/s a dispatch takes about 2 ms.
 TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
+# Durable flow control (ADR 0020): dispatch by fairness key (the tenant) within each priority, from one partition
+# per task queue, where each of the dev server's default 4 partitions would order only its own tasks (approximate
+# fairness). A cluster keeps several partitions for throughput and accepts the approximation: see the ADR.
+TEMPORAL_FAIRNESS_ARGS = (
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+)
+# How long Temporal keeps a closed workflow's history (its answer, for GetRequest and reattaching): set on the
+# namespace once the dev server is up, rather than left to the server's default (ADR 0015).
+TEMPORAL_RETENTION = timedelta(days=3)
 
 # A supervised process that dies is restarted after this backoff, doubled per quick death up to the cap; a process
 # that stayed up for RESTART_RESET_AFTER_S starts again from the first step.
@@ -78,6 +103,7 @@ class ProcessSpec:
     restart: bool = True  # a supervised stack restarts it when it dies
     info: str = ""
     stop_signal: signal.Signals = signal.SIGTERM  # what `stop` sends first (PostgreSQL: SIGINT, its fast shutdown)
+    tls_ca: Path | None = None  # grpc_port serves TLS only (Envoy with a certificate): check it trusting this CA
 
 
 def temporal_spec(
@@ -89,6 +115,7 @@ def temporal_spec(
     tuned: bool = True,
     extra: tuple[str, ...] = (),
     in_memory: bool = False,
+    fairness: bool = True,
 ) -> ProcessSpec:
     """The Temporal dev server on a SQLite file in `home`, so a restart keeps every workflow."""
     argv = (
@@ -109,6 +136,7 @@ def temporal_spec(
         "--log-level",
         "error",
         *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
         *extra,
     )
     return ProcessSpec(
@@ -168,7 +196,9 @@ def embed_spec(port: int, temporal_address: str, registry_address: str, metrics_
     return ProcessSpec("embed", (sys.executable, "-m", "embed_svc"), env, grpc_port=port, info=info)
 
 
-def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int = 2) -> ProcessSpec:
+def envoy_spec(
+    config: Path, listen_port: int, admin_port: int, concurrency: int = 2, tls_ca: Path | None = None
+) -> ProcessSpec:
     # --disable-hot-restart: several Envoys (tests, the local stack) may run at once without base-id clashes.
     argv = (
         str(BIN / "envoy"),
@@ -180,8 +210,11 @@ def envoy_spec(config: Path, listen_port: int, admin_port: int, concurrency: int
         "--log-level",
         "warn",
     )
-    info = f"Envoy gRPC, gRPC-Web, console http://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
-    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info)
+    scheme = "https" if tls_ca else "http"
+    info = f"Envoy gRPC, gRPC-Web, console {scheme}://127.0.0.1:{listen_port}, admin 127.0.0.1:{admin_port}"
+    if tls_ca:
+        info += f"; clients trust {tls_ca}"
+    return ProcessSpec("envoy", argv, grpc_port=listen_port, info=info, tls_ca=tls_ca)
 
 
 def validate_envoy(config: Path) -> subprocess.CompletedProcess[str]:
@@ -304,6 +337,78 @@ class PostgresCluster:
             "postgres", _as_postgres_user(argv), tcp_port=self.port, info=info, stop_signal=signal.SIGINT
         )
 
+    async def wait_accepting(self, timeout_s: float = 60.0) -> None:
+        """Its port opens while it still answers "the database system is starting up": wait for a session."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def peer_engine_spec(weights: Path, port: int, n_threads: int, n_ctx: int) -> ProcessSpec:
+    """The peer's engine: llama-cpp-python's OpenAI-compatible server on a GGUF file (bench only)."""
+    argv = (
+        str(BENCH_VENV / "bin" / "python"),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(weights),
+        "--model_alias",
+        PEER_MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        str(n_threads),
+        "--n_ctx",
+        str(n_ctx),
+    )
+    return ProcessSpec("peer-engine", argv, tcp_port=port, info=f"llama-cpp-python server http://127.0.0.1:{port}")
+
+
+def peer_proxy_spec(home: Path, port: int, engine_port: int) -> ProcessSpec:
+    """The peer's gateway: LiteLLM's proxy routing to the peer engine, with a generated master key (LiteLLM refuses
+    to start without one) in home/peer-key, so both sides of the comparison check a key per request."""
+    config = {
+        "model_list": [
+            {
+                "model_name": PEER_MODEL_NAME,
+                "litellm_params": {
+                    "model": f"openai/{PEER_MODEL_NAME}",
+                    "api_base": f"http://127.0.0.1:{engine_port}/v1",
+                    "api_key": "unused",
+                },
+            }
+        ],
+        "litellm_settings": {"telemetry": False},
+    }
+    path = home / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = (
+        str(BENCH_VENV / "bin" / "litellm"),
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    )
+    # The local cost map: the proxy would otherwise fetch it from GitHub at start.
+    env = {"LITELLM_MASTER_KEY": peer_key(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return ProcessSpec("peer-proxy", argv, env, tcp_port=port, info=f"LiteLLM proxy http://127.0.0.1:{port}")
+
+
+def peer_key(home: Path) -> str:
+    return secret_file(home, "peer-key", lambda: "sk-" + secrets.token_urlsafe(24))
+
 
 def script_spec(name: str, argv: tuple[str, ...]) -> ProcessSpec:
     """A helper process beside a stack (a test's fake upstream, a profiler): started and stopped like the rest."""
@@ -369,7 +474,10 @@ class Child:
         if self.spec.tcp_port:
             await wait_tcp(self.spec.tcp_port, timeout_s, self.exit_reason)
         if self.spec.grpc_port:
-            await wait_until_serving(f"127.0.0.1:{self.spec.grpc_port}", timeout_s, exited=self.exit_reason)
+            ca = self.spec.tls_ca
+            credentials = grpc.ssl_channel_credentials(ca.read_bytes()) if ca else None
+            target = f"127.0.0.1:{self.spec.grpc_port}"
+            await wait_until_serving(target, timeout_s, exited=self.exit_reason, credentials=credentials)
         reason = self.exit_reason()
         if reason:
             raise RuntimeError(reason)
@@ -467,11 +575,17 @@ class StackConfig:
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
+    temporal_fairness: bool = True  # False: one FIFO per queue, as before fairness (the fairness test's control)
     orchestrator_env: tuple[tuple[str, str], ...] = ()  # further ORCH_* settings for the API and the worker
+    # Envoy's public listener serves TLS only, with this certificate; its CA is what the stack's clients trust.
+    tls: TlsFiles | None = None
     fixed_ports: bool = False  # the documented ports (make up) instead of free ones
     home: Path | None = None  # data, logs and run state; None is a fresh temporary directory, removed on stop
     supervised: bool = False  # restart a process that dies (make up); tests and the bench kill on purpose
     stop_grace_s: float = 40.0  # per process, on stop: models drain in-flight generations first
+    # The bench's peer (LiteLLM -> llama-cpp-python) on these weights beside the stack, started and stopped with it.
+    peer_weights: Path | None = None
+    peer_n_threads: int = 2
     label: str = "default"
 
     def __post_init__(self) -> None:
@@ -516,6 +630,8 @@ class Ports:
     models: tuple[int, ...]
     model_metrics: tuple[int, ...]
     postgres: int = 0  # always a free port: a local PostgreSQL must not meet a system one on 5432
+    peer_engine: int = 0  # the bench's peer (free ports only)
+    peer_proxy: int = 0
     # API replicas and workers after the first (whose ports are above), each with its own ports.
     more_apis: tuple[int, ...] = ()
     more_api_internals: tuple[int, ...] = ()
@@ -677,6 +793,7 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
             config.temporal_tuned,
             config.temporal_args,
             config.temporal_in_memory,
+            config.temporal_fairness,
         )
     )
     api_ports = list(zip(ports.apis, ports.api_internals, (ports.api_metrics, *ports.more_api_metrics), strict=True))
@@ -720,11 +837,31 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
         specs.append(replace(embed, env={**embed.env, **sealed}))
     if config.envoy:
         upstreams = ports.apis[: config.api_replicas]
+        tls = config.tls
         envoy_config = write_config(
-            home / "envoy.yaml", upstreams[0], ports.envoy, ports.envoy_admin, more_orchestrator_ports=upstreams[1:]
+            home / "envoy.yaml",
+            upstreams[0],
+            ports.envoy,
+            ports.envoy_admin,
+            more_orchestrator_ports=upstreams[1:],
+            tls=(tls.cert, tls.key) if tls else None,
         )
-        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin))
+        specs.append(envoy_spec(envoy_config, ports.envoy, ports.envoy_admin, tls_ca=tls.ca if tls else None))
+    if config.peer_weights:
+        specs.append(peer_engine_spec(config.peer_weights, ports.peer_engine, config.peer_n_threads, PEER_N_CTX))
+        specs.append(peer_proxy_spec(home, ports.peer_proxy, ports.peer_engine))
     return specs
+
+
+async def set_retention(
+    temporal_address: str, namespace: str = c.TEMPORAL_NAMESPACE, retention: timedelta = TEMPORAL_RETENTION
+) -> None:
+    """Set how long the namespace keeps closed histories; UpdateNamespace changes only the config fields it is given."""
+    client = await Client.connect(temporal_address, namespace=namespace)
+    ttl = Duration()
+    ttl.FromTimedelta(retention)
+    config = NamespaceConfig(workflow_execution_retention_ttl=ttl)
+    await client.workflow_service.update_namespace(UpdateNamespaceRequest(namespace=namespace, config=config))
 
 
 @dataclass
@@ -763,8 +900,25 @@ class Stack:
         return f"127.0.0.1:{self.ports.envoy}"
 
     @property
+    def envoy_url(self) -> str:
+        """The console's address: https when Envoy has a certificate."""
+        return f"{'https' if self.config.tls else 'http'}://{self.envoy_target}"
+
+    @property
     def model_ports(self) -> tuple[int, ...]:
         return self.ports.models
+
+    @property
+    def peer_urls(self) -> dict[str, str]:
+        """The peer's OpenAI-compatible bases: through LiteLLM (`proxy`) and its engine called directly (`engine`)."""
+        return {
+            "proxy": f"http://127.0.0.1:{self.ports.peer_proxy}/v1",
+            "engine": f"http://127.0.0.1:{self.ports.peer_engine}/v1",
+        }
+
+    @property
+    def peer_key(self) -> str:
+        return peer_key(self.home)
 
     async def temporal_client(self) -> Client:
         """A client of this stack's Temporal that opens its sealed payloads (the stack's own key)."""
@@ -786,6 +940,7 @@ class Stack:
         specs = plan(replace(self.config, envoy=False), self.home, self.ports)
         child = self.launch(next(spec for spec in specs if spec.name == "temporal"))
         await child.wait_ready()
+        await set_retention(self.temporal_address)
         return child
 
     async def start(self, progress: Any = None) -> "Stack":
@@ -794,6 +949,10 @@ class Stack:
         for spec in plan(self.config, self.home, self.ports):
             child = self.launch(spec)
             await child.wait_ready()
+            if spec.name == "temporal":
+                await set_retention(self.temporal_address)
+            if spec.name == "postgres":
+                await postgres_cluster(self.home, self.ports).wait_accepting()
             if progress:
                 progress(child)
         self.api_key = await self.dev_key()
@@ -814,8 +973,12 @@ class Stack:
         return path.read_text().strip()
 
     def channel(self, target: str | None = None, api_key: str | None = None) -> "grpc.aio.Channel":
-        """A public channel (Envoy's, unless `target` names another) whose calls carry the dev key or `api_key`."""
-        return make_channel(target or self.envoy_target, token=api_key or self.api_key)
+        """A public channel (Envoy's, unless `target` names another) whose calls carry the dev key or `api_key`;
+        to a TLS Envoy it speaks TLS, trusting the stack's CA."""
+        target = target or self.envoy_target
+        tls = self.config.tls if target == self.envoy_target else None
+        credentials = grpc.ssl_channel_credentials(tls.ca.read_bytes()) if tls else None
+        return make_channel(target, token=api_key or self.api_key, credentials=credentials)
 
     def expected_capacity(self) -> dict[str, int]:
         capacity = {group.model_id: 0 for group in self.config.models}
@@ -947,11 +1110,18 @@ class LocalStackSettings(BaseSettings):
         description="API replicas and orchestrator workers (make up REPLICAS=2); more than one puts "
         "the registry on a PostgreSQL cluster in home/postgres, with a generated password",
     )
+    tls: bool = Field(
+        False,
+        description="Envoy serves TLS only, with home/tls/cert.pem and key.pem; a local CA (home/tls/ca.pem, for "
+        "clients to trust) issues them on first use unless all three files are already there",
+    )
 
     def config(self) -> StackConfig:
         models = tuple(ModelGroup(model_id, self.engine) for model_id in (c.DEFAULT_MODEL_ID, c.SECOND_MODEL_ID))
+        home = self.home.resolve()
+        tls = issue(home / "tls") if self.tls else None
         config = StackConfig(
-            models=models, fixed_ports=not self.free_ports, home=self.home.resolve(), supervised=True, label="make up"
+            models=models, fixed_ports=not self.free_ports, home=home, supervised=True, label="make up", tls=tls
         )
         return replicated(config, self.replicas)
 
@@ -962,6 +1132,12 @@ class LocalStackSettings(BaseSettings):
     def dev_key(self) -> str:
         """The running stack's development key (Stack.dev_key made it)."""
         return (self.home / DEV_KEY_FILE).read_text().strip()
+
+    def envoy_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS to the running stack's Envoy, trusting its local CA (home/tls/ca.pem), when `tls` is on."""
+        return (
+            grpc.ssl_channel_credentials(TlsFiles.in_directory(self.home / "tls").ca.read_bytes()) if self.tls else None
+        )
 
 
 def write_state(path: Path, stack: Stack | None, state: str, error: str = "") -> None:

@@ -21,6 +21,31 @@ class Role(StrEnum):
     ADMIN = "admin"  # also lists across tenants
 
 
+class PriorityClass(StrEnum):
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+# Temporal dispatches lower priority keys first (1 to 5, 3 when unset): interactive ahead of batch, room either side.
+PRIORITY_KEYS = {PriorityClass.INTERACTIVE: 2, PriorityClass.BATCH: 4}
+CLASS_OF_PRIORITY_KEY = {key: cls for cls, key in PRIORITY_KEYS.items()}
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """What a key's requests get: their class when they name none, their share of a saturated queue against other
+    tenants (fairness weight), and their rate limits, 0 meaning none."""
+
+    default_class: PriorityClass = PriorityClass.INTERACTIVE
+    fairness_weight: float = 1.0
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    max_concurrent: int = 0
+
+
+NO_LIMITS = KeyPolicy()
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who a call speaks for, once its key checked out."""
@@ -28,6 +53,7 @@ class Principal:
     key_id: str
     tenant: str
     role: Role
+    policy: KeyPolicy = NO_LIMITS
 
     @property
     def is_admin(self) -> bool:
@@ -42,10 +68,11 @@ class KeyRecord:
     secret_hash: str
     created_at: float
     revoked_at: float | None = None
+    policy: KeyPolicy = NO_LIMITS
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.key_id, self.tenant, self.role)
+        return Principal(self.key_id, self.tenant, self.role, self.policy)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from llmorch_common.errors import FieldViolation, invalid_argument, not_found, unauthenticated
-from orchestrator_svc.identity.keys import KeyRecord, Principal, Role, mint_key, parse_key, secret_matches, valid_tenant
+from orchestrator_svc.identity.keys import (
+    NO_LIMITS,
+    KeyPolicy,
+    KeyRecord,
+    Principal,
+    Role,
+    mint_key,
+    parse_key,
+    secret_matches,
+    valid_tenant,
+)
 from orchestrator_svc.identity.store import KeyStore
 
 BEARER = "bearer "
@@ -70,12 +80,22 @@ class KeyAdmin:
     def __init__(self, store: KeyStore) -> None:
         self._store = store
 
-    async def create(self, tenant: str, role: Role = Role.TENANT) -> tuple[str, KeyRecord]:
+    async def create(
+        self, tenant: str, role: Role = Role.TENANT, policy: KeyPolicy = NO_LIMITS
+    ) -> tuple[str, KeyRecord]:
         """The new key (shown once) and its stored record."""
+        violations = []
         if not valid_tenant(tenant):
-            raise invalid_argument([FieldViolation("tenant", "must be 1 to 32 characters of [a-z0-9_-]")])
+            violations.append(FieldViolation("tenant", "must be 1 to 32 characters of [a-z0-9_-]"))
+        if not 0 < policy.fairness_weight <= 1000:
+            violations.append(FieldViolation("fairness_weight", "must be above 0 and at most 1000"))
+        limits = (policy.requests_per_minute, policy.tokens_per_minute, policy.max_concurrent)
+        if min(limits) < 0:
+            violations.append(FieldViolation("limits", "must be 0 (none) or positive"))
+        if violations:
+            raise invalid_argument(violations)
         new = mint_key()
-        return new.key, await self._store.add(new.key_id, tenant, role, new.secret_hash)
+        return new.key, await self._store.add(new.key_id, tenant, role, new.secret_hash, policy)
 
     async def list(self, tenant: str | None = None) -> list[KeyRecord]:
         return await self._store.list(tenant)

@@ -41,8 +41,9 @@ class InferenceInput:
     request_digest: str = ""
     # After a fallback: "continue" the text generated so far on the next model (when it fits) or "restart".
     on_fallback: str = "continue"
-    # Whose request it is (from the caller's API key); empty in histories recorded before tenants existed.
+    # Whose request it is (from the caller's API key) and its dispatch class; empty in histories recorded before.
     tenant: str = ""
+    priority_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class InferenceResult:
     fallbacks: tuple[FallbackRecord, ...] = ()
     citations: tuple[CitationRecord, ...] = ()
     parts: tuple[PartRecord, ...] = ()
+    priority_class: str = ""  # the class it was dispatched in
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,21 @@ InferenceWorkflow per request, the stream relay, and what a finished or failed r
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import Histogram
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -24,6 +31,8 @@ from llmorch_common.errors import (
     resource_exhausted,
 )
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import PRIORITY_KEYS, Principal, PriorityClass
+from orchestrator_svc.identity.limits import RateLimiter
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
     DispatchPolicy,
@@ -44,7 +53,14 @@ WORKFLOW_DURATION = Histogram(
     ["workflow", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
+QUEUE_WAIT = Histogram(
+    "llmorch_queue_wait_seconds",
+    "Time a generation waited in its model's queue, by tenant and priority class",
+    ["tenant", "priority_class"],
+    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 WORKFLOW_ID_PREFIX = "inference-"
+
 DIGEST_MEMO = "request_digest"
 
 
@@ -70,7 +86,7 @@ class InferenceRequest:
     """A validated request, as the servicer built it from the wire."""
 
     request_id: str
-    tenant: str  # the caller's, from its API key
+    caller: Principal  # from the API key: the tenant, its class, weight and limits
     messages: tuple[ChatTurn, ...]
     prompt: str
     sampling: Sampling
@@ -83,6 +99,22 @@ class InferenceRequest:
     on_fallback: str = CONTINUE
     # A client that goes away cancels the request (DISCONNECT_POLICY_CANCEL) instead of leaving it running.
     cancel_on_disconnect: bool = False
+    # None takes the key's default class.
+    priority_class: PriorityClass | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+    @property
+    def dispatch_class(self) -> PriorityClass:
+        return self.priority_class or self.caller.policy.default_class
+
+    def charge_tokens(self) -> int:
+        """What a rate limit charges up front: the prompt, estimated at 4 characters a token (the API holds no
+        tokenizer), plus max_tokens; settled to the real usage when the request ends."""
+        chars = len(self.prompt) + sum(len(turn.content) for turn in self.messages)
+        return chars // 4 + 1 + self.sampling.max_tokens
 
 
 @dataclass(frozen=True)
@@ -137,8 +169,10 @@ class InferenceService:
         registry: Registry,
         store: VectorStore,
         embeddings: EmbeddingClient,
+        limits: RateLimiter,
     ) -> None:
         self._client = client
+        self._limits = limits
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -157,11 +191,55 @@ class InferenceService:
         finally:
             self._in_flight -= 1
 
+    @contextlib.asynccontextmanager
+    async def _limited(self, request: InferenceRequest) -> AsyncIterator[list[InferenceResult]]:
+        """Admit the request under its key's rate limits (before any workflow starts) and settle its charge at the
+        end; the caller appends the result it got, if any."""
+        admission = await self._limits.admit(request.caller, request.charge_tokens())
+        finished: list[InferenceResult] = []
+        try:
+            yield finished
+        finally:
+            used = finished[0].prompt_tokens + finished[0].completion_tokens if finished else None
+            await asyncio.shield(self._limits.release(admission, used))
+
     async def generate(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
-        handle = await self._start(await self._workflow_input(request, stream=False))
+        async with self._limited(request) as finished:
+            workflow_input = await self._workflow_input(request, stream=False)
+            if self._settings.result_via_update:
+                finished.append(await self._generate_via_update(request, workflow_input, started))
+                return finished[0]
+            handle = await self._start(request, workflow_input)
+            with self._cancelled_on_disconnect(request, handle):
+                finished.append(await self._result(handle, started, request))
+                return finished[0]
+
+    async def _generate_via_update(
+        self, request: InferenceRequest, workflow_input: InferenceInput, started: float
+    ) -> InferenceResult:
+        """Start the run and wait on its await_result update in one call; the answer comes once it is recorded."""
+        options = self._start_options(request, workflow_input)
+        operation = WithStartWorkflowOperation(InferenceWorkflow.run, workflow_input, **options)
+        by_id = self._client.get_workflow_handle_for(InferenceWorkflow.run, options["id"])
+        with self._cancelled_on_disconnect(request, by_id):
+            try:
+                # The SDK types a no-argument async update's result as its coroutine; it is the returned value.
+                outcome: object = await self._client.execute_update_with_start_workflow(
+                    InferenceWorkflow.await_result, start_workflow_operation=operation
+                )
+            except WorkflowAlreadyStartedError:
+                outcome = None  # not this call's run: it must not be cancelled here, whatever happens next
+                with contextlib.suppress(WorkflowAlreadyStartedError):
+                    await operation.workflow_handle()  # the same error, taken so asyncio does not log it as lost
+        if isinstance(outcome, InferenceResult):
+            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(outcome.queue_wait_ms / 1000)
+            WORKFLOW_DURATION.labels("InferenceWorkflow", "OK").observe(time.perf_counter() - started)
+            return outcome
+        # An earlier run has this id, or the run ended without a result: the run's own outcome answers.
+        handle = await self._attach(workflow_input)
         with self._cancelled_on_disconnect(request, handle):
-            return await self._result(handle, started)
+            return await self._result(handle, started, request)
 
     async def stream(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         """Relay the run's text as it grows, by long-polling its watch_stream update, then its result.
@@ -169,7 +247,14 @@ class InferenceService:
         The deltas since the last Reset always spell the final text: whatever the run streamed, the result settles
         it (the tail the long-poll missed when the run closed, or a Reset and the whole text if they disagree)."""
         started = time.perf_counter()
-        handle = await self._start(await self._workflow_input(request, stream=True))
+        async with self._limited(request) as finished:
+            async for event in self._stream(request, started):
+                if isinstance(event, Completed):
+                    finished.append(event.result)
+                yield event
+
+    async def _stream(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
+        handle = await self._start(request, await self._workflow_input(request, stream=True))
         with self._cancelled_on_disconnect(request, handle):
             cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
             streamed = ""
@@ -194,7 +279,7 @@ class InferenceService:
                 cursor = StreamCursor(snapshot.attempt, snapshot.offset + len(snapshot.text), snapshot.epoch)
                 if snapshot.done:
                     break
-            result = await self._result(handle, started)
+            result = await self._result(handle, started, request)
             if not result.text.startswith(streamed):
                 yield Reset("the final text differs from what was streamed")
                 streamed = ""
@@ -282,38 +367,64 @@ class InferenceService:
             stream=stream,
             request_digest=request.digest,
             on_fallback=request.on_fallback,
+            priority_class=request.dispatch_class.value,
         )
 
-    async def _start(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+    def _start_options(self, caller_request: InferenceRequest, request: InferenceInput) -> dict[str, Any]:
+        """How the request's workflow starts, whichever call starts it.
+
+        Its Temporal priority (class, and the tenant as fairness key with the key's weight) is inherited by every
+        activity it schedules, the generation on the model's queue included: a saturated model's queue is served
+        by class first, then shared among tenants in proportion to their weights."""
+        return {
+            "id": workflow_id(request.tenant, request.request_id),
+            "task_queue": self._settings.task_queue,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+            "execution_timeout": timedelta(seconds=self._settings.request_timeout_s),
+            "memo": {DIGEST_MEMO: request.request_digest},
+            "priority": Priority(
+                priority_key=PRIORITY_KEYS[caller_request.dispatch_class],
+                fairness_key=caller_request.tenant,
+                fairness_weight=caller_request.caller.policy.fairness_weight,
+            ),
+        }
+
+    async def _start(
+        self, caller_request: InferenceRequest, request: InferenceInput
+    ) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
-        wf_id = workflow_id(request.tenant, request.request_id)
         try:
             return await self._client.start_workflow(
                 InferenceWorkflow.run,
                 request,
-                id=wf_id,
-                task_queue=self._settings.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                execution_timeout=timedelta(seconds=self._settings.request_timeout_s),
-                memo={DIGEST_MEMO: request.request_digest},
+                **self._start_options(caller_request, request),
                 # With a worker in this process, the first workflow task comes back in the start response.
                 request_eager_start=True,
             )
         except WorkflowAlreadyStartedError:
-            handle = self._client.get_workflow_handle_for(InferenceWorkflow.run, wf_id)
-            description = await handle.describe()
-            if await description.memo_value(DIGEST_MEMO, default="") != request.request_digest:
-                raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
-            return handle
+            return await self._attach(request)
+
+    async def _attach(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
+        """The run that already has this request's id, if it is the same request."""
+        handle = self._client.get_workflow_handle_for(
+            InferenceWorkflow.run, workflow_id(request.tenant, request.request_id)
+        )
+        description = await handle.describe()
+        if await description.memo_value(DIGEST_MEMO, default="") != request.request_digest:
+            raise already_exists(f"request_id {request.request_id!r} was used for a different request") from None
+        return handle
 
     async def _result(
-        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float
+        self, handle: WorkflowHandle[InferenceWorkflow, InferenceResult], started: float, request: InferenceRequest
     ) -> InferenceResult:
-        """Wait for the run's result, observing its duration since `started` (the call's arrival) and its outcome."""
+        """Wait for the run's result, observing its duration since `started` (the call's arrival), its outcome and
+        its queue wait by tenant and class."""
         outcome = "OK"
         try:
-            return await handle.result()
+            result = await handle.result()
+            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(result.queue_wait_ms / 1000)
+            return result
         except WorkflowFailureError as error:
             failure = from_workflow_failure(error)
             outcome = failure.code

@@ -19,6 +19,7 @@ from llmorch_common.validation import (
     to_turns,
 )
 from orchestrator_svc.identity.caller import caller
+from orchestrator_svc.identity.keys import Principal, PriorityClass
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceResult
 from orchestrator_svc.inference.service import (
     Delta,
@@ -50,6 +51,11 @@ FALLBACK_POLICIES = {
     orchestrator_pb2.FALLBACK_POLICY_CONTINUE: CONTINUE,
     orchestrator_pb2.FALLBACK_POLICY_RESTART: RESTART,
 }
+PRIORITY_CLASSES = {
+    orchestrator_pb2.PRIORITY_CLASS_UNSPECIFIED: None,
+    orchestrator_pb2.PRIORITY_CLASS_INTERACTIVE: PriorityClass.INTERACTIVE,
+    orchestrator_pb2.PRIORITY_CLASS_BATCH: PriorityClass.BATCH,
+}
 DISCONNECT_POLICIES = {
     orchestrator_pb2.DISCONNECT_POLICY_UNSPECIFIED: False,
     orchestrator_pb2.DISCONNECT_POLICY_KEEP_RUNNING: False,
@@ -67,7 +73,7 @@ def request_digest(request: orchestrator_pb2.GenerateRequest) -> str:
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
-def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -> InferenceRequest:
+def request_from_proto(request: orchestrator_pb2.GenerateRequest, caller: Principal) -> InferenceRequest:
     violations = generation_violations(list(request.messages), request.prompt, request.sampling)
     if request.request_id and not REQUEST_ID_PATTERN.match(request.request_id):
         violations.append(FieldViolation("request_id", REQUEST_ID_RULE))
@@ -78,11 +84,13 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -
         violations.append(FieldViolation("fallback", "must be a FallbackPolicy value"))
     if request.on_disconnect not in DISCONNECT_POLICIES:
         violations.append(FieldViolation("on_disconnect", "must be a DisconnectPolicy value"))
+    if request.priority_class not in PRIORITY_CLASSES:
+        violations.append(FieldViolation("priority_class", "must be a PriorityClass value"))
     if violations:
         raise invalid_argument(violations)
     return InferenceRequest(
         request_id=request.request_id or uuid.uuid4().hex,
-        tenant=tenant,
+        caller=caller,
         messages=to_turns(list(request.messages)),
         prompt=request.prompt,
         sampling=resolve_sampling(request.sampling),
@@ -92,6 +100,7 @@ def request_from_proto(request: orchestrator_pb2.GenerateRequest, tenant: str) -
         digest=request_digest(request),
         on_fallback=FALLBACK_POLICIES[request.fallback],
         cancel_on_disconnect=DISCONNECT_POLICIES[request.on_disconnect],
+        priority_class=PRIORITY_CLASSES[request.priority_class],
     )
 
 
@@ -118,6 +127,7 @@ def result_to_proto(result: InferenceResult) -> orchestrator_pb2.GenerateRespons
             ],
             workflow_id=result.workflow_id,
             run_id=result.run_id,
+            priority_class=result.priority_class,
             parts=[
                 types_pb2.GenerationPart(
                     model_id=p.model_id,
@@ -160,14 +170,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.GenerateResponse:
         with self._service.admitted():
-            return result_to_proto(await self._service.generate(request_from_proto(request, caller().tenant)))
+            return result_to_proto(await self._service.generate(request_from_proto(request, caller())))
 
     @stream_edge
     async def GenerateStream(
         self, request: orchestrator_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orchestrator_pb2.GenerateStreamResponse]:
         with self._service.admitted():
-            inference = request_from_proto(request.request, caller().tenant)
+            inference = request_from_proto(request.request, caller())
             async with contextlib.aclosing(self._service.stream(inference)) as events:
                 async for event in events:
                     yield event_to_proto(inference.request_id, event)

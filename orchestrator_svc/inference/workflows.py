@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator_svc.retrieval.activities import RETRIEVE_ACTIVITY, CitationRecord, RetrieveInput
 
 WATCH_STREAM_UPDATE = "watch_stream"
+RESULT_UPDATE = "await_result"
 SELECT_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=100))
 # Runs that started before resumption keep restarting on fallback and end CANCELLED (not with partial text) when
 # cancelled, so their recorded histories replay as they ran.
@@ -96,6 +97,7 @@ class InferenceWorkflow:
         self._fallbacks: list[FallbackRecord] = []
         self._lifecycle = False
         self._done = False
+        self._result: InferenceResult | None = None
 
     @workflow.run
     async def run(self, request: InferenceInput) -> InferenceResult:
@@ -110,14 +112,14 @@ class InferenceWorkflow:
             choice: ModelChoice | None = chosen
         except (asyncio.CancelledError, RequestCancelled):
             if not self._lifecycle:
+                await self._close()
                 raise
             output, choice = self._cancelled_output(), self._choice
-        finally:
-            self._done = True
-            # Streaming clients get their last snapshot before the run closes.
-            await workflow.wait_condition(workflow.all_handlers_finished)
+        except BaseException:
+            await self._close()
+            raise
         info = workflow.info()
-        return InferenceResult(
+        self._result = InferenceResult(
             request_id=request.request_id,
             text=output.text,
             finish_reason=output.finish_reason,
@@ -135,7 +137,15 @@ class InferenceWorkflow:
             fallbacks=tuple(self._fallbacks),
             citations=citations,
             parts=tuple(self._parts),
+            priority_class=request.priority_class,
         )
+        await self._close()
+        return self._result
+
+    async def _close(self) -> None:
+        """The run is ending: streaming clients get their last snapshot and a result waiter its answer first."""
+        self._done = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _cancelled_output(self) -> GenerateOutput:
         """The answer so far, as streamed, when the request was cancelled."""
@@ -375,6 +385,13 @@ class InferenceWorkflow:
         if attempt != self._attempt:
             return GenerationProgress(self._attempt)
         return GenerationProgress(attempt, tuple(self._tokens), self._text[self._part_start :])
+
+    @workflow.update(name=RESULT_UPDATE)
+    async def await_result(self) -> InferenceResult | None:
+        """The result as soon as it is recorded, for update-with-start (ADR 0019); None when the run ends without
+        one, whose failure is then the run's own."""
+        await workflow.wait_condition(lambda: self._done)
+        return self._result
 
     @workflow.update(name=WATCH_STREAM_UPDATE)
     async def watch_stream(self, cursor: StreamCursor) -> StreamSnapshot:

@@ -12,8 +12,15 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from orchestrator_svc.identity.keys import CLASS_OF_PRIORITY_KEY
+
 QUEUE_DEPTH = Gauge("llmorch_task_queue_backlog", "Approximate tasks waiting per task queue", ["task_queue"])
 QUEUE_AGE = Gauge("llmorch_task_queue_backlog_age_seconds", "Age of the oldest waiting task", ["task_queue"])
+QUEUE_DEPTH_BY_CLASS = Gauge(
+    "llmorch_task_queue_backlog_by_class",
+    "Approximate tasks waiting per task queue and priority class",
+    ["task_queue", "priority_class"],
+)
 # Stats are approximate and cost a round trip each; a short cache keeps selection cheap under load.
 CACHE_TTL_S = 0.25
 REFRESH_S = 5.0
@@ -63,6 +70,9 @@ class QueueStats:
             # rather than claim an empty queue.
             return NO_LOAD
         self._cache[task_queue] = (time.monotonic(), load)
+        for key, by_key in response.stats_by_priority_key.items():
+            label = CLASS_OF_PRIORITY_KEY.get(key, f"priority-{key}")
+            QUEUE_DEPTH_BY_CLASS.labels(task_queue, label).set(int(by_key.approximate_backlog_count))
         QUEUE_DEPTH.labels(task_queue).set(load.backlog)
         QUEUE_AGE.labels(task_queue).set(load.age_s)
         return load

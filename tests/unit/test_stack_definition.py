@@ -5,10 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_MODULE = ROOT / "tools" / "stack.py"
-SKIPPED_DIRS = {".venv", "gen", "data", "build", "node_modules", ".git", "test-artifacts"}
+SKIPPED_DIRS = {".venv", ".venv-bench", "gen", "data", "build", "node_modules", ".git", "test-artifacts"}
 
 # Calls that leave a process running: only the stack module may make them, whatever they start.
 LONG_LIVED = {"Popen", "create_subprocess_exec", "create_subprocess_shell", "start_local", "system", "spawn"}
@@ -16,7 +17,8 @@ LONG_LIVED_PREFIXES = ("exec", "spawn", "posix_spawn")
 # Calls that run a tool to completion (grpcurl, node, helm): allowed, unless they name a process of the stack.
 RUN_TO_COMPLETION = {"run", "call", "check_call", "check_output"}
 STACK_PROGRAMS = re.compile(
-    r"\b(temporal|envoy|model_svc|embed_svc|orchestrator_svc|postgres|initdb|pg_ctl)\b", re.IGNORECASE
+    r"\b(temporal|envoy|model_svc|embed_svc|orchestrator_svc|postgres|initdb|pg_ctl|litellm|llama_cpp\.server)\b",
+    re.IGNORECASE,
 )
 
 
@@ -160,3 +162,48 @@ def test_one_api_replica_keeps_the_embedded_sqlite_registry(tmp_path: Path) -> N
     assert specs["api"].env["ORCH_DATABASE_URL"] == f"sqlite:///{tmp_path / 'registry.db'}"
     with pytest.raises(ValueError, match="postgres"):
         StackConfig(api_replicas=2)
+
+
+def test_the_peer_runs_beside_the_stack_from_its_own_virtualenv(tmp_path: Path) -> None:
+    """The bench's peer: llama-cpp-python's server on the given weights from .venv-bench, LiteLLM routing to that
+    server's port with a generated master key; neither is planned unless asked for."""
+    from dataclasses import replace
+
+    from tools.stack import BENCH_VENV, PEER_MODEL_NAME, Ports, fake_stack, peer_key, plan
+
+    weights = tmp_path / "model.gguf"
+    ports = Ports.free(1)
+    assert not any(s.name.startswith("peer") for s in plan(fake_stack(), tmp_path, ports))
+    specs = {s.name: s for s in plan(replace(fake_stack(), peer_weights=weights, peer_n_threads=3), tmp_path, ports)}
+    engine, proxy = specs["peer-engine"], specs["peer-proxy"]
+    assert engine.argv[0] == str(BENCH_VENV / "bin" / "python") and proxy.argv[0] == str(BENCH_VENV / "bin" / "litellm")
+    assert engine.tcp_port == ports.peer_engine and proxy.tcp_port == ports.peer_proxy
+    assert engine.argv[engine.argv.index("--model") + 1] == str(weights)
+    assert engine.argv[engine.argv.index("--n_threads") + 1] == "3"
+    config = yaml.safe_load((tmp_path / "litellm.yaml").read_text())
+    (route,) = config["model_list"]
+    assert route["model_name"] == PEER_MODEL_NAME
+    assert route["litellm_params"]["api_base"] == f"http://127.0.0.1:{ports.peer_engine}/v1"
+    key = proxy.env["LITELLM_MASTER_KEY"]
+    assert key.startswith("sk-") and len(key) > 30 and key == peer_key(tmp_path)
+    assert (tmp_path / "peer-key").stat().st_mode & 0o077 == 0
+
+
+def test_make_up_tls_gives_envoy_a_certificate_from_the_local_ca(tmp_path: Path) -> None:
+    """`make up TLS=1` as a plan: a CA and certificate in home/tls, made once; Envoy serves them and is checked
+    trusting that CA."""
+    from tools.stack import LocalStackSettings, Ports, plan
+
+    config = LocalStackSettings(home=tmp_path, free_ports=True, tls=True).config()
+    assert config.tls is not None and config.tls.ca == tmp_path / "tls" / "ca.pem"
+    certificate = config.tls.cert.read_bytes()
+    assert LocalStackSettings(home=tmp_path, free_ports=True, tls=True).config().tls == config.tls
+    assert config.tls.cert.read_bytes() == certificate, "a restart keeps the certificate clients already trust"
+    envoy = next(spec for spec in plan(config, tmp_path, Ports.free(2)) if spec.name == "envoy")
+    assert envoy.tls_ca == config.tls.ca and "https://" in envoy.info
+    rendered = (tmp_path / "envoy.yaml").read_text()
+    assert f'"filename": "{config.tls.cert}"' in rendered and f'"filename": "{config.tls.key}"' in rendered
+    assert LocalStackSettings(home=tmp_path, free_ports=True).config().tls is None, "plaintext unless asked"
+    # `make demo` with TLS reaches Envoy trusting that CA.
+    assert LocalStackSettings(home=tmp_path, tls=True).envoy_credentials() is not None
+    assert LocalStackSettings(home=tmp_path).envoy_credentials() is None

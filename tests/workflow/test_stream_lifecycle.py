@@ -10,7 +10,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ from model_svc.engine import EnginePool, FakeEngine, GenerationRequest, Generati
 from model_svc.server import ModelServicer, register
 from model_svc.worker import ModelActivities, create_worker
 from orchestrator_svc.config import OrchestratorSettings
+from orchestrator_svc.identity.keys import Principal, Role
+from orchestrator_svc.identity.limits import RateLimiter
+from orchestrator_svc.identity.store import KeyStore
 from orchestrator_svc.inference.activities import SELECT_MODEL_ACTIVITY, SelectModelInput
 from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceResult, ModelChoice
 from orchestrator_svc.inference.service import (
@@ -89,6 +92,7 @@ class Harness:
     client: Client
     settings: OrchestratorSettings
     service: InferenceService
+    limits: RateLimiter
     models: dict[str, FakeModel] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
 
@@ -135,8 +139,10 @@ class NoRegistry:
 @pytest.fixture
 async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harness]:
     settings = orchestrator_settings(tmp_path, heartbeat_timeout_s=2.0, generate_attempts=3)
-    service = InferenceService(temporal_client, settings, NoRegistry(), None, None)  # type: ignore[arg-type]
-    built = Harness(temporal_client, settings, service)
+    keys = await KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}")
+    limits = RateLimiter(keys, lease_ttl_s=60)
+    service = InferenceService(temporal_client, settings, NoRegistry(), None, None, limits)  # type: ignore[arg-type]
+    built = Harness(temporal_client, settings, service, limits)
     worker = Worker(
         temporal_client,
         task_queue=settings.task_queue,
@@ -147,12 +153,13 @@ async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harn
     async with worker:
         yield built
         await built.close()
+    await keys.close()
 
 
 def request(max_tokens: int = 24, seed: int = 0, **overrides: Any) -> InferenceRequest:
     values: dict[str, Any] = {
         "request_id": f"life-{uuid.uuid4().hex}",
-        "tenant": TEST_TENANT,
+        "caller": Principal("key", TEST_TENANT, Role.TENANT),
         "messages": (ChatTurn("user", f"question {seed}"),),
         "prompt": "",
         "sampling": Sampling(max_tokens=max_tokens, temperature=0.0),
@@ -349,3 +356,27 @@ async def test_cancelling_an_unknown_request_is_not_found(harness: Harness) -> N
     with pytest.raises(PlatformError) as error:
         await harness.service.cancel(TEST_TENANT, f"never-{uuid.uuid4().hex}")
     assert error.value.code == "NOT_FOUND"
+
+
+async def test_update_with_start_answers_as_eager_start_and_result_do(harness: Harness) -> None:
+    """The bench's A/B arm ORCH_RESULT_VIA_UPDATE: the run's own recorded result, the same request attaches to its
+    run, another request under its id is ALREADY_EXISTS, and a run that fails answers with its own failure."""
+    await harness.add_model("plain")
+    settings = harness.settings.model_copy(update={"result_via_update": True})
+    via_update = InferenceService(harness.client, settings, NoRegistry(), None, None, harness.limits)  # type: ignore[arg-type]
+    inference = request(max_tokens=12)
+    result = await via_update.generate(inference)
+    assert result.completion_tokens == 12 and result.text and result.workflow_id
+    assert (await harness.service.status(inference.tenant, inference.request_id)).result == result
+    assert await via_update.generate(inference) == result
+    with pytest.raises(PlatformError) as conflict:
+        await via_update.generate(replace(inference, digest="another request"))
+    assert conflict.value.code == "ALREADY_EXISTS"
+    harness.order.clear()
+    await harness.add_model("broken", crashes=100, after=1)
+    failures = []
+    for service in (via_update, harness.service):
+        with pytest.raises(PlatformError) as failed:
+            await service.generate(request(max_tokens=12))
+        failures.append((failed.value.code, failed.value.message))
+    assert failures[0] == failures[1] and "no model left" in failures[0][1]

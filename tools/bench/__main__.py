@@ -1,6 +1,6 @@
 """`make bench`: every comparison side by side in one run; JSON, Markdown and PNG under docs/benchmarks/.
 
-python -m tools.bench [--only overhead,dispatch,throughput,generation,rag] [--quick] [--out DIR]
+python -m tools.bench [--only overhead,dispatch,throughput,generation,peer,rag] [--quick] [--out DIR]
 """
 
 import argparse
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import docs, machine, overhead, realgen, report, throughput
+from tools.bench import docs, machine, overhead, peer, realgen, report, throughput
 
-SECTIONS = ("overhead", "dispatch", "throughput", "generation", "rag")
+SECTIONS = ("overhead", "dispatch", "throughput", "generation", "peer", "rag")
 
 
 def run_rag(out: Path, quick: bool) -> dict[str, Any] | None:
@@ -33,6 +33,7 @@ def section_runner(name: str, out: Path, quick: bool) -> Callable[[], dict[str, 
         "dispatch": lambda: asyncio.run(overhead.run_dispatch(quick)),
         "throughput": lambda: asyncio.run(throughput.run(quick)),
         "generation": lambda: asyncio.run(realgen.run(quick)),
+        "peer": lambda: asyncio.run(peer.run(quick)),
         "rag": lambda: run_rag(out, quick),
     }
     return runners[name]
@@ -78,6 +79,9 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
     if name == "generation":
         report.plot_generation(results, out / "generation.png")
         return report.generation_tables(results) + "\n\n![generation](generation.png)"
+    if name == "peer":
+        report.plot_peer(results, out / "peer.png")
+        return report.peer_tables(results) + "\n\n![the stack beside the peer](peer.png)"
     return report.rag_tables(results) + "\n\n![rag](embed_bench.png)"
 
 
@@ -86,6 +90,7 @@ TITLES = {
     "dispatch": "Temporal dev server: workflow-task and activity dispatch latency",
     "throughput": "Throughput and replica scaling (fake engine)",
     "generation": "Real generation: SmolLM2 through the stack against llama-cpp-python",
+    "peer": "The stack beside the peer: LiteLLM's proxy in front of llama-cpp-python's server, same run",
     "rag": "RAG: embedding throughput, retrieval latency and ANN recall",
 }
 

@@ -10,13 +10,14 @@ from typing import Any
 
 from tools.bench import machine
 from tools.bench.budget import render
-from tools.bench.report import goal_rows, table
+from tools.bench.report import goal_rows, peer_goal_rows, table
 
 FILES = {
     "overhead": ["overhead.md", "overhead.json", "overhead.png", "overhead_dispatch.png"],
     "dispatch": ["dispatch.md", "dispatch.json", "dispatch.png"],
     "throughput": ["throughput.md", "throughput.json", "throughput.png"],
     "generation": ["generation.md", "generation.json", "generation.png"],
+    "peer": ["peer.md", "peer.json", "peer.png"],
     "rag": ["rag.md", "rag.json", "embed_bench.json", "embed_bench.png"],
 }
 
@@ -41,8 +42,8 @@ def write_index(out: Path) -> None:
         "## How to run",
         "",
         "```",
-        "make bench                                   # everything, about 11 minutes on 2 cores",
-        "python -m tools.bench --only overhead,throughput  # subset of overhead,dispatch,throughput,generation,rag",
+        "make bench                                   # everything; each section's time is in the table below",
+        "python -m tools.bench --only overhead,peer   # subset of overhead,dispatch,throughput,generation,peer,rag",
         "python -m tools.bench --quick                # fewer samples, no RAG: for iteration, not for the record",
         "python -m tools.bench --out /tmp/bench       # write elsewhere",
         "python -m tools.bench --render-only          # rebuild the Markdown and plots from the JSON, measure nothing",
@@ -57,6 +58,12 @@ def write_index(out: Path) -> None:
         "## Goals (issue 6), as measured",
         "",
         table(["goal", "target", "measured", "verdict"], goal_rows(records)) if records else "(no results yet)",
+        "",
+        "## Goals against the peer (issue 19), as measured in the same run",
+        "",
+        table(["goal", "target", "measured", "verdict"], peer_goal_rows(records["peer"]["results"]))
+        if "peer" in records
+        else "(the peer section has not run yet)",
         "",
         "The budget, where the time goes and what would cut it: [overhead.md](overhead.md). Where the API and "
         "the worker spend their CPU under load (py-spy, `python -m tools.bench.profile`): [profile.md](profile.md).",

@@ -32,6 +32,12 @@ VARIANTS: dict[str, StackConfig] = {
     "in-memory": replace(
         BASE, temporal_in_memory=True, label="dev server's in-memory store instead of its SQLite file"
     ),
+    "update-with-start": replace(
+        BASE,
+        orchestrator_env=(("ORCH_RESULT_VIA_UPDATE", "true"),),
+        label="update-with-start, answered once the result is recorded (no eager start), instead of eager start "
+        "and result()",
+    ),
     "one-partition": replace(
         BASE,
         temporal_args=(

@@ -55,11 +55,13 @@ def direct_once(engine: LlamaEngine) -> dict[str, Any]:
     return {**rates(started, first, end, count, count - 1), "text": text}
 
 
-async def stack_once(stub: orchestrator_pb2_grpc.OrchestratorServiceStub) -> dict[str, Any]:
+async def stack_once(
+    stub: orchestrator_pb2_grpc.OrchestratorServiceStub, prompt: str = PROMPT, max_tokens: int = MAX_TOKENS
+) -> dict[str, Any]:
     request = orchestrator_pb2.GenerateRequest(
-        messages=[types_pb2.ChatMessage(role="user", content=PROMPT)],
+        messages=[types_pb2.ChatMessage(role="user", content=prompt)],
         model_id=MODEL_ID,
-        sampling=types_pb2.SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, top_p=0.95),
+        sampling=types_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, top_p=0.95),
     )
     started = time.perf_counter()
     first = last_delta = 0.0
@@ -91,6 +93,7 @@ async def stack_once(stub: orchestrator_pb2_grpc.OrchestratorServiceStub) -> dic
         "engine_tokens_per_s": tokens / engine_decode_s if engine_decode_s > 0 else 0.0,
         "queue_wait_ms": timings.queue_wait_ms,
         "text": completed.text,
+        "workflow_id": completed.provenance.workflow_id,
     }
 
 

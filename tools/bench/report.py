@@ -6,6 +6,12 @@ from typing import Any
 from tools.bench.overhead import SEGMENTS
 
 GOALS = {
+    # issue 19, each against the peer (LiteLLM -> llama-cpp-python) or the side's own direct call, in the same run
+    "peer_overhead_p50_ratio": 2.0,
+    "peer_requests_per_s_ratio": 0.6,
+    "cpu_ms_per_short_request": 20.0,
+    "stack_tokens_per_s_vs_direct": 0.95,
+    "ttft_over_direct_ms": 25.0,
     "overhead_p50_ms": 20.0,
     "overhead_p99_ms": 60.0,
     "tokens_ratio": 0.97,
@@ -14,12 +20,12 @@ GOALS = {
 }
 
 
-def verdict(measured: float, goal: float, lower_is_better: bool) -> str:
+def verdict(measured: float, goal: float, lower_is_better: bool, unit: str = " ms") -> str:
     met = measured <= goal if lower_is_better else measured >= goal
     if met:
         return "**met**"
     if lower_is_better:
-        return f"not met: {measured - goal:+.1f} ms over ({measured / goal:.1f}x the budget)"
+        return f"not met: {measured - goal:+.3g}{unit} over ({measured / goal:.1f}x the budget)"
     return f"not met: {measured / goal:.0%} of the goal ({goal - measured:.3g} short)"
 
 
@@ -56,7 +62,7 @@ def goal_rows(records: dict[str, dict[str, Any]]) -> list[list[Any]]:
             ["short requests/s, no errors", "≥ 100 req/s", f"{peak:.1f} req/s, {errors} errors",
              verdict(peak, GOALS["requests_per_s"], False)]
         )  # fmt: skip
-        four = [r for r in thr["scaling"]["rows"] if r["replicas"] == 4]
+        four = [r for r in thr["scaling"]["rows"] if r["replicas"] == 4 and r.get("api_replicas", 1) == 1]
         if four:
             eff = four[0]["efficiency"]
             rows.append(
@@ -234,8 +240,8 @@ def throughput_tables(result: dict[str, Any]) -> str:
         for lv in ramp["levels"]
     ]
     scale_rows = [
-        [r["replicas"], r["concurrency"], r["requests_per_s"], r["ideal_requests_per_s"], r["efficiency"],
-         sum(r["errors"].values()), r["p50_ms"], r["p99_ms"]]
+        [r["replicas"], r.get("api_replicas", 1), r["concurrency"], r["requests_per_s"], r["ideal_requests_per_s"],
+         r["efficiency"], sum(r["errors"].values()), r["p50_ms"], r["p99_ms"], *cpu_cells(r)]
         for r in result["scaling"]["rows"]
     ]  # fmt: skip
     peak = next(lv for lv in ramp["levels"] if lv["concurrency"] == ramp["peak_concurrency"])
@@ -254,13 +260,28 @@ def throughput_tables(result: dict[str, Any]) -> str:
             table(["process", "CPU ms / request"], cpu_rows),
             "Replica scaling (fake engine 200 ms per request, max_concurrency 4 per replica, "
             f"{result['scaling']['config']['clients_per_slot']} callers per slot):",
-            table(
-                ["replicas", "callers", "req/s", "ideal req/s", "achieved/ideal", "errors", "p50 ms", "p99 ms"],
-                scale_rows,
-            ),
+            "CPU per request is from /proc, per kind of process (replicas of a kind summed), beside each figure: "
+            "it separates what the orchestrator path costs from what the 2-core machine allows "
+            "(cores busy = total CPU over wall time).",
+            table(SCALING_HEADER, scale_rows),
             *worker_variant_lines(result.get("worker_variants", [])),
         ]
     )
+
+
+SCALING_HEADER = [
+    "replicas", "API replicas", "callers", "req/s", "ideal req/s", "achieved/ideal", "errors", "p50 ms", "p99 ms",
+    "CPU ms/req (all)", "cores busy", "CPU ms/req by process",
+]  # fmt: skip
+
+
+def cpu_cells(row: dict[str, Any]) -> list[Any]:
+    """Total CPU per request (load generator excluded), cores busy, and each process's share, largest first."""
+    cpu = {k: v for k, v in row.get("cpu_ms_per_request", {}).items() if k != "load generator"}
+    if not cpu:
+        return ["—", "—", "—"]
+    shares = ", ".join(f"{name} {ms}" for name, ms in sorted(cpu.items(), key=lambda item: -item[1]) if ms >= 0.05)
+    return [round(sum(cpu.values()), 2), row.get("cpu_cores_busy", "—"), shares]
 
 
 def worker_variant_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -308,13 +329,18 @@ def plot_throughput(result: dict[str, Any], path: Path) -> None:
     twin.plot(xs, [lv["p50_ms"] for lv in levels], "--", color="gray", marker="s", label="p50 ms")
     twin.set_ylabel("p50 latency ms", color="gray")
     left.legend(loc="upper left")
-    rows = result["scaling"]["rows"]
-    replicas = [r["replicas"] for r in rows]
-    right.plot(replicas, [r["ideal_requests_per_s"] for r in rows], "--", color="gray", label="ideal")
-    right.plot(replicas, [r["requests_per_s"] for r in rows], marker="o", label="achieved")
-    for r in rows:
-        right.annotate(f"{r['efficiency']:.2f}", (r["replicas"], r["requests_per_s"]), textcoords="offset points",
-                       xytext=(5, -12))  # fmt: skip
+    by_api: dict[int, list[dict[str, Any]]] = {}
+    for r in result["scaling"]["rows"]:
+        by_api.setdefault(r.get("api_replicas", 1), []).append(r)
+    first = next(iter(by_api.values()))
+    replicas = [r["replicas"] for r in first]
+    right.plot(replicas, [r["ideal_requests_per_s"] for r in first], "--", color="gray", label="ideal")
+    for api_replicas, rows in by_api.items():
+        xs = [r["replicas"] for r in rows]
+        right.plot(xs, [r["requests_per_s"] for r in rows], marker="o", label=f"achieved, {api_replicas} API")
+        for r in rows:
+            right.annotate(f"{r['efficiency']:.2f}", (r["replicas"], r["requests_per_s"]), textcoords="offset points",
+                           xytext=(5, -12))  # fmt: skip
     right.set_xticks(replicas)
     right.set_xlabel("fake-model replicas (200 ms, 4 slots each)")
     right.set_ylabel("requests / s")
@@ -421,3 +447,135 @@ def rag_tables(result: dict[str, Any]) -> str:
             ),
         ]
     )
+
+
+# --- the peer (tools/bench/peer.py) ---------------------------------------------------------------------------
+
+
+def peer_goal_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Issue 19's goals, each from the same run as the peer."""
+    r, levels = result["ratios"], result["levels"]
+    gen = r["generation"]
+    p50 = r["c1"]["p50_ms"]
+    cpu = levels["8"]["stack"]["cpu_ms_total"]
+    rows: list[list[Any]] = [
+        ["overhead p50, concurrency 1, stack / peer", "≤ 2x",
+         f"{p50}x" if p50 is not None else "peer overhead ≤ 0",
+         verdict(p50, GOALS["peer_overhead_p50_ratio"], True, "x") if p50 is not None else "—"],
+        ["short req/s at concurrency 8, stack / peer", "≥ 0.6x", f"{r['c8']['requests_per_s']}x",
+         verdict(r["c8"]["requests_per_s"], GOALS["peer_requests_per_s_ratio"], False)],
+        ["CPU per short request, all stack processes (concurrency 8)", "≤ 20 ms", f"{cpu} ms",
+         verdict(cpu, GOALS["cpu_ms_per_short_request"], True)],
+        ["tokens/s through the stack / its direct stream, 128 tokens", "≥ 0.95x",
+         f"{gen['stack_tokens_per_s_vs_direct']}x",
+         verdict(gen["stack_tokens_per_s_vs_direct"], GOALS["stack_tokens_per_s_vs_direct"], False)],
+        ["TTFT through the stack - its direct stream", "≤ 25 ms", f"{gen['stack_ttft_minus_direct_ms']} ms",
+         verdict(gen["stack_ttft_minus_direct_ms"], GOALS["ttft_over_direct_ms"], True)],
+    ]  # fmt: skip
+    return rows
+
+
+def peer_tables(result: dict[str, Any]) -> str:
+    levels, paths = result["levels"], list(result["config"]["paths"])
+    overhead_rows = [
+        [f"c={c}", side, *(levels[c]["overhead"][side][q] for q in ("p50_ms", "p90_ms", "p99_ms")),
+         *((result["ratios"][f"c{c}"][q] for q in ("p50_ms", "p90_ms", "p99_ms")) if side == "stack" else ("—",) * 3)]
+        for c in levels if c in ("1", "8") for side in ("peer", "stack")
+    ]  # fmt: skip
+    rate_rows = [
+        [path, *(levels[c][path]["requests_per_s"] for c in levels), *(levels[c][path]["p50_ms"] for c in levels),
+         sum(sum(levels[c][path]["errors"].values()) for c in levels)]
+        for path in paths
+    ]  # fmt: skip
+    rate_rows.append(["stack / peer", *(result["ratios"][f"c{c}"]["requests_per_s"] for c in levels),
+                      *("—" for _ in levels), "—"])  # fmt: skip
+    cpu_rows = [
+        [path, levels["8"][path]["cpu_ms_total"],
+         ", ".join(f"{k} {v}" for k, v in sorted(levels["8"][path]["cpu_ms_per_request"].items(), key=lambda i: -i[1]))]
+        for path in paths
+    ]  # fmt: skip
+    gen = result["generation"]
+    gen_rows = [
+        [path, gen[path]["ttft_ms"], gen[path]["generation_tokens_per_s"], gen[path]["end_to_end_tokens_per_s"],
+         gen[path]["tokens"]]
+        for path in paths
+    ]  # fmt: skip
+    events = result["events_per_request"]
+    event_rows = [
+        [kind, events[kind]["median"], ", ".join(f"{k} {v:g}" for k, v in events[kind]["by_type_median"].items())]
+        for kind in ("short", "long")
+    ]
+    paths_rows = [[path, what] for path, what in result["config"]["paths"].items()]
+    return "\n\n".join(
+        [
+            "Four paths on the same SmolLM2 weights, in rounds that rotate them (same load, same run):",
+            table(["path", "what"], paths_rows),
+            f'Short requests ("{result["config"]["short_prompt"]}", 1 token). Overhead is a side\'s latency '
+            "quantile minus its own direct call's; the ratio columns are the stack's over the peer's:",
+            table(
+                ["level", "side", "p50 ms", "p90 ms", "p99 ms", "p50 ratio", "p90 ratio", "p99 ratio"], overhead_rows
+            ),
+            "Requests per second and p50 latency, closed loop:",
+            table(["path", *(f"req/s c={c}" for c in levels), *(f"p50 ms c={c}" for c in levels), "errors"], rate_rows),
+            "CPU per short request at concurrency 8, from /proc, charged to the path that was running "
+            "(the total counts that side's processes; the load generator is listed, not counted):",
+            table(["path", "total CPU ms/req", "per process (ms/req)"], cpu_rows),
+            f"Streamed generation ({result['config']['long_max_tokens']} tokens at most, greedy), medians of "
+            f"{result['config']['generation_repetitions']}:",
+            table(["path", "TTFT ms", "tokens/s after the first", "end-to-end tokens/s", "tokens"], gen_rows),
+            "History events per stack request (median of a sample of its workflows):",
+            table(["request", "events", "by type (median)"], event_rows),
+            "Goals (issue 19), as measured in this run:",
+            table(["goal", "target", "measured", "verdict"], peer_goal_rows(result)),
+            PEER_GAPS,
+        ]
+    )
+
+
+PEER_GAPS = """What would close the gaps that remain:
+
+- **Requests per second.** The stack's engine evaluates every prompt in full (`LlamaEngine.generate` resets its
+  context), while llama-cpp-python's server reuses the cached prefix of the previous prompt; with one short prompt
+  repeated, that is most of the gap between the two direct rows above, and so between the two sides. Prefix reuse
+  in the engine would close it, provided resumed generations keep their logits (ADR 0010, ADR 0019).
+- **Overhead and CPU per request.** What the stack adds is Temporal's work per request: the history events above,
+  the dispatches in [dispatch.md](dispatch.md), and the API's and worker's CPU in [profile.md](profile.md).
+  Update-with-start, the alternative to eager start and `result()`, is measured in [dispatch.md](dispatch.md).
+- **TTFT and tokens/s.** A streamed delta reaches the client through the workflow's record (a signal from the
+  model's worker, then the API's `watch_stream` long-poll): the flush interval (`STREAM_FLUSH_INTERVAL_S`) trades
+  TTFT and tokens/s against signals, and so events, per request."""
+
+
+def plot_peer(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
+    levels, paths = result["levels"], list(result["config"]["paths"])
+    quantiles = ("p50_ms", "p90_ms", "p99_ms")
+    labels = [f"c={c} {q[:3]}" for c in ("1", "8") for q in quantiles]
+    xs = range(len(labels))
+    for offset, side in ((-0.2, "peer"), (0.2, "stack")):
+        values = [levels[c]["overhead"][side][q] for c in ("1", "8") for q in quantiles]
+        left.bar([x + offset for x in xs], values, width=0.4, label=side)
+    left.set_xticks(list(xs), labels, rotation=30)
+    left.set_ylabel("overhead over own direct call, ms")
+    left.set_title("Overhead, short requests")
+    left.legend()
+    concurrencies = [int(c) for c in levels]
+    for name in paths:
+        middle.plot(concurrencies, [levels[str(c)][name]["requests_per_s"] for c in concurrencies], marker="o",
+                    label=name)  # fmt: skip
+    middle.set_xscale("log", base=2)
+    middle.set_xlabel("concurrency")
+    middle.set_ylabel("req/s")
+    middle.set_title("Short requests per second")
+    middle.legend()
+    gen = result["generation"]
+    right.bar(paths, [gen[p]["generation_tokens_per_s"] for p in paths], color="tab:green")
+    right.set_ylabel("tokens/s after the first")
+    twin = right.twinx()
+    twin.plot(paths, [gen[p]["ttft_ms"] for p in paths], color="tab:red", marker="o")
+    twin.set_ylabel("TTFT ms", color="tab:red")
+    right.set_title("128-token stream")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -8,7 +8,7 @@ from typing import Any
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 from tools.bench.load import closed_loop
-from tools.stack import Stack, fake_stack
+from tools.stack import Stack, fake_stack, replicated
 
 # Short requests: one token after 1 ms, so the orchestrator, not the model, is what is measured.
 SHORT_FIRST_TOKEN_MS = 1.0
@@ -19,6 +19,8 @@ QUICK_RAMP = (1, 8, 32)
 SCALING_LATENCY_MS = 200.0
 SCALING_SLOTS = 4
 REPLICAS = (1, 2, 4)
+# 2: two API replicas and two workers behind Envoy, the registry on PostgreSQL, as `make up REPLICAS=2` runs them.
+API_REPLICAS = (1, 2)
 CLIENTS_PER_SLOT = 3  # enough callers that the queue never runs dry while requests are outside their slot
 
 
@@ -81,19 +83,26 @@ async def ramp(quick: bool) -> dict[str, Any]:
 
 async def scaling(quick: bool) -> dict[str, Any]:
     rows = []
-    for replicas in REPLICAS:
-        config = fake_stack(
-            replicas=replicas, max_concurrency=SCALING_SLOTS, first_token_ms=SCALING_LATENCY_MS, token_ms=0.0
-        )
-        async with Stack(config) as stack:
-            clients = replicas * SCALING_SLOTS * CLIENTS_PER_SLOT
-            level = await drive(stack, clients, 6.0 if quick else 15.0, 3.0)
-        ideal = replicas * SCALING_SLOTS * 1000 / SCALING_LATENCY_MS
-        level.update(
-            replicas=replicas, ideal_requests_per_s=ideal, efficiency=round(level["requests_per_s"] / ideal, 3)
-        )
-        rows.append(level)
-        print(f"  scaling {replicas} replica(s): {level['requests_per_s']} / {ideal} req/s", flush=True)
+    for api_replicas in API_REPLICAS:
+        for replicas in REPLICAS:
+            config = fake_stack(
+                replicas=replicas, max_concurrency=SCALING_SLOTS, first_token_ms=SCALING_LATENCY_MS, token_ms=0.0
+            )
+            async with Stack(replicated(config, api_replicas)) as stack:
+                clients = replicas * SCALING_SLOTS * CLIENTS_PER_SLOT
+                level = await drive(stack, clients, 6.0 if quick else 15.0, 3.0)
+            ideal = replicas * SCALING_SLOTS * 1000 / SCALING_LATENCY_MS
+            level.update(
+                replicas=replicas,
+                api_replicas=api_replicas,
+                ideal_requests_per_s=ideal,
+                efficiency=round(level["requests_per_s"] / ideal, 3),
+            )
+            rows.append(level)
+            print(
+                f"  scaling {replicas} replica(s), {api_replicas} API: {level['requests_per_s']} / {ideal} req/s",
+                flush=True,
+            )
     return {
         "config": {
             "fake_first_token_ms": SCALING_LATENCY_MS,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmorch.v1 import types_pb2 as llmorch_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmorch/v1/orchestrator.proto\x12\nllmorch.v1\x1a\x16llmorch/v1/types.proto\"\xf5\x02\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32\x17.llmorch.v1.ChatMessageR\x08messages\x12\x16\n\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x36\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.llmorch.v1.SamplingParamsR\x08sampling\x12\x19\n\x08model_id\x18\x05 \x01(\tR\x07modelId\x12(\n\x03rag\x18\x06 \x01(\x0b\x32\x16.llmorch.v1.RagOptionsR\x03rag\x12\x36\n\x08\x66\x61llback\x18\x07 \x01(\x0e\x32\x1a.llmorch.v1.FallbackPolicyR\x08\x66\x61llback\x12\x41\n\ron_disconnect\x18\x08 \x01(\x0e\x32\x1c.llmorch.v1.DisconnectPolicyR\x0conDisconnect\"\xc2\x01\n\x10GenerateResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12\x36\n\nprovenance\x18\x04 \x01(\x0b\x32\x16.llmorch.v1.ProvenanceR\nprovenance\x12=\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.llmorch.v1.FinishReasonR\x0c\x66inishReasonJ\x04\x08\x03\x10\x04\"N\n\x15GenerateStreamRequest\x12\x35\n\x07request\x18\x01 \x01(\x0b\x32\x1b.llmorch.v1.GenerateRequestR\x07request\"\\\n\rModelSelected\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n\x07\x61ttempt\x18\x03 \x01(\x05R\x07\x61ttempt\"\x80\x02\n\x16GenerateStreamResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x37\n\x08selected\x18\x02 \x01(\x0b\x32\x19.llmorch.v1.ModelSelectedH\x00R\x08selected\x12\x16\n\x05\x64\x65lta\x18\x03 \x01(\tH\x00R\x05\x64\x65lta\x12<\n\tcompleted\x18\x04 \x01(\x0b\x32\x1c.llmorch.v1.GenerateResponseH\x00R\tcompleted\x12/\n\x05reset\x18\x05 \x01(\x0b\x32\x17.llmorch.v1.StreamResetH\x00R\x05resetB\x07\n\x05\x65vent\"%\n\x0bStreamReset\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\"2\n\x11GetRequestRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\"5\n\x14\x43\x61ncelRequestRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\"\x9f\x01\n\x15\x43\x61ncelRequestResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32\x19.llmorch.v1.RequestStatusR\x06status\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\x1c.llmorch.v1.GenerateResponseR\x06result\"\xe0\x01\n\x12GetRequestResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32\x19.llmorch.v1.RequestStatusR\x06status\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\x1c.llmorch.v1.GenerateResponseR\x06result\x12\x1d\n\nerror_code\x18\x04 \x01(\tR\terrorCode\x12#\n\rerror_message\x18\x05 \x01(\tR\x0c\x65rrorMessage\"I\n\x11ListModelsRequest\x12\x34\n\nmodel_type\x18\x01 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x11.llmorch.v1.ModelR\x06models\"\xcc\x03\n\x05Model\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12\x34\n\nmodel_type\x18\x03 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12\x1d\n\nis_default\x18\x05 \x01(\x08R\tisDefault\x12#\n\rcontext_limit\x18\x06 \x01(\x05R\x0c\x63ontextLimit\x12=\n\rhardware_type\x18\x07 \x01(\x0e\x32\x18.llmorch.v1.HardwareTypeR\x0chardwareType\x12/\n\x06health\x18\x08 \x01(\x0e\x32\x17.llmorch.v1.HealthStateR\x06health\x12\x1b\n\tin_flight\x18\t \x01(\x05R\x08inFlight\x12\x1a\n\x08\x63\x61pacity\x18\n \x01(\x05R\x08\x63\x61pacity\x12\x1f\n\x0bqueue_depth\x18\x0b \x01(\x03R\nqueueDepth\x12)\n\x10serving_replicas\x18\x0c \x01(\x05R\x0fservingReplicas\"$\n\x0c\x45mbedRequest\x12\x14\n\x05texts\x18\x01 \x03(\tR\x05texts\"D\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\x12\x1f\n\x0btoken_count\x18\x02 \x01(\x05R\ntokenCount\"a\n\rEmbedResponse\x12\x35\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.llmorch.v1.EmbeddingR\nembeddings\x12\x19\n\x08model_id\x18\x02 \x01(\tR\x07modelId*l\n\x0e\x46\x61llbackPolicy\x12\x1f\n\x1b\x46\x41LLBACK_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x41LLBACK_POLICY_CONTINUE\x10\x01\x12\x1b\n\x17\x46\x41LLBACK_POLICY_RESTART\x10\x02*w\n\x10\x44isconnectPolicy\x12!\n\x1d\x44ISCONNECT_POLICY_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44ISCONNECT_POLICY_KEEP_RUNNING\x10\x01\x12\x1c\n\x18\x44ISCONNECT_POLICY_CANCEL\x10\x02*\xa2\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REQUEST_STATUS_RUNNING\x10\x01\x12\x1c\n\x18REQUEST_STATUS_COMPLETED\x10\x02\x12\x19\n\x15REQUEST_STATUS_FAILED\x10\x03\x12\x1c\n\x18REQUEST_STATUS_CANCELLED\x10\x04\x32\xf9\x03\n\x13OrchestratorService\x12\x45\n\x08Generate\x12\x1b.llmorch.v1.GenerateRequest\x1a\x1c.llmorch.v1.GenerateResponse\x12Y\n\x0eGenerateStream\x12!.llmorch.v1.GenerateStreamRequest\x1a\".llmorch.v1.GenerateStreamResponse0\x01\x12P\n\nGetRequest\x12\x1d.llmorch.v1.GetRequestRequest\x1a\x1e.llmorch.v1.GetRequestResponse\"\x03\x90\x02\x01\x12Y\n\rCancelRequest\x12 .llmorch.v1.CancelRequestRequest\x1a!.llmorch.v1.CancelRequestResponse\"\x03\x90\x02\x02\x12P\n\nListModels\x12\x1d.llmorch.v1.ListModelsRequest\x1a\x1e.llmorch.v1.ListModelsResponse\"\x03\x90\x02\x01\x12\x41\n\x05\x45mbed\x12\x18.llmorch.v1.EmbedRequest\x1a\x19.llmorch.v1.EmbedResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmorch/v1/orchestrator.proto\x12\nllmorch.v1\x1a\x16llmorch/v1/types.proto\"\xb7\x03\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32\x17.llmorch.v1.ChatMessageR\x08messages\x12\x16\n\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x36\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.llmorch.v1.SamplingParamsR\x08sampling\x12\x19\n\x08model_id\x18\x05 \x01(\tR\x07modelId\x12(\n\x03rag\x18\x06 \x01(\x0b\x32\x16.llmorch.v1.RagOptionsR\x03rag\x12\x36\n\x08\x66\x61llback\x18\x07 \x01(\x0e\x32\x1a.llmorch.v1.FallbackPolicyR\x08\x66\x61llback\x12\x41\n\ron_disconnect\x18\x08 \x01(\x0e\x32\x1c.llmorch.v1.DisconnectPolicyR\x0conDisconnect\x12@\n\x0epriority_class\x18\t \x01(\x0e\x32\x19.llmorch.v1.PriorityClassR\rpriorityClass\"\xc2\x01\n\x10GenerateResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12\x36\n\nprovenance\x18\x04 \x01(\x0b\x32\x16.llmorch.v1.ProvenanceR\nprovenance\x12=\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.llmorch.v1.FinishReasonR\x0c\x66inishReasonJ\x04\x08\x03\x10\x04\"N\n\x15GenerateStreamRequest\x12\x35\n\x07request\x18\x01 \x01(\x0b\x32\x1b.llmorch.v1.GenerateRequestR\x07request\"\\\n\rModelSelected\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n\x07\x61ttempt\x18\x03 \x01(\x05R\x07\x61ttempt\"\x80\x02\n\x16GenerateStreamResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x37\n\x08selected\x18\x02 \x01(\x0b\x32\x19.llmorch.v1.ModelSelectedH\x00R\x08selected\x12\x16\n\x05\x64\x65lta\x18\x03 \x01(\tH\x00R\x05\x64\x65lta\x12<\n\tcompleted\x18\x04 \x01(\x0b\x32\x1c.llmorch.v1.GenerateResponseH\x00R\tcompleted\x12/\n\x05reset\x18\x05 \x01(\x0b\x32\x17.llmorch.v1.StreamResetH\x00R\x05resetB\x07\n\x05\x65vent\"%\n\x0bStreamReset\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\"2\n\x11GetRequestRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\"5\n\x14\x43\x61ncelRequestRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\"\x9f\x01\n\x15\x43\x61ncelRequestResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32\x19.llmorch.v1.RequestStatusR\x06status\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\x1c.llmorch.v1.GenerateResponseR\x06result\"\xe0\x01\n\x12GetRequestResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32\x19.llmorch.v1.RequestStatusR\x06status\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\x1c.llmorch.v1.GenerateResponseR\x06result\x12\x1d\n\nerror_code\x18\x04 \x01(\tR\terrorCode\x12#\n\rerror_message\x18\x05 \x01(\tR\x0c\x65rrorMessage\"I\n\x11ListModelsRequest\x12\x34\n\nmodel_type\x18\x01 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x11.llmorch.v1.ModelR\x06models\"\xcc\x03\n\x05Model\x12\x19\n\x08model_id\x18\x01 \x01(\tR\x07modelId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12\x34\n\nmodel_type\x18\x03 \x01(\x0e\x32\x15.llmorch.v1.ModelTypeR\tmodelType\x12\x1a\n\x08priority\x18\x04 \x01(\x05R\x08priority\x12\x1d\n\nis_default\x18\x05 \x01(\x08R\tisDefault\x12#\n\rcontext_limit\x18\x06 \x01(\x05R\x0c\x63ontextLimit\x12=\n\rhardware_type\x18\x07 \x01(\x0e\x32\x18.llmorch.v1.HardwareTypeR\x0chardwareType\x12/\n\x06health\x18\x08 \x01(\x0e\x32\x17.llmorch.v1.HealthStateR\x06health\x12\x1b\n\tin_flight\x18\t \x01(\x05R\x08inFlight\x12\x1a\n\x08\x63\x61pacity\x18\n \x01(\x05R\x08\x63\x61pacity\x12\x1f\n\x0bqueue_depth\x18\x0b \x01(\x03R\nqueueDepth\x12)\n\x10serving_replicas\x18\x0c \x01(\x05R\x0fservingReplicas\"$\n\x0c\x45mbedRequest\x12\x14\n\x05texts\x18\x01 \x03(\tR\x05texts\"D\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\x12\x1f\n\x0btoken_count\x18\x02 \x01(\x05R\ntokenCount\"a\n\rEmbedResponse\x12\x35\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.llmorch.v1.EmbeddingR\nembeddings\x12\x19\n\x08model_id\x18\x02 \x01(\tR\x07modelId*i\n\rPriorityClass\x12\x1e\n\x1aPRIORITY_CLASS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIORITY_CLASS_INTERACTIVE\x10\x01\x12\x18\n\x14PRIORITY_CLASS_BATCH\x10\x02*l\n\x0e\x46\x61llbackPolicy\x12\x1f\n\x1b\x46\x41LLBACK_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x41LLBACK_POLICY_CONTINUE\x10\x01\x12\x1b\n\x17\x46\x41LLBACK_POLICY_RESTART\x10\x02*w\n\x10\x44isconnectPolicy\x12!\n\x1d\x44ISCONNECT_POLICY_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44ISCONNECT_POLICY_KEEP_RUNNING\x10\x01\x12\x1c\n\x18\x44ISCONNECT_POLICY_CANCEL\x10\x02*\xa2\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REQUEST_STATUS_RUNNING\x10\x01\x12\x1c\n\x18REQUEST_STATUS_COMPLETED\x10\x02\x12\x19\n\x15REQUEST_STATUS_FAILED\x10\x03\x12\x1c\n\x18REQUEST_STATUS_CANCELLED\x10\x04\x32\xf9\x03\n\x13OrchestratorService\x12\x45\n\x08Generate\x12\x1b.llmorch.v1.GenerateRequest\x1a\x1c.llmorch.v1.GenerateResponse\x12Y\n\x0eGenerateStream\x12!.llmorch.v1.GenerateStreamRequest\x1a\".llmorch.v1.GenerateStreamResponse0\x01\x12P\n\nGetRequest\x12\x1d.llmorch.v1.GetRequestRequest\x1a\x1e.llmorch.v1.GetRequestResponse\"\x03\x90\x02\x01\x12Y\n\rCancelRequest\x12 .llmorch.v1.CancelRequestRequest\x1a!.llmorch.v1.CancelRequestResponse\"\x03\x90\x02\x02\x12P\n\nListModels\x12\x1d.llmorch.v1.ListModelsRequest\x1a\x1e.llmorch.v1.ListModelsResponse\"\x03\x90\x02\x01\x12\x41\n\x05\x45mbed\x12\x18.llmorch.v1.EmbedRequest\x1a\x19.llmorch.v1.EmbedResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,44 +40,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORCHESTRATORSERVICE'].methods_by_name['ListModels']._serialized_options = b'\220\002\001'
   _globals['_ORCHESTRATORSERVICE'].methods_by_name['Embed']._loaded_options = None
   _globals['_ORCHESTRATORSERVICE'].methods_by_name['Embed']._serialized_options = b'\220\002\001'
-  _globals['_FALLBACKPOLICY']._serialized_start=2420
-  _globals['_FALLBACKPOLICY']._serialized_end=2528
-  _globals['_DISCONNECTPOLICY']._serialized_start=2530
-  _globals['_DISCONNECTPOLICY']._serialized_end=2649
-  _globals['_REQUESTSTATUS']._serialized_start=2652
-  _globals['_REQUESTSTATUS']._serialized_end=2814
+  _globals['_PRIORITYCLASS']._serialized_start=2486
+  _globals['_PRIORITYCLASS']._serialized_end=2591
+  _globals['_FALLBACKPOLICY']._serialized_start=2593
+  _globals['_FALLBACKPOLICY']._serialized_end=2701
+  _globals['_DISCONNECTPOLICY']._serialized_start=2703
+  _globals['_DISCONNECTPOLICY']._serialized_end=2822
+  _globals['_REQUESTSTATUS']._serialized_start=2825
+  _globals['_REQUESTSTATUS']._serialized_end=2987
   _globals['_GENERATEREQUEST']._serialized_start=70
-  _globals['_GENERATEREQUEST']._serialized_end=443
-  _globals['_GENERATERESPONSE']._serialized_start=446
-  _globals['_GENERATERESPONSE']._serialized_end=640
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=642
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=720
-  _globals['_MODELSELECTED']._serialized_start=722
-  _globals['_MODELSELECTED']._serialized_end=814
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=817
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1073
-  _globals['_STREAMRESET']._serialized_start=1075
-  _globals['_STREAMRESET']._serialized_end=1112
-  _globals['_GETREQUESTREQUEST']._serialized_start=1114
-  _globals['_GETREQUESTREQUEST']._serialized_end=1164
-  _globals['_CANCELREQUESTREQUEST']._serialized_start=1166
-  _globals['_CANCELREQUESTREQUEST']._serialized_end=1219
-  _globals['_CANCELREQUESTRESPONSE']._serialized_start=1222
-  _globals['_CANCELREQUESTRESPONSE']._serialized_end=1381
-  _globals['_GETREQUESTRESPONSE']._serialized_start=1384
-  _globals['_GETREQUESTRESPONSE']._serialized_end=1608
-  _globals['_LISTMODELSREQUEST']._serialized_start=1610
-  _globals['_LISTMODELSREQUEST']._serialized_end=1683
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1685
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1748
-  _globals['_MODEL']._serialized_start=1751
-  _globals['_MODEL']._serialized_end=2211
-  _globals['_EMBEDREQUEST']._serialized_start=2213
-  _globals['_EMBEDREQUEST']._serialized_end=2249
-  _globals['_EMBEDDING']._serialized_start=2251
-  _globals['_EMBEDDING']._serialized_end=2319
-  _globals['_EMBEDRESPONSE']._serialized_start=2321
-  _globals['_EMBEDRESPONSE']._serialized_end=2418
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=2817
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=3322
+  _globals['_GENERATEREQUEST']._serialized_end=509
+  _globals['_GENERATERESPONSE']._serialized_start=512
+  _globals['_GENERATERESPONSE']._serialized_end=706
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=708
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=786
+  _globals['_MODELSELECTED']._serialized_start=788
+  _globals['_MODELSELECTED']._serialized_end=880
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=883
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1139
+  _globals['_STREAMRESET']._serialized_start=1141
+  _globals['_STREAMRESET']._serialized_end=1178
+  _globals['_GETREQUESTREQUEST']._serialized_start=1180
+  _globals['_GETREQUESTREQUEST']._serialized_end=1230
+  _globals['_CANCELREQUESTREQUEST']._serialized_start=1232
+  _globals['_CANCELREQUESTREQUEST']._serialized_end=1285
+  _globals['_CANCELREQUESTRESPONSE']._serialized_start=1288
+  _globals['_CANCELREQUESTRESPONSE']._serialized_end=1447
+  _globals['_GETREQUESTRESPONSE']._serialized_start=1450
+  _globals['_GETREQUESTRESPONSE']._serialized_end=1674
+  _globals['_LISTMODELSREQUEST']._serialized_start=1676
+  _globals['_LISTMODELSREQUEST']._serialized_end=1749
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1751
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1814
+  _globals['_MODEL']._serialized_start=1817
+  _globals['_MODEL']._serialized_end=2277
+  _globals['_EMBEDREQUEST']._serialized_start=2279
+  _globals['_EMBEDREQUEST']._serialized_end=2315
+  _globals['_EMBEDDING']._serialized_start=2317
+  _globals['_EMBEDDING']._serialized_end=2385
+  _globals['_EMBEDRESPONSE']._serialized_start=2387
+  _globals['_EMBEDRESPONSE']._serialized_end=2484
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=2990
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=3495
 # @@protoc_insertion_point(module_scope)

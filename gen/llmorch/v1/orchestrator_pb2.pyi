@@ -20,6 +20,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _PriorityClass:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PriorityClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PriorityClass.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRIORITY_CLASS_UNSPECIFIED: _PriorityClass.ValueType  # 0
+    """PRIORITY_CLASS_UNSPECIFIED takes the API key's default class."""
+    PRIORITY_CLASS_INTERACTIVE: _PriorityClass.ValueType  # 1
+    """PRIORITY_CLASS_INTERACTIVE: a person is waiting; dispatched before BATCH."""
+    PRIORITY_CLASS_BATCH: _PriorityClass.ValueType  # 2
+    """PRIORITY_CLASS_BATCH: throughput work; waits behind INTERACTIVE."""
+
+class PriorityClass(_PriorityClass, metaclass=_PriorityClassEnumTypeWrapper):
+    """PriorityClass is how urgently a request is dispatched from a saturated model's queue. Within a class, tenants
+    share each queue in proportion to their keys' fairness weights.
+    """
+
+PRIORITY_CLASS_UNSPECIFIED: PriorityClass.ValueType  # 0
+"""PRIORITY_CLASS_UNSPECIFIED takes the API key's default class."""
+PRIORITY_CLASS_INTERACTIVE: PriorityClass.ValueType  # 1
+"""PRIORITY_CLASS_INTERACTIVE: a person is waiting; dispatched before BATCH."""
+PRIORITY_CLASS_BATCH: PriorityClass.ValueType  # 2
+"""PRIORITY_CLASS_BATCH: throughput work; waits behind INTERACTIVE."""
+Global___PriorityClass: _TypeAlias = PriorityClass  # noqa: Y015
+
 class _FallbackPolicy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -120,6 +146,7 @@ class GenerateRequest(_message.Message):
     RAG_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
     ON_DISCONNECT_FIELD_NUMBER: _builtins.int
+    PRIORITY_CLASS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """request_id makes the call idempotent: the same id with the same request returns the same run,
     the same id with a different request fails with ALREADY_EXISTS. Empty means a fresh random id.
@@ -136,6 +163,10 @@ class GenerateRequest(_message.Message):
     on_disconnect: Global___DisconnectPolicy.ValueType
     """on_disconnect says what a client that goes away before the answer is complete does to the request;
     UNSPECIFIED means KEEP_RUNNING. It is not part of what makes two requests "the same" (request_id).
+    """
+    priority_class: Global___PriorityClass.ValueType
+    """priority_class orders dispatch when the models are saturated: INTERACTIVE before BATCH. UNSPECIFIED takes the
+    API key's default class.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]:
@@ -160,10 +191,11 @@ class GenerateRequest(_message.Message):
         rag: _types_pb2.RagOptions | None = ...,
         fallback: Global___FallbackPolicy.ValueType = ...,
         on_disconnect: Global___DisconnectPolicy.ValueType = ...,
+        priority_class: Global___PriorityClass.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rag", b"rag", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "messages", b"messages", "model_id", b"model_id", "on_disconnect", b"on_disconnect", "prompt", b"prompt", "rag", b"rag", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback", b"fallback", "messages", b"messages", "model_id", b"model_id", "on_disconnect", b"on_disconnect", "priority_class", b"priority_class", "prompt", b"prompt", "rag", b"rag", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

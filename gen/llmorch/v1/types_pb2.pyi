@@ -377,6 +377,7 @@ class Provenance(_message.Message):
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
+    PRIORITY_CLASS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """model_id is the model that produced the answer."""
     selection_reason: _builtins.str
@@ -385,6 +386,10 @@ class Provenance(_message.Message):
     """workflow_id is the Temporal workflow that ran the request."""
     run_id: _builtins.str
     """run_id is the Temporal run of that workflow."""
+    priority_class: _builtins.str
+    """priority_class is the class the request was dispatched in: "interactive" or "batch" (its key's default when
+    the request named none). The time it waited in the model's queue is timings.queue_wait_ms.
+    """
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fallback]:
         """fallbacks lists the models tried before model_id, in order."""
@@ -419,10 +424,11 @@ class Provenance(_message.Message):
         workflow_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
         parts: _abc.Iterable[Global___GenerationPart] | None = ...,
+        priority_class: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "fallbacks", b"fallbacks", "model_id", b"model_id", "parts", b"parts", "run_id", b"run_id", "selection_reason", b"selection_reason", "timings", b"timings", "usage", b"usage", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "fallbacks", b"fallbacks", "model_id", b"model_id", "parts", b"parts", "priority_class", b"priority_class", "run_id", b"run_id", "selection_reason", b"selection_reason", "timings", b"timings", "usage", b"usage", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

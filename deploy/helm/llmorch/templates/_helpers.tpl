@@ -35,6 +35,24 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "llmorch.apiName" -}}{{ include "llmorch.fullname" . }}-api{{- end -}}
 {{- define "llmorch.apiAddress" -}}{{ include "llmorch.apiName" . }}:{{ .Values.ports.orchestrator }}{{- end -}}
+{{/* RegistryService: the API's internal listener, which NetworkPolicies and the registration token guard */}}
+{{- define "llmorch.registryAddress" -}}{{ include "llmorch.apiName" . }}:{{ .Values.ports.orchestratorInternal }}{{- end -}}
+
+{{/* The Secret with the control plane's credentials: yours (credentials.existingSecret) or the chart's own */}}
+{{- define "llmorch.credentialsSecret" -}}
+{{- default (printf "%s-credentials" (include "llmorch.fullname" .)) .Values.credentials.existingSecret -}}
+{{- end -}}
+
+{{/* Every process of the control plane presents the registration token, and every process that reads workflow
+     payloads holds the payload keys (ADR 0015) */}}
+{{- define "llmorch.credentialsEnv" -}}
+- name: LLMORCH_REGISTRATION_TOKEN
+  valueFrom:
+    secretKeyRef: { name: {{ include "llmorch.credentialsSecret" . | quote }}, key: registration-token }
+- name: LLMORCH_PAYLOAD_KEYS
+  valueFrom:
+    secretKeyRef: { name: {{ include "llmorch.credentialsSecret" . | quote }}, key: payload-keys }
+{{- end -}}
 
 {{/* name of one model's objects: (dict "ctx" $ "id" "gemma3-270m") */}}
 {{- define "llmorch.modelName" -}}
@@ -89,4 +107,22 @@ prometheus.io/path: {{ default "/metrics" .path | quote }}
     secretKeyRef: { name: {{ . | quote }}, key: {{ $.Values.database.secretKey | quote }} }
 - { name: ORCH_VECTOR_STORE, value: postgres }
 {{- end }}
+{{- end -}}
+
+{{/* NetworkPolicy peers: this release's pods of the given components: (dict "ctx" $ "components" (list "api")) */}}
+{{- define "llmorch.peers" -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+      app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+    matchExpressions:
+      - { key: app.kubernetes.io/component, operator: In, values: {{ toJson .components }} }
+{{- end -}}
+
+{{/* A metrics port's ingress rule: from networkPolicy.metricsFrom, or from anyone when it is empty */}}
+{{- define "llmorch.metricsIngress" -}}
+- ports: [{ port: {{ .port }}, protocol: TCP }]
+  {{- with .ctx.Values.networkPolicy.metricsFrom }}
+  from: {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
