@@ -9,7 +9,7 @@ import pytest
 
 from llmorch_common.errors import PlatformError
 from orchestrator_svc.identity import service
-from orchestrator_svc.identity.keys import KEY_PREFIX, Principal, parse_key
+from orchestrator_svc.identity.keys import KEY_PREFIX, Principal, parse_key, secret_matches
 from orchestrator_svc.identity.service import KeyAdmin, KeyChecker
 from orchestrator_svc.identity.store import KeyStore
 
@@ -27,11 +27,10 @@ async def store(tmp_path: Path) -> AsyncIterator[KeyStore]:
 def scrypt_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The secrets scrypt was run on: the real check, counted."""
     runs: list[str] = []
-    real = service.secret_matches
 
     def counted(secret: str, secret_hash: str) -> bool:
         runs.append(secret)
-        return real(secret, secret_hash)
+        return secret_matches(secret, secret_hash)
 
     monkeypatch.setattr(service, "secret_matches", counted)
     return runs
