@@ -212,15 +212,15 @@ def method_path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
-async def raw_call(
+async def raw_answer(
     channel: grpc.aio.Channel,
     path: str,
     payload: bytes,
     server_streaming: bool = False,
     metadata: tuple[tuple[str, str], ...] | None = None,
     timeout_s: float = 10.0,
-) -> grpc.StatusCode:
-    """Send `payload` as the request bytes of method `path` (a stream read to its end) and return the status."""
+) -> tuple[grpc.StatusCode, str]:
+    """Send `payload` as the request bytes of method `path` (a stream read to its end): the status and its details."""
     raw = (lambda data: data), (lambda data: data)
     try:
         if server_streaming:
@@ -229,8 +229,16 @@ async def raw_call(
         else:
             await channel.unary_unary(path, *raw)(payload, timeout=timeout_s, metadata=metadata)
     except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def raw_call(
+    channel: grpc.aio.Channel, path: str, payload: bytes, server_streaming: bool = False
+) -> grpc.StatusCode:
+    """The status of `raw_answer`."""
+    code, _ = await raw_answer(channel, path, payload, server_streaming)
+    return code
 
 
 async def health_status(target: str, service: str = "", timeout_s: float = 3.0) -> int:

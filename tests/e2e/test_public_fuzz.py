@@ -15,7 +15,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
-from helpers import IMPRECISE, health_status, method_path, public_methods, raw_call
+from helpers import IMPRECISE, health_status, method_path, public_methods, raw_answer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -42,6 +42,7 @@ GENERATIONS = 3
 CALL_TIMEOUT_S = 30.0
 ROUTES = ("envoy", "api")
 ROUTE = st.sampled_from(ROUTES)
+CREDENTIALS = ("with the key", "without a valid key")
 METHODS = public_methods()
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -286,10 +287,10 @@ async def bare(stack: Stack) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
 
 async def send(
     channel: grpc.aio.Channel, method: MethodDescriptor, payload: bytes, authorization: str | None = None
-) -> grpc.StatusCode:
+) -> tuple[grpc.StatusCode, str]:
     metadata = None if authorization is None else (("authorization", authorization),)
     path = method_path(method)
-    return await raw_call(channel, path, payload, method.server_streaming, metadata, CALL_TIMEOUT_S)
+    return await raw_answer(channel, path, payload, method.server_streaming, metadata, CALL_TIMEOUT_S)
 
 
 FUZZ = settings(
@@ -312,24 +313,24 @@ async def test_every_public_rpc_answers_precisely_and_only_to_the_key(
     guessed = st.tuples(ROUTE, guessed_keys(stack.api_key), CALLS)
     without_key = data.draw(st.lists(wrong, min_size=WITHOUT_KEY, max_size=WITHOUT_KEY))
     without_key += data.draw(st.lists(guessed, max_size=1))
-    codes = await asyncio.gather(
+    answers = await asyncio.gather(
         *(send(keyed[route], method, payload) for route, (method, payload) in with_key),
         *(send(bare[route], method, payload, authorization) for route, authorization, (method, payload) in without_key),
     )
-    for (route, (method, payload)), code in zip(with_key, codes[: len(with_key)], strict=True):
-        SENT[f"{route} with the key"] += 1
+    for (route, (method, payload)), (code, details) in zip(with_key, answers[: len(with_key)], strict=True):
+        SENT[f"{route} {CREDENTIALS[0]}"] += 1
         ANSWERS[f"{method.name} {code.name}"] += 1
-        assert code not in IMPRECISE, (route, method_path(method), payload, code)
-    for (route, authorization, (method, _)), code in zip(without_key, codes[len(with_key) :], strict=True):
-        SENT[f"{route} without a valid key"] += 1
-        assert code == grpc.StatusCode.UNAUTHENTICATED, (route, authorization, method_path(method), code)
+        assert code not in IMPRECISE, (route, method_path(method), payload, code, details)
+    for (route, authorization, (method, _)), answer in zip(without_key, answers[len(with_key) :], strict=True):
+        SENT[f"{route} {CREDENTIALS[1]}"] += 1
+        assert answer[0] == grpc.StatusCode.UNAUTHENTICATED, (route, authorization, method_path(method), answer)
 
 
 async def test_the_fuzz_sent_enough_and_the_servers_stay_serving(stack: Stack) -> None:
     """Runs after the fuzz (pytest keeps a module's order): it checks what was sent."""
     print(f"sent: {dict(SENT)}; answers with the key: {dict(ANSWERS)}")
     assert sum(SENT.values()) >= MIN_REQUESTS, f"run the whole module: {dict(SENT)}"
-    assert len(SENT) == 2 * len(ROUTES), dict(SENT)
+    assert len(SENT) == len(ROUTES) * len(CREDENTIALS), dict(SENT)
     for target in (stack.api_target, stack.envoy_target):
         for service in ("", READINESS_SERVICE):
             assert await health_status(target, service) == SERVING, (target, service)
