@@ -80,6 +80,7 @@ bench: setup bench-venv
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench.profile
 	$(PY) -m tools.bench.history_cost --out docs/benchmarks
+	$(PY) -m tools.bench.fairness --out docs/benchmarks
 
 # Faults and load on the multi-replica stack (fake engine), about 3 minutes; writes docs/reliability.md.
 reliability: setup postgres

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from helpers import (
     Orchestrator,
     eventually,
     fake_replica,
+    model_process,
     orchestrator_settings,
     start_orchestrator,
     stop_orchestrator,
@@ -30,7 +32,7 @@ from model_svc.replica import ModelReplica
 from orchestrator_svc.identity.keys import KeyPolicy
 from orchestrator_svc.inference.service import workflow_id
 from orchestrator_svc.registry.queue_stats import QueueStats
-from tools.stack import Stack, StackConfig
+from tools.stack import Child, Stack, StackConfig
 
 pytestmark = pytest.mark.slow
 MODEL = "m-saturated"
@@ -224,3 +226,34 @@ async def test_the_class_and_wait_are_recorded(fair: Saturated) -> None:
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "priority_class" in str(error.details())
     assert workflow_id("tenant-a", "x").startswith("inference-tenant-a.")
+
+
+async def test_a_model_killed_mid_backlog_loses_no_request(
+    temporal_client: Client, temporal_address: str, tmp_path: Path
+) -> None:
+    """Both tenants' backlogs live in Temporal's queue, not in a process: the replica dies and its successor serves
+    every request, the one it was generating included (retried after its heartbeat timeout)."""
+    settings = orchestrator_settings(tmp_path, saturation_timeout_s=900.0, heartbeat_timeout_s=3.0)
+    orchestrator = await start_orchestrator(temporal_client, settings)
+    model_settings: dict[str, Any] = {"default_flag": True, "max_concurrency": 1, "fake_first_token_ms": 100}
+
+    def spawn() -> Child:
+        return model_process(MODEL, temporal_address, orchestrator.api.internal_port, tmp_path, **model_settings)
+
+    model = await spawn().start()
+    scenario = Saturated(orchestrator, temporal_client)
+    try:
+        a = await scenario.stub("tenant-a", KeyPolicy())
+        b = await scenario.stub("tenant-b", KeyPolicy())
+        sent = scenario.send(a, "a", 30) + scenario.send(b, "b", 10)
+        await scenario.wait_finished(5)
+        model.kill()
+        model = await spawn().start()
+        await eventually(lambda: _true(all(task.done() for task in scenario.calls)), timeout_s=180, interval_s=0.2)
+        assert [task.exception() for task in scenario.calls if task.exception()] == []
+        assert sorted(scenario.finished) == sorted(sent)
+    finally:
+        model.stop()
+        for channel in scenario.channels:
+            await channel.close()
+        await stop_orchestrator(orchestrator)
