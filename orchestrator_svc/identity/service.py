@@ -41,7 +41,7 @@ class KeyChecker:
         self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
         # The verification under way for a key, which every call with that key awaits: without it, each call that
         # comes while the entry is missing or expired runs scrypt of its own, and a busy client's burst of calls
-        # takes the replica's CPU for seconds (Envoy's health check then times out and takes the API out).
+        # takes the replica's CPU for seconds.
         self._verifying: dict[bytes, asyncio.Future[Principal]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
