@@ -117,8 +117,23 @@ def to_status(error: PlatformError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(error.retry_after_s * 1000))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=error.message, details=details)
+    status = status_pb2.Status(code=code_pb2.Code.Value(error.code), message=bounded(error.message), details=details)
     return rpc_status.to_status(status)
+
+
+# A status travels in HTTP/2 trailers twice (grpc-message, and grpc-status-details-bin in base64), and a message may
+# quote what the caller sent (an unknown model id, collection or ingestion id). Unbounded, a long one passes the
+# client's 16 KiB metadata limit (it sees RESOURCE_EXHAUSTED instead of the answer) and Envoy's header limit, and
+# Envoy then resets its whole connection to the API: every request in flight on it fails, whoever sent it.
+MAX_STATUS_MESSAGE_CHARS = 1024
+
+
+def bounded(message: str) -> str:
+    """`message`, cut to MAX_STATUS_MESSAGE_CHARS with a note of how much was left out."""
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    left_out = len(message) - MAX_STATUS_MESSAGE_CHARS
+    return f"{message[:MAX_STATUS_MESSAGE_CHARS]}... ({left_out} more characters)"
 
 
 def _pack(message: Any) -> any_pb2.Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmorch.internal.v1 import registry_pb2_grpc
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
@@ -207,24 +208,63 @@ PUBLIC_SERVICES = (
 WRONG_KEYS = (None, "not-a-key", "llmo_0123456789abcdef_" + "A" * 43)
 
 
+# Statuses that say nothing precise about what went wrong: no public method may ever answer with them.
+IMPRECISE = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
+
+
+def public_methods() -> list[MethodDescriptor]:
+    return [method for service in PUBLIC_SERVICES for method in service.methods]
+
+
+def method_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+async def raw_answer(
+    channel: grpc.aio.Channel,
+    path: str,
+    payload: bytes,
+    server_streaming: bool = False,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[grpc.StatusCode, str]:
+    """Send `payload` as the request bytes of method `path` (a stream read to its end): the status and its details."""
+    raw = (lambda data: data), (lambda data: data)
+    try:
+        if server_streaming:
+            async for _ in channel.unary_stream(path, *raw)(payload, timeout=timeout_s, metadata=metadata):
+                pass
+        else:
+            await channel.unary_unary(path, *raw)(payload, timeout=timeout_s, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def raw_call(
+    channel: grpc.aio.Channel, path: str, payload: bytes, server_streaming: bool = False
+) -> grpc.StatusCode:
+    """The status of `raw_answer`."""
+    code, _ = await raw_answer(channel, path, payload, server_streaming)
+    return code
+
+
+async def health_status(target: str, service: str = "", timeout_s: float = 3.0) -> int:
+    """grpc.health.v1's answer for `service` at `target` (health is open: no key)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+        )
+    return int(reply.status)
+
+
 async def assert_every_public_rpc_refuses(target: str) -> None:
     """Every public method, called without a key, with a malformed one and with a well-formed unknown one, is
     UNAUTHENTICATED; health stays open for probes."""
     for token in WRONG_KEYS:
         async with make_channel(target, token=token) as channel:
-            for service in PUBLIC_SERVICES:
-                for method in service.methods:
-                    path = f"/{service.full_name}/{method.name}"
-                    raw = (lambda data: data), (lambda data: data)
-                    if method.server_streaming:
-                        call: Any = channel.unary_stream(path, *raw)(b"", timeout=10)
-                        consume: Any = call.read()
-                    else:
-                        consume = channel.unary_unary(path, *raw)(b"", timeout=10)
-                    try:
-                        await consume
-                        raise AssertionError(f"{path} answered with token {token!r}")
-                    except grpc.aio.AioRpcError as error:
-                        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (path, token, error.code())
+            for method in public_methods():
+                code = await raw_call(channel, method_path(method), b"", method.server_streaming)
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (method_path(method), token, code)
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

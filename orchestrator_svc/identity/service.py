@@ -39,6 +39,10 @@ class KeyChecker:
         self._cache_ttl_s = cache_ttl_s
         # Keyed by a digest of the whole key, so a cached entry can only be matched by the exact key that earned it.
         self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+        # The verification under way for a key, which every call with that key awaits: without it, each call that
+        # comes while the entry is missing or expired runs scrypt of its own, and a busy client's burst of calls
+        # takes the replica's CPU for seconds.
+        self._verifying: dict[bytes, asyncio.Future[Principal]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller's principal, or UNAUTHENTICATED saying what is wrong (never which keys exist)."""
@@ -48,10 +52,19 @@ class KeyChecker:
             raise unauthenticated("the authorization header must read `Bearer <key>`")
         key = authorization[len(BEARER) :].strip()
         digest = hashlib.sha256(key.encode()).digest()
-        now = time.monotonic()
         cached = self._verified.get(digest)
-        if cached and cached.until > now:
+        if cached and cached.until > time.monotonic():
             return cached.principal
+        verifying = self._verifying.get(digest)
+        if verifying is None:
+            verifying = asyncio.ensure_future(self._verify_and_remember(key, digest))
+            self._verifying[digest] = verifying
+            verifying.add_done_callback(lambda _: self._verifying.pop(digest, None))
+        # Shielded: a caller that goes away does not cancel the verification the others await.
+        return await asyncio.shield(verifying)
+
+    async def _verify_and_remember(self, key: str, digest: bytes) -> Principal:
+        now = time.monotonic()  # before the store is read, so a revocation is seen within the TTL
         principal = await self._verify(key)
         self._verified[digest] = _Verified(principal, now + self._cache_ttl_s)
         self._verified.move_to_end(digest)
@@ -68,7 +81,7 @@ class KeyChecker:
         record = await self._store.get(key_id)
         if record is None or record.revoked_at is not None:
             raise refused
-        # scrypt holds the GIL for its whole run; a thread keeps the event loop answering meanwhile.
+        # scrypt releases the GIL but takes tens of milliseconds of CPU: in a thread, the event loop keeps answering.
         if not await asyncio.to_thread(secret_matches, secret, record.secret_hash):
             raise refused
         return record.principal

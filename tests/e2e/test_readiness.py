@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import eventually
+from grpc_health.v1 import health_pb2
+from helpers import eventually, health_status
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 from llmorch_common.constants import LIVENESS_SERVICE, READINESS_SERVICE
@@ -24,14 +24,6 @@ async def stack() -> AsyncIterator[Stack]:
         yield started
 
 
-async def status(target: str, service: str) -> int:
-    async with grpc.aio.insecure_channel(target) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=3
-        )
-    return int(reply.status)
-
-
 async def generate(stack: Stack, timeout_s: float) -> orchestrator_pb2.GenerateResponse:
     request = orchestrator_pb2.GenerateRequest(prompt="Say hi.", sampling=types_pb2.SamplingParams(max_tokens=2))
     async with stack.channel() as channel:
@@ -42,7 +34,7 @@ async def generate(stack: Stack, timeout_s: float) -> orchestrator_pb2.GenerateR
 
 
 async def test_readiness_follows_temporal_and_liveness_does_not(stack: Stack) -> None:
-    assert await status(stack.api_target, READINESS_SERVICE) == SERVING
+    assert await health_status(stack.api_target, READINESS_SERVICE) == SERVING
     assert (await generate(stack, 30)).text
 
     temporal = stack.child("temporal")
@@ -50,11 +42,11 @@ async def test_readiness_follows_temporal_and_liveness_does_not(stack: Stack) ->
     lost = time.monotonic()
 
     async def not_ready() -> bool:
-        return bool(await status(stack.api_target, READINESS_SERVICE) == NOT_SERVING)
+        return bool(await health_status(stack.api_target, READINESS_SERVICE) == NOT_SERVING)
 
     await eventually(not_ready, timeout_s=30, interval_s=0.2)
     print(f"readiness NOT_SERVING {time.monotonic() - lost:.1f} s after Temporal died")
-    assert await status(stack.api_target, LIVENESS_SERVICE) == SERVING, "a Temporal outage restarts no API pod"
+    assert await health_status(stack.api_target, LIVENESS_SERVICE) == SERVING, "a Temporal outage restarts no API pod"
 
     async def envoy_refuses() -> bool:
         asked = time.monotonic()
@@ -68,7 +60,7 @@ async def test_readiness_follows_temporal_and_liveness_does_not(stack: Stack) ->
     await temporal.spawn().wait_ready()  # the same SQLite file: every workflow is still there
 
     async def ready_again() -> bool:
-        return bool(await status(stack.api_target, READINESS_SERVICE) == SERVING)
+        return bool(await health_status(stack.api_target, READINESS_SERVICE) == SERVING)
 
     await eventually(ready_again, timeout_s=30, interval_s=0.2)
 

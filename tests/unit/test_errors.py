@@ -7,6 +7,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 from llmorch_common.errors import (
+    MAX_STATUS_MESSAGE_CHARS,
     FieldViolation,
     PlatformError,
     from_activity_failure,
@@ -15,6 +16,7 @@ from llmorch_common.errors import (
     from_workflow_failure,
     input_failure,
     invalid_argument,
+    not_found,
     resource_exhausted,
     to_activity_failure,
     to_final_failure,
@@ -67,6 +69,17 @@ def test_to_status_carries_retry_info_when_told_when_to_come_back() -> None:
     assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED and status.details == "full"
     [retry] = status_details(status)
     assert isinstance(retry, error_details_pb2.RetryInfo) and retry.retry_delay.ToMilliseconds() == 1500
+
+
+def test_to_status_bounds_a_message_that_quotes_a_long_input() -> None:
+    message = f"no LLM {'x' * 100_001!r} is registered"
+    status = to_status(not_found(message))
+    assert status.code == grpc.StatusCode.NOT_FOUND
+    assert (
+        status.details
+        == f"{message[:MAX_STATUS_MESSAGE_CHARS]}... ({len(message) - MAX_STATUS_MESSAGE_CHARS} more characters)"
+    )
+    assert sum(len(key) + len(value) for key, value in status.trailing_metadata) < 4096
 
 
 def test_from_rpc_keeps_the_downstream_code_and_message() -> None:

@@ -1,6 +1,8 @@
 """One behavioural suite run against every vector store, so memory, sqlite, lancedb and postgres stay
 interchangeable, full-text search included where the store has it."""
 
+import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +232,27 @@ async def test_postgres_store_sees_another_pods_writes_at_once(postgres_url: str
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_lancedb_a_collection_dropped_by_a_concurrent_call_is_not_found_or_left_out(tmp_path: Path) -> None:
+    """Two stores on one directory, as two processes: one drops collections while the other lists, reads and
+    queries them; every answer is a result or NOT_FOUND (lancedb itself raises ValueError or an IO error)."""
+    reader, dropper = await LanceDbStore.open(tmp_path / "lance"), await LanceDbStore.open(tmp_path / "lance")
+    try:
+        await reader.create_collection("kept", DIM)
+        for round_ in range(12):
+            names = [f"gone-{round_}-{i}" for i in range(4)]
+            for name in names:
+                await dropper.create_collection(name, DIM)
+            calls: list[Awaitable[object]] = [dropper.delete_collection(name) for name in names]
+            calls += [reader.list_collections() for _ in names]
+            calls += [reader.get_collection(name) for name in names]
+            calls += [reader.query(name, basis(0), 3) for name in names]
+            for answer in await asyncio.gather(*calls, return_exceptions=True):
+                if isinstance(answer, BaseException):
+                    assert isinstance(answer, PlatformError) and answer.code == "NOT_FOUND", repr(answer)
+                elif isinstance(answer, list) and answer and hasattr(answer[0], "dimension"):
+                    assert "kept" in [info.name for info in answer]
+    finally:
+        await reader.close()
+        await dropper.close()

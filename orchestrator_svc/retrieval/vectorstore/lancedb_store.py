@@ -1,9 +1,10 @@
 """LanceDB vector store, the default: embedded and on disk, cosine metric, an ANN index once a collection is large,
 and LanceDB's native BM25 full-text index for keyword search."""
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import FTS, HnswSq
 
+from llmorch_common.errors import PlatformError
 from orchestrator_svc.retrieval.vectorstore.base import (
     DEFAULT_DIMENSION,
     ChunkRecord,
@@ -82,22 +84,33 @@ class LanceDbStore(VectorStore):
         return CollectionInfo(name, dimension, 0, 0)
 
     async def list_collections(self) -> list[CollectionInfo]:
-        return [await self.get_collection(name) for name in sorted(await self._names())]
+        infos = []
+        for name in sorted(await self._names()):
+            try:
+                infos.append(await self.get_collection(name))
+            except PlatformError as error:
+                if error.code != "NOT_FOUND":  # else dropped by a concurrent call since it was listed
+                    raise
+        return infos
 
     async def get_collection(self, name: str) -> CollectionInfo:
         table = await self._table(name)
-        documents = await table.query().select(["document_id"]).to_arrow()
+        async with self._vanishing(name):
+            documents = await table.query().select(["document_id"]).to_arrow()
+            dimension = await self._dimension(table)
         distinct = len(pc.unique(documents["document_id"])) if documents.num_rows else 0
-        return CollectionInfo(name, await self._dimension(table), distinct, documents.num_rows)
+        return CollectionInfo(name, dimension, distinct, documents.num_rows)
 
     async def delete_collection(self, name: str) -> None:
         await self._table(name)
-        await self._db.drop_table(name)
+        async with self._vanishing(name):
+            await self._db.drop_table(name)
 
     async def upsert_document(self, collection: str, document_id: str, chunks: Sequence[ChunkRecord]) -> int:
         check_chunks(document_id, chunks)
         table = await self._table(collection)
-        dimension = await self._dimension(table)
+        async with self._vanishing(collection):
+            dimension = await self._dimension(table)
         vectors = unit_rows([chunk.vector for chunk in chunks], dimension, "chunks.vector")
         if not chunks:
             await table.delete(f"document_id = {_quote(document_id)}")
@@ -150,10 +163,12 @@ class LanceDbStore(VectorStore):
     ) -> list[ScoredChunk]:
         check_top_k(top_k)
         table = await self._table(collection)
-        query_vector = unit_rows(vector, await self._dimension(table), "vector")[0]
-        search = table.vector_search(query_vector).column(VECTOR_COLUMN).distance_type("cosine").limit(top_k)
-        search = search.bypass_vector_index() if exact else search.ef(max(SEARCH_EF, top_k))
-        rows = (await search.select(["id", "document_id", "text", "metadata", "_distance"]).to_arrow()).to_pylist()
+        async with self._vanishing(collection):
+            query_vector = unit_rows(vector, await self._dimension(table), "vector")[0]
+            search = table.vector_search(query_vector).column(VECTOR_COLUMN).distance_type("cosine").limit(top_k)
+            search = search.bypass_vector_index() if exact else search.ef(max(SEARCH_EF, top_k))
+            columns = ["id", "document_id", "text", "metadata", "_distance"]
+            rows = (await search.select(columns).to_arrow()).to_pylist()
         # lancedb's cosine distance is 1 - cosine similarity.
         return [
             ScoredChunk(r["id"], r["document_id"], r["text"], 1.0 - float(r["_distance"]), json.loads(r["metadata"]))
@@ -203,7 +218,19 @@ class LanceDbStore(VectorStore):
         check_name(name)
         if name not in await self._names():
             raise missing_collection(name)
-        return await self._db.open_table(name)
+        async with self._vanishing(name):
+            return await self._db.open_table(name)
+
+    @contextlib.asynccontextmanager
+    async def _vanishing(self, name: str) -> AsyncIterator[None]:
+        """A collection that a concurrent call dropped while this one used it is NOT_FOUND, as if it had never been
+        (lancedb raises ValueError, or an IO error, depending on where the drop caught the call)."""
+        try:
+            yield
+        except Exception as error:
+            if isinstance(error, PlatformError) or name in await self._names():
+                raise
+            raise missing_collection(name) from error
 
     @staticmethod
     async def _dimension(table: Any) -> int:
