@@ -146,11 +146,9 @@ async def serve_fake(port: int) -> None:
 
     def register(server: Any) -> list[str]:
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(orchestrator, server)
+        # Served here but never named to reflection, as a stand-in for the control plane Envoy must not route to.
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server)
-        return [
-            orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name,
-            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-        ]
+        return [orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name]
 
     server, bound, health_servicer = await create_server(register, port, host="127.0.0.1")
     await server.start()

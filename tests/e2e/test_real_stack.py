@@ -237,7 +237,8 @@ async def test_console_asks_a_real_model_in_chromium(stack: Stack) -> None:
         pytest.fail("node, web/node_modules or Chromium missing: `make setup debian` installs them")
     screenshot = ROOT / "test-artifacts" / "console-real.png"
     question = "What does the with statement do?"
-    browser = await run(node, str(WEB / "e2e" / "console.spec.mjs"), f"{stack.envoy_url}/", str(screenshot), question)
+    spec = str(WEB / "e2e" / "console.spec.mjs")
+    browser = await run(node, spec, f"{stack.envoy_url}/", str(screenshot), question, stack.api_key)
     assert browser.returncode == 0, browser.stderr
     seen = json.loads(browser.stdout.strip().splitlines()[-1])
     assert seen["problems"] == []

@@ -237,10 +237,10 @@ async def test_a_model_killed_mid_backlog_loses_no_request(
     orchestrator = await start_orchestrator(temporal_client, settings)
     model_settings: dict[str, Any] = {"default_flag": True, "max_concurrency": 1, "fake_first_token_ms": 100}
 
-    def spawn() -> Child:
+    def a_replica() -> Child:
         return model_process(MODEL, temporal_address, orchestrator.api.internal_port, tmp_path, **model_settings)
 
-    model = await spawn().start()
+    model = await a_replica().start()
     scenario = Saturated(orchestrator, temporal_client)
     try:
         a = await scenario.stub("tenant-a", KeyPolicy())
@@ -248,7 +248,7 @@ async def test_a_model_killed_mid_backlog_loses_no_request(
         sent = scenario.send(a, "a", 30) + scenario.send(b, "b", 10)
         await scenario.wait_finished(5)
         model.kill()
-        model = await spawn().start()
+        model = await a_replica().start()
         await eventually(lambda: _true(all(task.done() for task in scenario.calls)), timeout_s=180, interval_s=0.2)
         assert [task.exception() for task in scenario.calls if task.exception()] == []
         assert sorted(scenario.finished) == sorted(sent)

@@ -206,7 +206,7 @@ async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrat
         timeout=30,
     )
     assert listing.returncode == 0, listing.stderr
-    # RegistryService shares the port but stays out of reflection: the listing is the public API only.
+    # Reflection is open (it shows only the public schema); RegistryService lives on the internal listener.
     assert set(listing.stdout.split()) == {
         "llmorch.v1.OrchestratorService",
         "llmorch.v1.RetrievalService",
@@ -217,7 +217,16 @@ async def test_grpcurl_lists_services_and_calls_generate(stack: tuple[Orchestrat
     body = json.dumps({"prompt": "Say hello.", "sampling": {"maxTokens": 8, "temperature": 0}})
     call = await asyncio.to_thread(
         subprocess.run,
-        [grpcurl(), "-plaintext", "-d", body, orchestrator.address, "llmorch.v1.OrchestratorService/Generate"],
+        [
+            grpcurl(),
+            "-plaintext",
+            "-H",
+            f"authorization: Bearer {orchestrator.api_key}",
+            "-d",
+            body,
+            orchestrator.address,
+            "llmorch.v1.OrchestratorService/Generate",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

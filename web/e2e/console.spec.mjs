@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, screenshot, question = "What does the with statement do?"] = process.argv.slice(2);
-const API_KEY = "llmo_console_test_key";
+const [url, screenshot, question = "What does the with statement do?", apiKey] = process.argv.slice(2);
+const API_KEY = apiKey ?? "llmo_console_test_key";
 if (!url || !screenshot) {
-  console.error("usage: console.spec.mjs <url> <screenshot.png> [question]");
+  console.error("usage: console.spec.mjs <url> <screenshot.png> [question] [api-key]");
   process.exit(2);
 }
 const executablePath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
