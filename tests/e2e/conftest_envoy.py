@@ -136,7 +136,7 @@ def _build_servicers() -> tuple[Any, Any]:
 
 
 async def serve_fake(port: int) -> None:
-    from llmorch.internal.v1 import registry_pb2, registry_pb2_grpc
+    from llmorch.internal.v1 import registry_pb2_grpc
     from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
     from llmorch_common.constants import READINESS_SERVICE
