@@ -32,11 +32,14 @@ class LogSettings(BaseSettings):
 @contextlib.contextmanager
 def bound(**fields: str) -> Iterator[None]:
     """Every line logged inside the block (in this task and tasks it starts) carries these fields."""
-    token = _bound.set({**(_bound.get() or {}), **{key: value for key, value in fields.items() if value}})
+    previous = _bound.get()
+    _bound.set({**(previous or {}), **{key: value for key, value in fields.items() if value}})
     try:
         yield
     finally:
-        _bound.reset(token)
+        # Not a Token reset: a streamed response's generator may be finished in another context than it began in
+        # (Starlette closes it from its own task), where the token is refused.
+        _bound.set(previous)
 
 
 def context_fields() -> dict[str, str]:
