@@ -62,14 +62,13 @@ TEMPORAL_DEV_SERVER_ARGS = ("--dynamic-config-value", "history.transferProcessor
 # Durable flow control (ADR 0020): dispatch by fairness key (the tenant) within each priority, from one partition
 # per task queue, where each of the dev server's default 4 partitions would order only its own tasks (approximate
 # fairness). A cluster keeps several partitions for throughput and accepts the approximation: see the ADR.
-TEMPORAL_FAIRNESS_ARGS = (
-    "--dynamic-config-value",
-    "matching.enableFairness=true",
+TEMPORAL_QUEUE_ARGS = (
     "--dynamic-config-value",
     "matching.numTaskqueueReadPartitions=1",
     "--dynamic-config-value",
     "matching.numTaskqueueWritePartitions=1",
 )
+TEMPORAL_FAIRNESS_ARGS = ("--dynamic-config-value", "matching.enableFairness=true")
 # How long Temporal keeps a closed workflow's history (its answer, for GetRequest and reattaching): set on the
 # namespace once the dev server is up, rather than left to the server's default (ADR 0015).
 TEMPORAL_RETENTION = timedelta(days=3)
@@ -136,6 +135,7 @@ def temporal_spec(
         "--log-level",
         "error",
         *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *TEMPORAL_QUEUE_ARGS,
         *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
         *extra,
     )
@@ -583,7 +583,7 @@ class StackConfig:
     temporal_tuned: bool = True  # False measures the dev server's defaults (an A/B in the bench)
     temporal_args: tuple[str, ...] = ()  # further `start-dev` flags, e.g. ("--dynamic-config-value", "K=V")
     temporal_in_memory: bool = False  # the dev server's in-memory store instead of the SQLite file (an A/B)
-    temporal_fairness: bool = True  # False: one FIFO per queue, as before fairness (the fairness test's control)
+    temporal_fairness: bool = True  # False: each queue in arrival order within a priority (the fairness control)
     orchestrator_env: tuple[tuple[str, str], ...] = ()  # further ORCH_* settings for the API and the worker
     # Envoy's public listener serves TLS only, with this certificate; its CA is what the stack's clients trust.
     tls: TlsFiles | None = None

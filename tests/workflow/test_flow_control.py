@@ -81,6 +81,16 @@ class Saturated:
         stats = QueueStats(self.client)
         await eventually(lambda: _at_least(stats, count), timeout_s=60, interval_s=0.3)
 
+    async def all_queued(self) -> None:
+        """Every request sent is queued, running or finished: the model's queue holds all that is left."""
+        stats = QueueStats(self.client)
+
+        async def queued() -> bool:
+            waiting = (await stats.load(f"llm.{MODEL}")).backlog
+            return waiting + len(self.finished) + 1 >= len(self.calls)
+
+        await eventually(queued, timeout_s=90, interval_s=0.3)
+
     async def wait_finished(self, count: int) -> None:
         await eventually(lambda: _true(len(self.finished) >= count), timeout_s=120, interval_s=0.05)
 
@@ -196,7 +206,7 @@ async def test_weights_share_a_saturated_queue_three_to_one(fair: Saturated) -> 
     # Enough for 80 completions at 3:1 (60 and 20) with both tenants still queued at the end of the window.
     fair.send(heavy, "h", 90)
     fair.send(light, "l", 40)
-    await fair.backlog_of_at_least(100)
+    await fair.all_queued()
     start = len(fair.finished)
     await fair.wait_finished(start + 80)
     window = fair.finished[start : start + 80]

@@ -524,7 +524,7 @@ async def test_grounding_is_fitted_to_each_chosen_models_context(temporal_client
         result = await handle.result()
 
     assert knowledge.embedded == [EmbedInput((QUESTION,))]
-    assert knowledge.searched == [RetrieveInput("docs", knowledge.vector, 5)]
+    assert knowledge.searched == [RetrieveInput("docs", knowledge.vector, 5, QUESTION)]
     fitted_small = fit_citations(tuple(hits), len(QUESTION), 1024, request.sampling.max_tokens)
     fitted_large = fit_citations(tuple(hits), len(QUESTION), 8192, request.sampling.max_tokens)
     assert 0 < len(fitted_small) < len(fitted_large) == 5
