@@ -80,10 +80,19 @@ RESTART_BACKOFF_MAX_S = 30.0
 RESTART_RESET_AFTER_S = 60.0
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now and never handed out before by this process: a stack asks for a dozen at once, and the
+    kernel may offer a just-closed port again, which two processes of one stack would then both try to bind."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -916,8 +925,18 @@ def plan(config: StackConfig, home: Path, ports: Ports) -> list[ProcessSpec]:
 async def set_retention(
     temporal_address: str, namespace: str = c.TEMPORAL_NAMESPACE, retention: timedelta = TEMPORAL_RETENTION
 ) -> None:
-    """Set how long the namespace keeps closed histories; UpdateNamespace changes only the config fields it is given."""
-    client = await Client.connect(temporal_address, namespace=namespace)
+    """Set how long the namespace keeps closed histories; UpdateNamespace changes only the config fields it is given.
+
+    The port accepts before the frontend is healthy ("Frontend is not healthy yet"): the connection is retried."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = await Client.connect(temporal_address, namespace=namespace)
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     ttl = Duration()
     ttl.FromTimedelta(retention)
     config = NamespaceConfig(workflow_execution_retention_ttl=ttl)
