@@ -150,8 +150,10 @@ def observed(request: InferenceRequest) -> Iterator[None]:
         yield
 
 
-def observe_result(result: InferenceResult) -> None:
-    """A finished request's fallbacks in the metrics, and what answered it on its span."""
+def observe_result(result: InferenceResult, request: InferenceRequest) -> None:
+    """A finished request's queue wait (by tenant and class) and fallbacks in the metrics, and what answered it on
+    its span."""
+    QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(result.queue_wait_ms / 1000)
     for fallback in result.fallbacks:
         FALLBACKS.labels(fallback.model_id, fallback_reason_label(fallback.reason)).inc()
     annotate(
@@ -280,9 +282,8 @@ class InferenceService:
                 with contextlib.suppress(WorkflowAlreadyStartedError):
                     await operation.workflow_handle()  # the same error, taken so asyncio does not log it as lost
         if isinstance(outcome, InferenceResult):
-            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(outcome.queue_wait_ms / 1000)
             WORKFLOW_DURATION.labels("InferenceWorkflow", "OK").observe(time.perf_counter() - started)
-            observe_result(outcome)
+            observe_result(outcome, request)
             return outcome
         # An earlier run has this id, or the run ended without a result: the run's own outcome answers.
         handle = await self._attach(workflow_input)
@@ -485,12 +486,11 @@ class InferenceService:
         outcome = "OK"
         try:
             result = await handle.result()
-            QUEUE_WAIT.labels(request.tenant, request.dispatch_class.value).observe(result.queue_wait_ms / 1000)
         except WorkflowFailureError as error:
             failure = from_workflow_failure(error)
             outcome = failure.code
             raise failure from None
         finally:
             WORKFLOW_DURATION.labels("InferenceWorkflow", outcome).observe(time.perf_counter() - started)
-        observe_result(result)
+        observe_result(result, request)
         return result

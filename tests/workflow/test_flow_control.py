@@ -91,6 +91,11 @@ class Saturated:
 
         await eventually(queued, timeout_s=90, interval_s=0.3)
 
+    async def positions_when_finished(self, sent: list[str], after: int) -> list[int]:
+        """Wait until every one of `sent` has finished; where each finished, counted after the first `after`."""
+        await eventually(lambda: _true(all(name in self.finished for name in sent)), timeout_s=120, interval_s=0.05)
+        return positions(self.finished, sent, after)
+
     async def wait_finished(self, count: int) -> None:
         await eventually(lambda: _true(len(self.finished) >= count), timeout_s=120, interval_s=0.05)
 
@@ -161,9 +166,7 @@ async def test_a_late_tenant_is_served_within_the_backlog_of_another(fair: Satur
     fair.send(a, "a", 100)
     await fair.backlog_of_at_least(60)
     before_b = len(fair.finished)
-    sent_b = fair.send(b, "b", 10)
-    await eventually(lambda: _true(all(name in fair.finished for name in sent_b)), timeout_s=120, interval_s=0.05)
-    finished_at = positions(fair.finished, sent_b, before_b)
+    finished_at = await fair.positions_when_finished(fair.send(b, "b", 10), before_b)
     await fair.abandon({"a": "tenant-a", "b": "tenant-b"})
     assert len(finished_at) == 10 and max(finished_at) <= 25, finished_at
 
@@ -193,9 +196,7 @@ async def test_interactive_requests_overtake_a_batch_backlog(fair: Saturated) ->
     fair.send(batch_key, "batch", 100, batch=True)
     await fair.backlog_of_at_least(60)
     before = len(fair.finished)
-    sent = fair.send(batch_key, "live", 10)
-    await eventually(lambda: _true(all(name in fair.finished for name in sent)), timeout_s=120, interval_s=0.05)
-    finished_at = positions(fair.finished, sent, before)
+    finished_at = await fair.positions_when_finished(fair.send(batch_key, "live", 10), before)
     await fair.abandon({"batch": "tenant-a", "live": "tenant-a"})
     assert len(finished_at) == 10 and max(finished_at) <= 15, finished_at
 
