@@ -11,7 +11,13 @@ import pytest
 
 from llmorch_common.errors import PlatformError
 from orchestrator_svc.retrieval.vectorstore import ChunkRecord, VectorStore, open_store
-from orchestrator_svc.retrieval.vectorstore.base import RetrievalMode, reciprocal_rank_fusion, search
+from orchestrator_svc.retrieval.vectorstore.base import (
+    RetrievalMode,
+    ScoredChunk,
+    distinct_documents_first,
+    reciprocal_rank_fusion,
+    search,
+)
 from orchestrator_svc.retrieval.vectorstore.lancedb_store import LanceDbStore
 
 DIM = 8
@@ -170,8 +176,6 @@ async def test_hybrid_fuses_both_rankings_and_dense_only_stores_fall_back(store:
 
 
 def test_reciprocal_rank_fusion_sums_reciprocal_ranks() -> None:
-    from orchestrator_svc.retrieval.vectorstore.base import ScoredChunk
-
     def ranked(*ids: str) -> list[ScoredChunk]:
         return [ScoredChunk(i, i.split("#")[0], i, 0.0, {}) for i in ids]
 
@@ -179,6 +183,13 @@ def test_reciprocal_rank_fusion_sums_reciprocal_ranks() -> None:
     assert [h.id for h in fused] == ["a#0", "c#0", "b#0"]
     np.testing.assert_allclose([h.score for h in fused], [1 / 61 + 1 / 62, 1 / 63 + 1 / 61, 1 / 62])
     assert reciprocal_rank_fusion([[], []], 5) == []
+
+
+def test_each_documents_best_chunk_comes_before_any_documents_second() -> None:
+    ranking = [ScoredChunk(i, i.split("#")[0], i, 0.0, {}) for i in ("a#0", "a#1", "a#2", "b#0", "a#3", "c#0")]
+    assert [h.id for h in distinct_documents_first(ranking, 4)] == ["a#0", "b#0", "c#0", "a#1"]
+    assert [h.id for h in distinct_documents_first(ranking, 10)] == ["a#0", "b#0", "c#0", "a#1", "a#2", "a#3"]
+    assert distinct_documents_first([], 3) == []
 
 
 async def test_data_survives_reopening(tmp_path: Path, postgres_url: str) -> None:

@@ -18,9 +18,9 @@ COLLECTION_NAME = re.compile(r"^([a-z0-9][a-z0-9_-]{0,31}\.)?[a-z0-9_-]{1,64}$")
 # The constant of reciprocal rank fusion (Cormack et al. 2009): large enough that the first few ranks of either
 # list weigh about the same, so neither ranking dominates.
 RRF_K = 60
-# Each ranking fetches this many times top_k before fusing, so a chunk ranked a little lower in one list can
-# still win on the other.
-FUSION_DEPTH = 4
+# Each ranking fetches this many times top_k, so that fusion can lift a chunk ranked a little lower in one list,
+# and so that there are other documents to put before a document's second chunk.
+CANDIDATE_DEPTH = 4
 _WORD = re.compile(r"\w+")
 
 
@@ -215,16 +215,31 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[ScoredChunk]], top_k: int
     return [replace(chunks[chunk_id], score=scores[chunk_id]) for chunk_id in best]
 
 
+def distinct_documents_first(ranking: Sequence[ScoredChunk], top_k: int) -> list[ScoredChunk]:
+    """Each document's best chunk in rank order, then the other chunks in rank order: a question's answer is
+    usually in one document, and five chunks of the nearest wrong one would crowd it out. On the public questions
+    this lifted dense MRR@10 from 0.895 to 0.917 (docs/benchmarks/rag_quality.md)."""
+    seen: set[str] = set()
+    firsts: list[ScoredChunk] = []
+    rest: list[ScoredChunk] = []
+    for chunk in ranking:
+        (rest if chunk.document_id in seen else firsts).append(chunk)
+        seen.add(chunk.document_id)
+    return (firsts + rest)[:top_k]
+
+
 async def search(
     store: VectorStore, collection: str, vector: Sequence[float], text: str, mode: RetrievalMode, top_k: int
 ) -> list[ScoredChunk]:
     """One query in the given mode; the one place that decides what each mode does, for the API and the workflow."""
     check_top_k(top_k)
+    depth = min(top_k * CANDIDATE_DEPTH, MAX_TOP_K)
     if mode == RetrievalMode.DENSE or (mode == RetrievalMode.HYBRID and not store.supports_keyword):
-        return await store.query(collection, vector, top_k)
-    if mode == RetrievalMode.KEYWORD:
-        return await store.keyword_query(collection, text, top_k)
-    depth = min(top_k * FUSION_DEPTH, MAX_TOP_K)
-    dense = await store.query(collection, vector, depth)
-    keyword = await store.keyword_query(collection, text, depth)
-    return reciprocal_rank_fusion([dense, keyword], top_k)
+        ranking = await store.query(collection, vector, depth)
+    elif mode == RetrievalMode.KEYWORD:
+        ranking = await store.keyword_query(collection, text, depth)
+    else:
+        dense = await store.query(collection, vector, depth)
+        keyword = await store.keyword_query(collection, text, depth)
+        ranking = reciprocal_rank_fusion([dense, keyword], depth)
+    return distinct_documents_first(ranking, top_k)
