@@ -38,6 +38,13 @@ class ModelSettings(BaseSettings):
         f"localhost:{ORCHESTRATOR_INTERNAL_PORT}", description="RegistryService (the API's internal port); empty skips"
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, le=60, description="Registry heartbeat period")
+    stream_flush_interval_s: float = Field(
+        0.1,
+        gt=0,
+        le=5,
+        description="A stream's tokens reach the workflow in one signal per interval (the first at once): shorter "
+        "is smoother, longer costs the control plane fewer workflow tasks (docs/benchmarks/flush.md)",
+    )
     admission_timeout_s: float = Field(
         30.0, ge=0, le=600, description="Wait for a free context before RESOURCE_EXHAUSTED"
     )

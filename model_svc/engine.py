@@ -100,6 +100,9 @@ class LlamaEngine:
             verbose=False,
         )
         self._context_limit = context_limit
+        # The prompt tokens (all but the last) whose cache the context holds at positions 0.., in one batch.
+        self._cached_head: list[int] = []
+        self.prompt_cache_hits = 0
         self._formatter: Any = None
         template = self._llama.metadata.get("tokenizer.chat_template") if chat else None
         if template:
@@ -155,8 +158,7 @@ class LlamaEngine:
             raise invalid_argument([FieldViolation("generation.resume_token_ids", f"ids must be in [0, {vocab})")])
         started = time.perf_counter()
         llama = self._llama
-        llama.reset()  # type: ignore[no-untyped-call]
-        llama.eval(tokens)
+        self._evaluate_prompt(tokens)
         for token in resumed:
             llama.eval([token])
         base_seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
@@ -204,6 +206,25 @@ class LlamaEngine:
         new_tokens = len(generated) - len(resumed)
         result = _result("".join(pieces), finish_reason, len(tokens), new_tokens, started, first_token_at)
         return replace(result, resumed_tokens=len(resumed))
+
+    def _evaluate_prompt(self, tokens: list[int]) -> None:
+        """All but the last token as one batch, then the last alone, always: a context whose previous prompt had the
+        same leading tokens keeps their cache and evaluates only the last. Splitting every prompt the same way is
+        what keeps the cached path's logits bit for bit those of the uncached one (a batch's numerics depend on its
+        size), so a resumed generation still matches an uninterrupted one. A repeated prompt then costs one token
+        instead of all of them, as llama-cpp-python's server's prefix cache makes it cost (ADR 0019)."""
+        llama = self._llama
+        head, last = tokens[:-1], tokens[-1:]
+        if head and head == self._cached_head:
+            llama.n_tokens = len(head)  # eval() drops the cache past this point
+            self.prompt_cache_hits += 1
+        else:
+            self._cached_head = []  # until the new head is evaluated, nothing is known to be cached
+            llama.reset()  # type: ignore[no-untyped-call]
+            if head:
+                llama.eval(head)
+            self._cached_head = head
+        llama.eval(last)
 
     def _sample(self, generated: list[int], sampling: Sampling, seed: int) -> int:
         """One token. A fresh sampler per position, fed the recent tokens for its repeat penalty, seeded with

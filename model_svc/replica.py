@@ -83,7 +83,7 @@ class ModelApp:
         return self.servicer.in_flight
 
     def create_worker(self, client: Client, endpoint: str, task_queue: str) -> Worker:
-        self._activities = ModelActivities(endpoint, client)
+        self._activities = ModelActivities(endpoint, client, self.settings.stream_flush_interval_s)
         return create_worker(client, task_queue, self._activities, self.settings.max_concurrency)
 
     async def worker_drained(self) -> None:

@@ -33,13 +33,13 @@ from llmorch_common.logs import bound
 from llmorch_common.tracing import annotate
 from llmorch_common.validation import sampling_to_proto, turns_to_proto
 
-# Deltas are batched into one signal per interval: each signal costs the workflow a task, tokens cost nothing.
-STREAM_FLUSH_INTERVAL_S = 0.1
 HEARTBEAT_INTERVAL_S = 1.0
 
 
 class ModelActivities:
-    def __init__(self, endpoint: str, client: Client) -> None:
+    def __init__(self, endpoint: str, client: Client, flush_interval_s: float) -> None:
+        # Deltas are batched into one signal per interval: each signal costs the workflow a task, tokens nothing.
+        self._flush_interval_s = flush_interval_s
         self._channel = make_channel(endpoint, model_pb2.DESCRIPTOR.services_by_name["ModelService"])
         self._stub = model_pb2_grpc.ModelServiceStub(self._channel)
         self._client = client
@@ -169,7 +169,7 @@ class ModelActivities:
                 progress.add(chunk.delta, list(chunk.token_ids))
                 pending_text.append(chunk.delta)
                 pending_ids.extend(chunk.token_ids)
-                if time.monotonic() - last_flush >= STREAM_FLUSH_INTERVAL_S:
+                if time.monotonic() - last_flush >= self._flush_interval_s:
                     await flush()
         except BaseException:
             # Cancelled while signalling, the call would otherwise stay open and the replica keep generating.

@@ -121,8 +121,8 @@ class OrchestratorSettings(BaseSettings):
     embedding_address: str = Field(f"localhost:{EMBED_PORT}", description="EmbeddingService for ingestion and Query")
     retrieval_mode: Literal["dense", "keyword", "hybrid"] = Field(
         "dense",
-        description="How Query (when the request names no mode) and RAG requests score chunks; dense scored best "
-        "on the public questions, the only ones tuning may use (docs/benchmarks/rag_quality.md)",
+        description="How Query (when the request names no mode) and RAG requests score chunks; dense has the best "
+        "MRR on the public questions, the only ones tuning may use (docs/benchmarks/rag_quality.md)",
     )
     embedding_task_queue: str = Field(
         embedding_task_queue(EMBEDDING_MODEL_ID), description="Queue of the embed activity for RAG requests"

@@ -19,16 +19,20 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmorch.v1 import retrieval_pb2
+from llmorch.v1 import orchestrator_pb2, retrieval_pb2, types_pb2
 
 from llmorch_client.client import OrchestratorClient
 from llmorch_client.corpus import python_reference
-from llmorch_client.documents import read_document
+from llmorch_client.documents import collect, read_document
 from llmorch_client.ingest_files import ingest_paths
 from llmorch_common.constants import DEFAULT_MODEL_ID
+from orchestrator_svc.retrieval.chunking import chunk_document
 from tools.testdata import reference_data_dir
+
+if TYPE_CHECKING:
+    from tools.stack import Stack
 
 DATA = Path(__file__).resolve().parent / "rag_data"
 HTML_ROOT = Path("/usr/share/doc/python3.11/html")
@@ -178,17 +182,66 @@ async def run_ablation(
             write(record, out, "rag_quality")
 
 
-async def run_full_html(client: OrchestratorClient, html_root: Path, state_dir: Path) -> dict[str, Any]:
-    """The whole HTML documentation through the CLI's ingestion path, then the held-out HTML questions."""
+async def collection_chunks(client: OrchestratorClient, collection: str) -> int:
+    listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
+    return next((c.chunk_count for c in listing.collections if c.name == collection), 0)
+
+
+async def kill_worker_midway(client: OrchestratorClient, stack: "Stack", collection: str, expected: int) -> float:
+    """SIGKILL the stack's worker process once a third of the chunks are stored, then start it again, the way
+    production loses a pod; returns the fraction stored at the kill."""
+    while (stored := await collection_chunks(client, collection)) < expected / 3:
+        await asyncio.sleep(1)
+    worker = stack.child("worker")
+    worker.kill()
+    print(f"  killed the worker at {stored}/{expected} chunks", flush=True)
+    worker.spawn()
+    await worker.wait_ready()
+    return stored / expected
+
+
+async def grounded_answers(
+    client: OrchestratorClient, collection: str, questions: Sequence[Question]
+) -> dict[str, Any]:
+    """A RAG request per question: does a citation of the answer name one of the question's pages?"""
+    cited: list[dict[str, Any]] = []
+    right = 0
+    for question in questions:
+        reply = await client.generate(
+            orchestrator_pb2.GenerateRequest(
+                prompt=question.text,
+                rag=types_pb2.RagOptions(collection=collection, top_k=3),
+                sampling=types_pb2.SamplingParams(max_tokens=8),
+            ),
+            timeout_s=120,
+        )
+        sources = [citation.source for citation in reply.provenance.citations]
+        right_page = bool(question.sources & set(sources))
+        right += right_page
+        cited.append({"question": question.text, "cited": sources, "right_page": right_page})
+    return {"right_page_rate": right / len(cited), "answers": cited}
+
+
+async def run_full_html(
+    client: OrchestratorClient, html_root: Path, state_dir: Path, stack: "Stack | None"
+) -> dict[str, Any]:
+    """The whole HTML documentation through the CLI's ingestion path, with the worker killed a third of the way
+    when this run started the stack; then the chunk count against the chunker's (no duplicates), the held-out
+    HTML questions, and grounded answers."""
     collection = "eval-html-full"
     listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
     if any(c.name == collection for c in listing.collections):
         await client.retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name=collection))
+    documents = [read_document(file, root) for file, root in collect([html_root])]
+    expected = sum(len(chunk_document(d.document_id, d.text)) for d in documents if d.text.strip())
     state = state_dir / "rag-eval-full-html.json"
     state.unlink(missing_ok=True)
+    killer = asyncio.create_task(kill_worker_midway(client, stack, collection, expected)) if stack else None
     started = time.perf_counter()
     summary = await ingest_paths(client, collection, [html_root], state)
     seconds = time.perf_counter() - started
+    killed_at = await killer if killer else None
+    stored = await collection_chunks(client, collection)
     questions = load_questions(DATA / "heldout_html.jsonl")
     entry: dict[str, Any] = {
         "ingestion": {
@@ -197,11 +250,16 @@ async def run_full_html(client: OrchestratorClient, html_root: Path, state_dir: 
             "seconds": seconds,
             "documents_per_s": summary.documents_sent / seconds,
             "chunks_per_s": summary.chunks / seconds,
+            "worker_killed_at_fraction": killed_at,
+            "chunks_stored": stored,
+            "chunks_expected": expected,
         },
         "heldout": {},
     }
+    print(f"  {stored} chunks stored, {expected} expected, in {seconds:.0f} s", flush=True)
     for mode, value in MODES.items():
         entry["heldout"][mode] = report_row(await evaluate(client, collection, questions, value))
+    entry["grounded"] = await grounded_answers(client, collection, questions)
     return entry
 
 
@@ -229,52 +287,89 @@ def missing_note(results: dict[str, Any]) -> str:
 
 
 def markdown(record: dict[str, Any]) -> str:
+    """rag_quality.md (the ablation, and the full run when one run did both) or rag_full_html.md (the full run)."""
     from tools.bench.machine import markdown as machine_markdown
 
+    title = "Retrieval quality: modes by chunking, held-out questions"
+    if "ablation" not in record:
+        title = "Retrieval at full size: the whole Python 3.11 HTML documentation"
     parts = [
-        "# Retrieval quality: modes by chunking, held-out questions",
+        f"# {title}",
         "",
         machine_markdown(record["machine"]).replace(" (`make bench` runs it without flags)", ""),
         "",
         "Through the public `RetrievalService/Query`. Recall@k: a question counts when a chunk from one of its "
         "named sources is in the top k; MRR over the top 10. `public` is the 20 questions tuning may look at; "
         "`heldout` are the frozen sets in `tools/rag_data/` (written before tuning).",
+    ]
+    if "ablation" in record:
+        parts += ablation_markdown(record["ablation"])
+    full = record.get("full_html")
+    if full:
+        parts += full_html_markdown(full)
+    else:
+        parts += ["", "The full HTML ingestion (`make bench-rag-full`, rag_full_html.md) is not part of this record."]
+    return "\n".join(parts) + "\n"
+
+
+def ablation_markdown(ablation: dict[str, Any]) -> list[str]:
+    parts = [
         "",
-        table(record["ablation"]),
+        table(ablation),
         "",
-        missing_note(record["ablation"]),
+        missing_note(ablation),
         "",
         "Ingestion (one workflow per corpus and chunking, real MiniLM embeddings):",
         "",
         "| corpus | chunking | documents | chunks | seconds | chunks/s |",
         "|---|---|---|---|---|---|",
     ]
-    for corpus, by_chunking in record["ablation"].items():
+    for corpus, by_chunking in ablation.items():
         for chunking, entry in by_chunking.items():
             i = entry["ingestion"]
             parts.append(
                 f"| {corpus} | {chunking} | {i['documents']} | {i['chunks']} | {i['seconds']:.0f} | "
                 f"{i['chunks_per_s']:.1f} |"
             )
-    full = record.get("full_html")
-    if full:
-        i = full["ingestion"]
-        parts += [
-            "",
-            f"Full HTML documentation through `cli ingest`'s path: {i['documents']} pages, {i['chunks']} chunks in "
-            f"{i['seconds']:.0f} s ({i['documents_per_s']:.2f} pages/s, {i['chunks_per_s']:.1f} chunks/s).",
-            "",
-            "| mode | recall@1 | recall@5 | MRR@10 | query p50 ms | query p95 ms |",
-            "|---|---|---|---|---|---|",
-        ]
-        for mode, row in full["heldout"].items():
-            parts.append(
-                f"| {mode} | {row['recall_at_1']:.3f} | {row['recall_at_5']:.3f} | {row['mrr']:.3f} | "
-                f"{row['latency_ms_p50']:.1f} | {row['latency_ms_p95']:.1f} |"
-            )
-    else:
-        parts += ["", "The full HTML ingestion (`make bench-rag-full`) is not part of this record."]
-    return "\n".join(parts) + "\n"
+    return parts
+
+
+def full_html_markdown(full: dict[str, Any]) -> list[str]:
+    i = full["ingestion"]
+    parts = [
+        "",
+        f"Full HTML documentation through `cli ingest`'s path: {i['documents']} pages, {i['chunks']} chunks in "
+        f"{i['seconds']:.0f} s ({i['documents_per_s']:.2f} pages/s, {i['chunks_per_s']:.1f} chunks/s). "
+        + worker_kill_note(i),
+        "",
+        "Held-out HTML questions over the whole documentation:",
+        "",
+        "| mode | recall@1 | recall@5 | MRR@10 | query p50 ms | query p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, row in full["heldout"].items():
+        parts.append(
+            f"| {mode} | {row['recall_at_1']:.3f} | {row['recall_at_5']:.3f} | {row['mrr']:.3f} | "
+            f"{row['latency_ms_p50']:.1f} | {row['latency_ms_p95']:.1f} |"
+        )
+    grounded = full["grounded"]
+    return [
+        *parts,
+        "",
+        f"Grounded answers (RAG, top 3, the held-out HTML questions, the server's default mode): "
+        f"{grounded['right_page_rate']:.3f} of the answers cite one of the question's pages.",
+    ]
+
+
+def worker_kill_note(ingestion: dict[str, Any]) -> str:
+    stored, expected = ingestion["chunks_stored"], ingestion["chunks_expected"]
+    verdict = "no chunk duplicated or lost" if stored == expected else f"**{stored - expected:+d} chunks off**"
+    if ingestion["worker_killed_at_fraction"] is None:
+        return f"The collection holds {stored} chunks against the chunker's {expected}: {verdict}."
+    return (
+        f"The worker was killed with SIGKILL {ingestion['worker_killed_at_fraction']:.0%} of the way and started "
+        f"again; the collection holds {stored} chunks against the chunker's {expected}: {verdict}."
+    )
 
 
 async def main() -> None:
@@ -289,21 +384,24 @@ async def main() -> None:
     args.add_argument("--render-only", action="store_true", help="measure nothing; rebuild the Markdown from --out")
     options = args.parse_args()
     if options.render_only:
-        path = options.out / "rag_quality.json"
-        (options.out / "rag_quality.md").write_text(markdown(json.loads(path.read_text())))
+        for name in ("rag_quality", "rag_full_html"):
+            path = options.out / f"{name}.json"
+            if path.exists():
+                (options.out / f"{name}.md").write_text(markdown(json.loads(path.read_text())))
         return
     if not options.html_root.is_dir():
         raise SystemExit(f"{options.html_root} is missing: install Debian's python3.11-doc (make debian-docs)")
     from tools.bench.machine import describe
 
     record: dict[str, Any] = {"machine": describe(sys.argv[1:], "tools.rag_eval")}
-    async with AsyncExitStack() as stack:
-        target, api_key = (options.target, options.api_key) if options.target else await start_stack(stack)
-        client = await stack.enter_async_context(OrchestratorClient(target, api_key))
+    async with AsyncExitStack() as exits:
+        stack = None if options.target else await start_stack(exits)
+        target, api_key = (options.target, options.api_key) if stack is None else (stack.api_target, stack.api_key)
+        client = await exits.enter_async_context(OrchestratorClient(target, api_key))
         if not options.no_ablation:
             await run_ablation(client, options.html_root, options.chunkings.split(","), record, options.out)
         if options.full_html:
-            record["full_html"] = await run_full_html(client, options.html_root, Path("data"))
+            record["full_html"] = await run_full_html(client, options.html_root, Path("data"), stack)
             write(record, options.out, "rag_full_html" if options.no_ablation else "rag_quality")
 
 
@@ -312,17 +410,15 @@ def write(record: dict[str, Any], out: Path | None, name: str) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    if "ablation" in record:
-        (out / f"{name}.md").write_text(markdown(record))
+    (out / f"{name}.md").write_text(markdown(record))
 
 
-async def start_stack(stack: AsyncExitStack) -> tuple[str, str]:
-    """(target, the stack's dev key)."""
+async def start_stack(exits: AsyncExitStack) -> "Stack":
+    """The stack as `make up` runs it, but with the fake LLM: only retrieval is measured."""
     from tools.stack import ModelGroup, Stack, StackConfig
 
     config = StackConfig(models=(ModelGroup(DEFAULT_MODEL_ID, "fake"),), envoy=False, label="rag-eval")
-    started = await stack.enter_async_context(Stack(config))
-    return started.api_target, started.api_key
+    return await exits.enter_async_context(Stack(config))
 
 
 if __name__ == "__main__":

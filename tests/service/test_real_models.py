@@ -1,5 +1,6 @@
 """Both real models behind the ModelService contract: a chat model (SmolLM2) and a base completion model (Gemma 3)."""
 
+import threading
 from collections.abc import AsyncIterator
 
 import grpc
@@ -8,9 +9,10 @@ from llmorch.internal.v1 import metadata_pb2, model_pb2, model_pb2_grpc
 from llmorch.v1 import types_pb2
 
 from llmorch_common.constants import DEFAULT_MODEL_ID, SECOND_MODEL_ID
+from llmorch_common.contracts import Sampling
 from llmorch_common.grpc_edge import create_server
 from model_svc.catalog import CATALOG, locate_weights
-from model_svc.engine import EnginePool, LlamaEngine
+from model_svc.engine import EnginePool, GenerationRequest, LlamaEngine
 from model_svc.server import ModelServicer, register
 
 pytestmark = pytest.mark.slow
@@ -93,3 +95,25 @@ async def test_a_resumed_stream_continues_token_for_token(
         streamed = "".join(text for text, _ in pieces[:cut])
         assert streamed + resumed.text == whole.text, f"cut after piece {cut}"
         assert resumed.resumed_tokens + resumed.usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_a_repeated_prompt_reuses_the_cache_and_samples_what_a_fresh_context_does() -> None:
+    """Seeded sampling is sensitive to the least bit of the logits: the cached path must not move them."""
+
+    def engine() -> LlamaEngine:
+        model = CATALOG[DEFAULT_MODEL_ID]
+        return LlamaEngine(locate_weights(DEFAULT_MODEL_ID), model.chat, 512, n_threads=2, gpu=False)
+
+    def text(on: LlamaEngine, prompt: str) -> str:
+        sampling = Sampling(max_tokens=16, temperature=0.9, seed=77)
+        return on.generate(GenerationRequest((), prompt, sampling), lambda _: None, threading.Event()).text
+
+    warm, fresh = engine(), engine()
+    prompt = "Write one sentence about the sea."
+    first = text(warm, prompt)
+    again = text(warm, prompt)
+    text(warm, "Something else entirely.")
+    after_another = text(warm, prompt)
+    assert warm.prompt_cache_hits == 1, "only the immediate repeat finds its prompt cached"
+    assert first == again == after_another == text(fresh, prompt)
+    assert first.strip()

@@ -24,6 +24,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from llmorch_common.contracts import CANCELLED, ChatTurn, Sampling
 from llmorch_common.errors import PlatformError
+from model_svc.config import ModelSettings
 from model_svc.engine import EnginePool, FakeEngine, GenerationRequest, GenerationResult, Piece
 from model_svc.server import ModelServicer, register
 from model_svc.worker import ModelActivities, create_worker
@@ -108,7 +109,7 @@ class Harness:
         register(server, servicer)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        activities = ModelActivities(f"127.0.0.1:{port}", self.client)
+        activities = ModelActivities(f"127.0.0.1:{port}", self.client, ModelSettings().stream_flush_interval_s)
         worker = create_worker(self.client, f"llm.{model_id}", activities, max_concurrency=8)
         model = FakeModel(model_id, servicer, server, activities, worker, budget, context_limit)
         model.runner = asyncio.create_task(worker.run())

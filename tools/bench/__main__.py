@@ -1,6 +1,6 @@
 """`make bench`: every comparison side by side in one run; JSON, Markdown and PNG under docs/benchmarks/.
 
-python -m tools.bench [--only overhead,dispatch,throughput,generation,peer,rag] [--quick] [--out DIR]
+python -m tools.bench [--only overhead,dispatch,throughput,generation,flush,peer,rag] [--quick] [--out DIR]
 """
 
 import argparse
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.bench import docs, machine, overhead, peer, realgen, report, throughput
+from tools.bench import docs, flush, machine, overhead, peer, realgen, report, throughput
 
-SECTIONS = ("overhead", "dispatch", "throughput", "generation", "peer", "rag")
+SECTIONS = ("overhead", "dispatch", "throughput", "generation", "flush", "peer", "rag")
 
 
 def run_rag(out: Path, quick: bool) -> dict[str, Any] | None:
@@ -33,6 +33,7 @@ def section_runner(name: str, out: Path, quick: bool) -> Callable[[], dict[str, 
         "dispatch": lambda: asyncio.run(overhead.run_dispatch(quick)),
         "throughput": lambda: asyncio.run(throughput.run(quick)),
         "generation": lambda: asyncio.run(realgen.run(quick)),
+        "flush": lambda: asyncio.run(flush.run(quick)),
         "peer": lambda: asyncio.run(peer.run(quick)),
         "rag": lambda: run_rag(out, quick),
     }
@@ -76,6 +77,8 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
     if name == "throughput":
         report.plot_throughput(results, out / "throughput.png")
         return report.throughput_tables(results) + "\n\n![throughput](throughput.png)"
+    if name == "flush":
+        return flush.table(results)
     if name == "generation":
         report.plot_generation(results, out / "generation.png")
         return report.generation_tables(results) + "\n\n![generation](generation.png)"
@@ -88,7 +91,9 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
 # Retrieval quality needs its own corpora and ingestions (about 15 minutes), so `make rag-eval` measures it.
 RAG_QUALITY = (
     "Retrieval quality (dense, keyword and hybrid by chunking, on the public and the held-out questions) is in "
-    "[rag_quality.md](rag_quality.md), written by `python -m tools.rag_eval --out docs/benchmarks` (`make rag-eval`)."
+    "[rag_quality.md](rag_quality.md), written by `python -m tools.rag_eval --out docs/benchmarks` (`make rag-eval`); "
+    "the whole HTML documentation ingested with a worker killed on the way, then queried and answered from, is in "
+    "[rag_full_html.md](rag_full_html.md), written by `make bench-rag-full`."
 )
 
 
@@ -97,6 +102,7 @@ TITLES = {
     "dispatch": "Temporal dev server: workflow-task and activity dispatch latency",
     "throughput": "Throughput and replica scaling (fake engine)",
     "generation": "Real generation: SmolLM2 through the stack against llama-cpp-python",
+    "flush": "Stream flush interval: TTFT, tokens/s and control-plane CPU of a 128-token stream",
     "peer": "The stack beside the peer: LiteLLM's proxy in front of llama-cpp-python's server, same run",
     "rag": "RAG: embedding throughput, retrieval latency and ANN recall",
 }

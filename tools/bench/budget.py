@@ -217,7 +217,7 @@ def generation_section(gen: dict[str, Any] | None) -> list[str]:
         f"tokens/s ({r['engine_tokens_per_s']:.3f}x of direct, from the replica's provenance timings), so almost "
         "all of the gap is CPU contention, not transport: on 2 cores the 2 llama.cpp threads share the CPU with "
         "the dev server, the worker, the API and Envoy, which work throughout the generation because the "
-        "activity sends one signal per 100 ms (`STREAM_FLUSH_INTERVAL_S`), each costing a workflow task and an "
+        "activity sends one signal per 100 ms (`MODEL_STREAM_FLUSH_INTERVAL_S`), each costing a workflow task and an "
         f"update reply to the API's long-poll ({s['stream_messages']:.0f} delta messages for {s['tokens']:.0f} "
         "tokens), plus heartbeats. TTFT through the stack is the unary overhead plus one signal and one update "
         "round trip (the first delta is sent at once). On a machine with cores to spare for the control plane the "

@@ -17,6 +17,7 @@ FILES = {
     "dispatch": ["dispatch.md", "dispatch.json", "dispatch.png"],
     "throughput": ["throughput.md", "throughput.json", "throughput.png"],
     "generation": ["generation.md", "generation.json", "generation.png"],
+    "flush": ["flush.md", "flush.json"],
     "peer": ["peer.md", "peer.json", "peer.png"],
     "rag": ["rag.md", "rag.json", "embed_bench.json", "embed_bench.png"],
 }

@@ -542,7 +542,7 @@ PEER_GAPS = """What would close the gaps that remain:
   the dispatches in [dispatch.md](dispatch.md), and the API's and worker's CPU in [profile.md](profile.md).
   Update-with-start, the alternative to eager start and `result()`, is measured in [dispatch.md](dispatch.md).
 - **TTFT and tokens/s.** A streamed delta reaches the client through the workflow's record (a signal from the
-  model's worker, then the API's `watch_stream` long-poll): the flush interval (`STREAM_FLUSH_INTERVAL_S`) trades
+  model's worker, then the API's `watch_stream` long-poll): the flush interval (`MODEL_STREAM_FLUSH_INTERVAL_S`) trades
   TTFT and tokens/s against signals, and so events, per request."""
 
 
