@@ -6,12 +6,13 @@ from typing import Any
 
 from llmorch.v1 import orchestrator_pb2_grpc
 
+from model_svc.config import ModelSettings
 from tools.bench.peer import events_per_request, per_request
 from tools.bench.realgen import MODEL_ID, REAL, median_of, stack_once
 from tools.stack import Stack, StackConfig
 
 INTERVALS_S = (0.05, 0.1, 0.25, 0.5)
-SHIPPED_S = 0.1  # ModelSettings.stream_flush_interval_s
+SHIPPED_S = ModelSettings.model_fields["stream_flush_interval_s"].default
 LONG_TOKENS = 128
 
 
