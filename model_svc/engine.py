@@ -102,6 +102,8 @@ class LlamaEngine:
         self._context_limit = context_limit
         # The prompt tokens (all but the last) whose cache the context holds at positions 0.., in one batch.
         self._cached_head: list[int] = []
+        # The prompt whose last token was evaluated last, if nothing was since: the context's logits are its.
+        self._prompt_with_logits: list[int] = []
         self.prompt_cache_hits = 0
         self._formatter: Any = None
         template = self._llama.metadata.get("tokenizer.chat_template") if chat else None
@@ -209,11 +211,16 @@ class LlamaEngine:
 
     def _evaluate_prompt(self, tokens: list[int]) -> None:
         """All but the last token as one batch, then the last alone, always: a context whose previous prompt had the
-        same leading tokens keeps their cache and evaluates only the last. Splitting every prompt the same way is
-        what keeps the cached path's logits bit for bit those of the uncached one (a batch's numerics depend on its
-        size), so a resumed generation still matches an uninterrupted one. A repeated prompt then costs one token
-        instead of all of them, as llama-cpp-python's server's prefix cache makes it cost (ADR 0019)."""
+        same leading tokens keeps their cache and evaluates only the last, and one that evaluated nothing since this
+        very prompt still holds its logits and evaluates nothing. Splitting every prompt the same way is what keeps
+        the cached paths' logits bit for bit those of the uncached one (a batch's numerics depend on its size), so a
+        resumed generation still matches an uninterrupted one. Repeated prompts then cost what llama-cpp-python's
+        server's prefix cache makes them cost (ADR 0019)."""
         llama = self._llama
+        if tokens == self._prompt_with_logits and llama.n_tokens == len(tokens):
+            self.prompt_cache_hits += 1
+            return
+        self._prompt_with_logits = []
         head, last = tokens[:-1], tokens[-1:]
         if head and head == self._cached_head:
             llama.n_tokens = len(head)  # eval() drops the cache past this point
@@ -225,6 +232,7 @@ class LlamaEngine:
                 llama.eval(head)
             self._cached_head = head
         llama.eval(last)
+        self._prompt_with_logits = tokens  # until anything else is evaluated (n_tokens then grows)
 
     def _sample(self, generated: list[int], sampling: Sampling, seed: int) -> int:
         """One token. A fresh sampler per position, fed the recent tokens for its repeat penalty, seeded with

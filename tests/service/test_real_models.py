@@ -97,15 +97,17 @@ async def test_a_resumed_stream_continues_token_for_token(
         assert resumed.resumed_tokens + resumed.usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_a_repeated_prompt_reuses_the_cache_and_samples_what_a_fresh_context_does() -> None:
-    """Seeded sampling is sensitive to the least bit of the logits: the cached path must not move them."""
+@pytest.mark.parametrize("max_tokens", [16, 1], ids=["prompt-cached", "prompt-and-logits-cached"])
+def test_a_repeated_prompt_reuses_the_cache_and_samples_what_a_fresh_context_does(max_tokens: int) -> None:
+    """Seeded sampling is sensitive to the least bit of the logits: the cached paths must not move them. A
+    one-token answer leaves the prompt's own logits in the context, so its repeat evaluates nothing."""
 
     def engine() -> LlamaEngine:
         model = CATALOG[DEFAULT_MODEL_ID]
         return LlamaEngine(locate_weights(DEFAULT_MODEL_ID), model.chat, 512, n_threads=2, gpu=False)
 
     def text(on: LlamaEngine, prompt: str) -> str:
-        sampling = Sampling(max_tokens=16, temperature=0.9, seed=77)
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.9, seed=77)
         return on.generate(GenerationRequest((), prompt, sampling), lambda _: None, threading.Event()).text
 
     warm, fresh = engine(), engine()
