@@ -15,42 +15,7 @@ from tools.bench.throughput import SHORT, drive
 from tools.stack import Child, Stack, script_spec
 
 PROFILED = ("api", "worker")
-RATE_HZ = 50
-# Where a sample's time goes, by the innermost frame of the first component found walking out from it: native
-# frames (py-spy --native) name the Rust core and gRPC's C core, Python frames name the package.
-COMPONENTS = (
-    ("Temporal core (Rust bridge)", ("temporal_sdk_bridge", "temporal_client", "temporal_sdk_core", "tokio")),
-    ("Temporal Python SDK", ("temporalio/",)),
-    ("gRPC", ("grpc", "cygrpc")),
-    ("protobuf", ("google/protobuf", "upb")),
-    ("payload codec (AES-GCM)", ("payload_codec", "cryptography")),
-    ("logging", ("logging/", "llmorch_common/logs")),
-    ("this project", ("orchestrator_svc/", "llmorch_common/", "model_svc/")),
-    ("asyncio event loop", ("asyncio/", "selectors.py")),
-)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
-
-
-def by_component(collapsed: Path) -> tuple[int, list[tuple[str, int]]]:
-    """(samples, samples per component), each sample charged to the component of its innermost known frame."""
-    counts: Counter[str] = Counter()
-    total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        total += int(count_text)
-        component = next(
-            (
-                name
-                for frame in reversed(stack.split(";"))
-                for name, markers in COMPONENTS
-                if any(marker in frame for marker in markers)
-            ),
-            "other (interpreter, libc, threads)",
-        )
-        counts[component] += int(count_text)
-    return total, counts.most_common()
 
 
 def top_frames(collapsed: Path, limit: int = 12) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -88,14 +53,12 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
                         "--duration",
                         str(seconds),
                         "--rate",
-                        str(RATE_HZ),
+                        "200",
                         "--format",
                         "raw",
                         "--output",
                         str(out / f"{name}.txt"),
-                        # Native frames show the Rust and C cores, where most of a request's CPU goes; py-spy
-                        # needs to pause the process for them, so the rate is kept low. Idle threads are left out.
-                        "--native",
+                        "--nonblocking",
                     ),
                 )
             ).spawn()
@@ -109,8 +72,7 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
         "",
         machine.markdown(machine.describe(sys.argv[1:], module="tools.bench.profile")),
         "",
-        f"py-spy --native at {RATE_HZ} Hz (idle threads left out) for {seconds} s while {concurrency} callers sent "
-        "short requests through Envoy "
+        f"py-spy at 200 Hz for {seconds} s while {concurrency} callers sent short requests through Envoy "
         f"({load['requests_per_s']} req/s, errors {load['errors']}). Collapsed stacks: "
         + ", ".join(f"[{name}.txt]({out.name}/{name}.txt)" for name in PROFILED)
         + ".",
@@ -118,10 +80,7 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
     ]
     for name in PROFILED:
         total, own, inclusive = top_frames(out / f"{name}.txt")
-        _, components = by_component(out / f"{name}.txt")
-        lines += [f"## {name} ({total} samples)", "", "| component | % of samples |", "| --- | --- |"]
-        lines += [f"| {component} | {100 * n / max(total, 1):.1f} |" for component, n in components]
-        lines += ["", "| self % | function |", "| --- | --- |"]
+        lines += [f"## {name} ({total} samples)", "", "| self % | function |", "| --- | --- |"]
         lines += [f"| {100 * n / max(total, 1):.1f} | `{frame}` |" for frame, n in own]
         lines += ["", "| inclusive % | function |", "| --- | --- |"]
         lines += [f"| {100 * n / max(total, 1):.1f} | `{frame}` |" for frame, n in inclusive]
