@@ -534,16 +534,21 @@ def peer_tables(result: dict[str, Any]) -> str:
 
 PEER_GAPS = """What would close the gaps that remain:
 
-- **Requests per second.** The stack's engine evaluates every prompt in full (`LlamaEngine.generate` resets its
-  context), while llama-cpp-python's server reuses the cached prefix of the previous prompt; with one short prompt
-  repeated, that is most of the gap between the two direct rows above, and so between the two sides. Prefix reuse
-  in the engine would close it, provided resumed generations keep their logits (ADR 0010, ADR 0019).
-- **Overhead and CPU per request.** What the stack adds is Temporal's work per request: the history events above,
-  the dispatches in [dispatch.md](dispatch.md), and the API's and worker's CPU in [profile.md](profile.md).
-  Update-with-start, the alternative to eager start and `result()`, is measured in [dispatch.md](dispatch.md).
+- **Where the difference now lies.** The two direct rows show the engines even: the stack's engine keeps the
+  prompt's cache and, for a repeat of the prompt it evaluated last, its logits, as llama-cpp-python's server does
+  (`LlamaEngine._evaluate_prompt`, ADR 0019). What separates the sides is the control plane, and the CPU table
+  says which process pays: the Temporal dev server most, then the API.
+- **Requests per second and CPU per request.** On 2 cores a request's throughput is its CPU. The dev server's
+  share is the history it writes (the events above) into its SQLite file: the `in-memory` row of
+  [dispatch.md](dispatch.md) shows what the file costs, and a production cluster (PostgreSQL or Cassandra on its
+  own cores) moves that CPU off the machine that serves. Fewer events per short request would need fewer workflow
+  tasks: the second one only completes the run.
+- **Overhead.** Two workflow tasks and an activity dispatch per request ([dispatch.md](dispatch.md)).
+  Update-with-start, the alternative to eager start and `result()`, measured slower there, so eager start stays.
 - **TTFT and tokens/s.** A streamed delta reaches the client through the workflow's record (a signal from the
-  model's worker, then the API's `watch_stream` long-poll): the flush interval (`MODEL_STREAM_FLUSH_INTERVAL_S`) trades
-  TTFT and tokens/s against signals, and so events, per request."""
+  model's worker, then the API's `watch_stream` long-poll), so TTFT carries the unary overhead plus one signal and
+  one update. The flush interval (`MODEL_STREAM_FLUSH_INTERVAL_S`, swept in [flush.md](flush.md)) trades
+  smoothness against the control plane's CPU, which on 2 cores is also llama.cpp's decode speed."""
 
 
 def plot_peer(result: dict[str, Any], path: Path) -> None:
