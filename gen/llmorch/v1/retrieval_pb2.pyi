@@ -544,14 +544,16 @@ Global___ScoredChunk: _TypeAlias = ScoredChunk  # noqa: Y015
 
 @_typing.final
 class QueryResponse(_message.Message):
-    """QueryResponse returns hits, best first."""
+    """QueryResponse returns hits, each document's best chunk before any document's second."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredChunk]:
-        """chunks, best first."""
+        """chunks: each document's best chunk in rank order, then the other chunks in rank order, so a chunk may score
+        higher than one before it.
+        """
 
     def __init__(
         self,

@@ -429,13 +429,14 @@ export const ScoredChunkSchema: GenMessage<ScoredChunk> = /*@__PURE__*/
   messageDesc(file_llmorch_v1_retrieval, 13);
 
 /**
- * QueryResponse returns hits, best first.
+ * QueryResponse returns hits, each document's best chunk before any document's second.
  *
  * @generated from message llmorch.v1.QueryResponse
  */
 export type QueryResponse = Message<"llmorch.v1.QueryResponse"> & {
   /**
-   * chunks, best first.
+   * chunks: each document's best chunk in rank order, then the other chunks in rank order, so a chunk may score
+   * higher than one before it.
    *
    * @generated from field: repeated llmorch.v1.ScoredChunk chunks = 1;
    */
