@@ -120,9 +120,7 @@ async def ingest_corpus(
     client: OrchestratorClient, collection: str, documents: dict[str, retrieval_pb2.Document], chunking: str
 ) -> dict[str, float]:
     """Ingest into a fresh collection; returns its size and the throughput measured."""
-    listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
-    if any(c.name == collection for c in listing.collections):
-        await client.retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name=collection))
+    await drop_collection(client, collection)
     await client.ensure_collection(collection)
     started = time.perf_counter()
     ingestion_id = await client.start_ingestion(collection, list(documents.values()), CHUNKINGS[chunking])
@@ -182,9 +180,20 @@ async def run_ablation(
             write(record, out, "rag_quality")
 
 
-async def collection_chunks(client: OrchestratorClient, collection: str) -> int:
+async def find_collection(client: OrchestratorClient, collection: str) -> retrieval_pb2.Collection | None:
     listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
-    return next((c.chunk_count for c in listing.collections if c.name == collection), 0)
+    return next((c for c in listing.collections if c.name == collection), None)
+
+
+async def drop_collection(client: OrchestratorClient, collection: str) -> None:
+    """A run starts from an empty collection, whatever an earlier run left."""
+    if await find_collection(client, collection) is not None:
+        await client.retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name=collection))
+
+
+async def collection_chunks(client: OrchestratorClient, collection: str) -> int:
+    found = await find_collection(client, collection)
+    return found.chunk_count if found is not None else 0
 
 
 async def kill_worker_midway(client: OrchestratorClient, stack: "Stack", collection: str, expected: int) -> float:
@@ -229,9 +238,7 @@ async def run_full_html(
     when this run started the stack; then the chunk count against the chunker's (no duplicates), the held-out
     HTML questions, and grounded answers."""
     collection = "eval-html-full"
-    listing = await client.retrieval.ListCollections(retrieval_pb2.ListCollectionsRequest())
-    if any(c.name == collection for c in listing.collections):
-        await client.retrieval.DeleteCollection(retrieval_pb2.DeleteCollectionRequest(name=collection))
+    await drop_collection(client, collection)
     documents = [read_document(file, root) for file, root in collect([html_root])]
     expected = sum(len(chunk_document(d.document_id, d.text)) for d in documents if d.text.strip())
     state = state_dir / "rag-eval-full-html.json"
