@@ -95,7 +95,15 @@ async def start_api(
     await model_registry.open()
     keys = await KeyStore.open(settings.database_url)
     limits = RateLimiter(keys, lease_ttl_s=settings.request_timeout_s)
-    service = InferenceService(client, settings, model_registry, resources.store, resources.embeddings, limits)
+
+    async def list_llms() -> list[RegisteredModel]:
+        return await model_registry.live_models(ModelType.LLM)
+
+    # The API selects each request's first model itself, from the same registry and queue stats as its worker.
+    selection = SelectionActivities(list_llms, queue_stats.load)
+    service = InferenceService(
+        client, settings, model_registry, resources.store, resources.embeddings, limits, selection
+    )
     retrieval_service = RetrievalService(
         client,
         settings.task_queue,
@@ -146,10 +154,6 @@ async def start_api(
         background,
     )
     if embedded_worker:
-
-        async def list_llms() -> list[RegisteredModel]:
-            return await model_registry.live_models(ModelType.LLM)
-
         started.worker = create_worker(client, settings, resources, list_llms, queue_stats)
         started._worker_task = asyncio.create_task(started.worker.run())
     if settings.http_port >= 0:

@@ -114,6 +114,16 @@ class ProcessSpec:
     tls_ca: Path | None = None  # grpc_port serves TLS only (Envoy with a certificate): check it trusting this CA
 
 
+def temporal_settings(tuned: bool = True, extra: tuple[str, ...] = (), fairness: bool = True) -> tuple[str, ...]:
+    """The dev server's dynamic-config flags for a stack: what `make up` runs, and what the bench reports."""
+    return (
+        *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
+        *TEMPORAL_QUEUE_ARGS,
+        *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
+        *extra,
+    )
+
+
 def temporal_spec(
     home: Path,
     port: int,
@@ -143,10 +153,7 @@ def temporal_spec(
         *(() if in_memory else ("--db-filename", str(home / "temporal.db"))),
         "--log-level",
         "error",
-        *(TEMPORAL_DEV_SERVER_ARGS if tuned else ()),
-        *TEMPORAL_QUEUE_ARGS,
-        *(TEMPORAL_FAIRNESS_ARGS if fairness else ()),
-        *extra,
+        *temporal_settings(tuned, extra, fairness),
     )
     return ProcessSpec(
         "temporal", argv, tcp_port=port, info=f"Temporal gRPC 127.0.0.1:{port}, UI http://127.0.0.1:{ui_port}"

@@ -85,14 +85,18 @@ class SelectionActivities:
         self._list_models = list_models
         self._queue_load = queue_load
 
-    @activity.defn(name=SELECT_MODEL_ACTIVITY)
-    async def select_model(self, request: SelectModelInput) -> ModelChoice:
+    async def choose(self, request: SelectModelInput) -> ModelChoice:
+        """The router's verdict on the registry's live state; a PlatformError when nothing can serve."""
         models = await self._list_models()
         candidates = [candidate_from(m, await self._queue_load(m.metadata.task_queue)) for m in models]
+        choice = select(candidates, request.requested_model_id, frozenset(request.excluded))
+        annotate(model_id=choice.model_id, selection_reason=choice.reason, attempt=request.attempt)
+        return choice
+
+    @activity.defn(name=SELECT_MODEL_ACTIVITY)
+    async def select_model(self, request: SelectModelInput) -> ModelChoice:
         try:
-            choice = select(candidates, request.requested_model_id, frozenset(request.excluded))
+            return await self.choose(request)
         except PlatformError as error:
             # A routing verdict is final for this selection; the workflow decides what it means.
             raise to_final_failure(error) from None
-        annotate(model_id=choice.model_id, selection_reason=choice.reason, attempt=request.attempt)
-        return choice

@@ -30,6 +30,17 @@ class DispatchPolicy:
 
 
 @dataclass(frozen=True)
+class ModelChoice:
+    model_id: str
+    task_queue: str
+    reason: str
+    context_limit: int
+    # True when every candidate was full and the request queues on the best one (backpressure).
+    queued: bool = False
+    model_digest: str = ""
+
+
+@dataclass(frozen=True)
 class InferenceInput:
     request_id: str
     messages: tuple[ChatTurn, ...]
@@ -50,6 +61,10 @@ class InferenceInput:
     cache_ttl_s: float = 0.0
     # The OpenTelemetry trace of the call that started the run (empty without tracing), returned in provenance.
     trace_id: str = ""
+    # The API's selection for the first attempt, made in the request's admission from the same registry, so a
+    # request without retrieval needs no select_model activity; None (retrieval, or runs from before): the
+    # workflow selects. Fallbacks always select in the workflow.
+    first_choice: ModelChoice | None = None
 
 
 @dataclass(frozen=True)
@@ -98,17 +113,6 @@ class InferenceResult:
     priority_class: str = ""  # the class it was dispatched in
     cache: str = ""  # "hit", "miss", or "" when not cached (Provenance.cache)
     trace_id: str = ""
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    model_id: str
-    task_queue: str
-    reason: str
-    context_limit: int
-    # True when every candidate was full and the request queues on the best one (backpressure).
-    queued: bool = False
-    model_digest: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,13 @@ from llmorch_common.tracing import annotate, current_trace_id
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.identity.keys import PRIORITY_KEYS, Principal, PriorityClass
 from orchestrator_svc.identity.limits import RateLimiter
+from orchestrator_svc.inference.activities import SelectionActivities, SelectModelInput
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
     DispatchPolicy,
     InferenceInput,
     InferenceResult,
+    ModelChoice,
     RagRequest,
     StreamCursor,
     StreamSnapshot,
@@ -218,8 +220,12 @@ class InferenceService:
         store: VectorStore,
         embeddings: EmbeddingClient,
         limits: RateLimiter,
+        selection: SelectionActivities | None = None,
     ) -> None:
+        """`selection` picks the first model of a request without retrieval before its run starts (saving the
+        run a select_model activity); None leaves every selection to the workflow."""
         self._client = client
+        self._selection = selection
         self._limits = limits
         self._settings = settings
         self._registry = registry
@@ -412,6 +418,7 @@ class InferenceService:
                 collection, request.rag_top_k, self._settings.embedding_task_queue, self._settings.retrieval_mode
             )
         return InferenceInput(
+            first_choice=None if rag else await self._first_choice(request),
             request_id=request.request_id,
             tenant=request.tenant,
             messages=request.messages,
@@ -427,6 +434,15 @@ class InferenceService:
             cache_ttl_s=self._cache_ttl_s(request.sampling),
             trace_id=current_trace_id(),
         )
+
+    async def _first_choice(self, request: InferenceRequest) -> ModelChoice | None:
+        """None when nothing can serve now: the workflow then selects, and fails, exactly as it did before."""
+        if not self._selection:
+            return None
+        try:
+            return await self._selection.choose(SelectModelInput(request.model_id, attempt=1))
+        except PlatformError:
+            return None
 
     def _cache_ttl_s(self, sampling: Sampling) -> float:
         """Only a deterministic request is cached: temperature 0 or a seed gives the same answer every time."""

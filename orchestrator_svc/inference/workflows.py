@@ -434,6 +434,8 @@ class InferenceWorkflow:
         )
 
     async def _select(self, request: InferenceInput, fallbacks: list[FallbackRecord]) -> ModelChoice:
+        if request.first_choice and not fallbacks:
+            return request.first_choice
         try:
             choice: ModelChoice = await workflow.execute_local_activity(
                 SELECT_MODEL_ACTIVITY,

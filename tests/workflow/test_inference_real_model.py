@@ -26,6 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from llmorch_common.constants import DEFAULT_MODEL_ID, SECOND_MODEL_ID, llm_task_queue
+from orchestrator_svc.inference.contracts import InferenceInput
 from tools.stack import Child
 
 pytestmark = pytest.mark.slow
@@ -81,13 +82,17 @@ async def test_generate_returns_real_answer_with_provenance_and_history(
     kinds = [e.event_type for e in events]
     assert kinds[0] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
     assert kinds[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
-    marker = kinds.index(EventType.EVENT_TYPE_MARKER_RECORDED)  # the select_model local activity's decision
+    # The API selected the first model as it started the run: the choice is in the run's input, not a marker.
+    local_activities = [e for e in events if e.marker_recorded_event_attributes.marker_name == "core_local_activity"]
+    assert not local_activities, "no select_model local activity"
+    started = events[0].workflow_execution_started_event_attributes
+    (recorded,) = await temporal_client.data_converter.decode(started.input.payloads, [InferenceInput])
+    assert recorded.first_choice and recorded.first_choice.model_id == DEFAULT_MODEL_ID
     scheduled = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert len(scheduled) == 1
     attributes = scheduled[0].activity_task_scheduled_event_attributes
     assert attributes.activity_type.name == "generate"
     assert attributes.task_queue.name == llm_task_queue(DEFAULT_MODEL_ID)
-    assert marker < kinds.index(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED in kinds
 
 

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -273,6 +273,27 @@ async def test_failed_model_is_excluded_and_the_next_one_answers(temporal_client
     assert result.fallbacks == (FallbackRecord("first", CRASHED),)
     assert await timeline(handle) == [
         "local select_model",
+        "schedule generate on first",
+        "activity failed INTERNAL",
+        "local select_model",
+        "schedule generate on second",
+        "activity completed",
+        "workflow completed",
+    ]
+
+
+async def test_the_apis_first_choice_replaces_the_first_selection_and_a_fallback_selects_again(
+    temporal_client: Client,
+) -> None:
+    first, second = FakeModel("first", fails(crash())), FakeModel("second")
+    router = FakeRouter(second.choice("priority"))
+    async with workers(temporal_client, router.select_model, [first, second]) as queue:
+        handle = await start(temporal_client, queue, replace(inference(), first_choice=first.choice("default")))
+        result = await handle.result()
+
+    assert router.received == [SelectModelInput("", ("first",), 2)], "only the fallback asked the router"
+    assert (result.model_id, result.fallbacks) == ("second", (FallbackRecord("first", CRASHED),))
+    assert await timeline(handle) == [
         "schedule generate on first",
         "activity failed INTERNAL",
         "local select_model",

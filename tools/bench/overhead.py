@@ -13,7 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tools.bench.load import LoadResult, closed_loop, percentiles
-from tools.stack import TEMPORAL_DEV_SERVER_ARGS, Stack, StackConfig, fake_stack
+from tools.stack import Stack, StackConfig, fake_stack, temporal_settings
 
 PROMPT = "Say hello."
 MAX_TOKENS = 4
@@ -37,16 +37,6 @@ VARIANTS: dict[str, StackConfig] = {
         orchestrator_env=(("ORCH_RESULT_VIA_UPDATE", "true"),),
         label="update-with-start, answered once the result is recorded (no eager start), instead of eager start "
         "and result()",
-    ),
-    "one-partition": replace(
-        BASE,
-        temporal_args=(
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
-        ),
-        label="task queues with 1 partition instead of 4",
     ),
 }
 
@@ -239,8 +229,7 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
             measured["dispatch"] = await dispatch_from_histories(stack.temporal_address, ids["1"])
         measured["label"] = config.label
         measured["temporal_args"] = [
-            *(TEMPORAL_DEV_SERVER_ARGS if config.temporal_tuned else ()),
-            *config.temporal_args,
+            *temporal_settings(config.temporal_tuned, config.temporal_args, config.temporal_fairness),
             *([] if config.temporal_in_memory else ["--db-filename", "<file>"]),
         ]
         variants[name] = measured
