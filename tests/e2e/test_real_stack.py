@@ -135,6 +135,9 @@ def test_make_up_runs_the_dev_server_with_the_stack_flags(stack: Stack) -> None:
         flags = [argv[i : i + 2] for i in range(len(argv) - 1)]
         assert list(TEMPORAL_DEV_SERVER_ARGS) in flags, argv
         assert ["--db-filename", str(stack.home / "temporal.db")] in flags, argv
+        assert ["--sqlite-pragma", "journal_mode=wal"] in flags, argv
+    # SQLite keeps the write-ahead log beside the database only when the server really opened it in WAL mode.
+    assert (stack.home / "temporal.db-wal").exists(), sorted(p.name for p in stack.home.iterdir())
 
 
 async def test_grpcurl_through_envoy_lists_describes_and_generates(stack: Stack) -> None:

@@ -58,15 +58,16 @@ def render_section(name: str, results: dict[str, Any], out: Path) -> str:
         report.plot_dispatch(by_variant, out / "dispatch.png")
         rows = [
             [k, v["label"], " ".join(v["temporal_args"]) or "—", v["levels"]["1"]["api"]["p50_ms"],
-             v["levels"]["1"]["overhead"]["api"]["p50_ms"], v["levels"]["1"]["overhead"]["api"]["p99_ms"]]
+             v["levels"]["1"]["overhead"]["api"]["p50_ms"], v["levels"]["1"]["overhead"]["api"]["p99_ms"],
+             *report.saturated_cells(v.get("saturated"))]
             for k, v in results["variants"].items()
         ]  # fmt: skip
+        header = ["variant", "what", "start-dev flags", "API p50 ms", "overhead p50 ms", "overhead p99 ms"]
         return "\n\n".join(
             [
-                "Concurrency 1, API path (no Envoy), fake engine 20 ms + 3 x 2 ms; each variant on a fresh stack.",
-                report.table(
-                    ["variant", "what", "start-dev flags", "API p50 ms", "overhead p50 ms", "overhead p99 ms"], rows
-                ),
+                "API path (no Envoy), fake engine 20 ms + 3 x 2 ms; each variant on a fresh stack. Latency at "
+                "concurrency 1; then 8 callers at once, with every process's CPU per request.",
+                report.table([*header, *report.SATURATED_HEADER], rows),
                 report.dispatch_table(by_variant),
                 "![dispatch](dispatch.png)",
                 "A minimal workflow (one no-op activity; client and worker in one process, no orchestrator code), "

@@ -41,9 +41,8 @@ def budget_section(over: dict[str, Any]) -> list[str]:
          "API latency minus the workflow's own duration (history)"],
         ["first workflow task: dispatch", "matching → worker poll", f"{seg(d, 'first_wft_dispatch'):.1f}",
          "WorkflowTaskScheduled → Started"],
-        ["first workflow task: run", "select_model local activity (registry read in-process on the API's worker, "
-         "over gRPC on the worker process; "
-         "DescribeTaskQueue when its 250 ms cache expired) + RespondWorkflowTaskCompleted",
+        ["first workflow task: run", "schedule generate on the model the API chose as it started the run (a "
+         "select_model local activity only after retrieval or a fallback) + RespondWorkflowTaskCompleted",
          f"{seg(d, 'first_wft_run'):.1f}", "WorkflowTaskStarted → Completed"],
         ["generate activity: dispatch", "matching → model worker poll (llm.<model>)",
          f"{seg(d, 'activity_dispatch'):.1f}", "ActivityTaskScheduled → Started"],

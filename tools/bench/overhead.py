@@ -29,6 +29,9 @@ VARIANTS: dict[str, StackConfig] = {
     "server-default-poll-rate": replace(
         BASE, temporal_tuned=False, label="transfer queue read at the dev server's default 20/s (no tuning)"
     ),
+    "rollback-journal": replace(
+        BASE, temporal_wal=False, label="SQLite's default rollback journal instead of its write-ahead log"
+    ),
     "in-memory": replace(
         BASE, temporal_in_memory=True, label="dev server's in-memory store instead of its SQLite file"
     ),
@@ -141,7 +144,7 @@ async def measure(stack: Stack, concurrencies: tuple[int, ...], quick: bool, sca
 
 SEGMENTS = (
     ("first_wft_dispatch", "first workflow task: scheduled -> started (dispatch)"),
-    ("first_wft_run", "first workflow task: started -> completed (select_model local activity, schedule generate)"),
+    ("first_wft_run", "first workflow task: started -> completed (schedule generate; the API chose the model)"),
     ("activity_dispatch", "generate activity: scheduled -> started (dispatch to llm.<model>)"),
     ("activity_run", "generate activity: started -> completed (ModelService call)"),
     ("second_wft_dispatch", "second workflow task: scheduled -> started (sticky queue)"),
@@ -216,6 +219,23 @@ async def run(quick: bool) -> dict[str, Any]:
     }
 
 
+SATURATING_CALLERS = 8
+
+
+async def saturated(stack: Stack, quick: bool) -> dict[str, Any]:
+    """Requests per second and every process's CPU per request with 8 callers on the API path: what a setting
+    costs once the machine, not the dispatch, is the limit."""
+    targets = Targets(stack)
+    try:
+        before = stack.cpu_seconds()
+        result = await closed_loop(targets.call("api"), SATURATING_CALLERS, requests=80 if quick else 240)
+        after = stack.cpu_seconds()
+    finally:
+        await targets.close()
+    cpu = {name: round((after[name] - before.get(name, 0.0)) * 1000 / max(result.ok, 1), 2) for name in after}
+    return {**result.summary(), "cpu_ms_per_request": cpu, "cpu_ms_total": round(sum(cpu.values()), 2)}
+
+
 async def run_dispatch(quick: bool) -> dict[str, Any]:
     """Workflow-task and activity dispatch latency of the dev server, and what its settings change (concurrency 1)."""
     variants: dict[str, Any] = {}
@@ -227,11 +247,9 @@ async def run_dispatch(quick: bool) -> dict[str, Any]:
             measured = await measure(stack, (1,), quick, scale=0.5)
             ids = measured.pop("workflow_ids")
             measured["dispatch"] = await dispatch_from_histories(stack.temporal_address, ids["1"])
+            measured["saturated"] = await saturated(stack, quick)
         measured["label"] = config.label
-        measured["temporal_args"] = [
-            *temporal_settings(config.temporal_tuned, config.temporal_args, config.temporal_fairness),
-            *([] if config.temporal_in_memory else ["--db-filename", "<file>"]),
-        ]
+        measured["temporal_args"] = list(temporal_settings(config, "<file>"))
         variants[name] = measured
         first = measured["dispatch"].get("first_wft_dispatch", {})
         print(f"  dispatch {name}: first workflow task {first}", flush=True)

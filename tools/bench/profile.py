@@ -1,11 +1,15 @@
-"""Profile the API and the orchestrator worker under load with py-spy, and list where their CPU goes.
+"""Profile the API under load: its CPU by thread, and its Python frames on the CPU, with py-spy.
 
-`python -m tools.bench.profile` writes docs/benchmarks/profiles/{api,worker}.txt (py-spy's collapsed stacks, for
-any flame-graph viewer) and profile.md (the functions that hold the most samples, by self and by inclusive time).
+`python -m tools.bench.profile` writes docs/benchmarks/profiles/api.txt (py-spy's collapsed stacks, for any
+flame-graph viewer) and profile.md (CPU per request by thread, and the functions that hold the most samples).
+Only the API is profiled: its embedded worker runs the workflow tasks (eager start), so the orchestrator worker
+process is idle in this load.
 """
 
 import argparse
 import asyncio
+import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,12 +18,36 @@ from tools.bench import machine
 from tools.bench.throughput import SHORT, drive
 from tools.stack import Child, Stack, script_spec
 
-PROFILED = ("api", "worker")
+PROFILED = "api"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
+LINE_NUMBER = re.compile(r":\d+\)$")
 
 
-def top_frames(collapsed: Path, limit: int = 12) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """(samples, top self frames, top inclusive frames) from py-spy's raw format: `a;b;c count` per line."""
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """Each thread's name and user+system CPU seconds so far, by thread id (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads: dict[str, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended while it was read
+        threads[task.name] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return threads
+
+
+def cpu_by_thread_name(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds used between two readings, summed over threads of the same name (a pool shares one)."""
+    used: dict[str, float] = {}
+    for tid, (name, seconds) in after.items():
+        used[name] = used.get(name, 0.0) + seconds - before.get(tid, (name, 0.0))[1]
+    return used
+
+
+def top_frames(collapsed: Path, limit: int) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """(samples, top self functions, top inclusive functions) from py-spy's raw format (`a;b;c count` per line),
+    each function counted once per stack whatever line of it was running."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -28,11 +56,11 @@ def top_frames(collapsed: Path, limit: int = 12) -> tuple[int, list[tuple[str, i
         if not stack:
             continue
         count = int(count_text)
-        frames = stack.split(";")
+        functions = [LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
         total += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
+        own[functions[-1]] += count
+        for function in set(functions):
+            inclusive[function] += count
     return total, own.most_common(limit), inclusive.most_common(limit)
 
 
@@ -40,51 +68,55 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     async with Stack(SHORT) as stack:
         await drive(stack, 4, 3.0, 0, measure_cpu=False)  # warm caches before sampling
-        pids = {child.name: child.pid for child in stack.children if child.name in PROFILED}
-        recorders = [
-            Child(
-                script_spec(
-                    f"py-spy-{name}",
-                    (
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "--pid",
-                        str(pid),
-                        "--duration",
-                        str(seconds),
-                        "--rate",
-                        "200",
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(out / f"{name}.txt"),
-                        "--nonblocking",
-                    ),
-                )
-            ).spawn()
-            for name, pid in pids.items()
-        ]
-        load = await drive(stack, concurrency, seconds + 2, 0)
-        for recorder in recorders:
-            await recorder.wait_exit(60)
+        pid = next(child.pid for child in stack.children if child.name == PROFILED)
+        assert pid is not None
+        # --gil samples only the thread holding the GIL: Python that is running, never a thread waiting in a
+        # selector or a queue, which an all-threads profile counts as if it were work.
+        spy = (str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "--pid", str(pid))
+        options = ("--duration", str(seconds), "--rate", "200", "--format", "raw", "--nonblocking")
+        recorder = Child(script_spec("py-spy", (*spy, *options, "--output", str(out / f"{PROFILED}.txt")))).spawn()
+        before = thread_cpu(pid)
+        load = await drive(stack, concurrency, seconds, 0)
+        used = cpu_by_thread_name(before, thread_cpu(pid))
+        await recorder.wait_exit(60)
+    requests = load["requests"] - sum(load["errors"].values())  # the answered ones
+    total, own, inclusive = top_frames(out / f"{PROFILED}.txt", 25)
+    by_thread = sorted(used.items(), key=lambda item: -item[1])
     lines = [
-        "# Where the API and the worker spend their CPU under load",
+        "# Where the API spends its CPU under load",
         "",
         machine.markdown(machine.describe(sys.argv[1:], module="tools.bench.profile")),
         "",
-        f"py-spy at 200 Hz for {seconds} s while {concurrency} callers sent short requests through Envoy "
-        f"({load['requests_per_s']} req/s, errors {load['errors']}). Collapsed stacks: "
-        + ", ".join(f"[{name}.txt]({out.name}/{name}.txt)" for name in PROFILED)
-        + ".",
+        f"{concurrency} callers sent short requests through Envoy for {seconds} s ({load['requests_per_s']} req/s, "
+        f"errors {load['errors']}); the fake engine answers, so the model costs next to nothing.",
+        "",
+        "## CPU per request, by thread (from /proc)",
+        "",
+        "`python` is the event loop's thread (the servicers, the Temporal client and the embedded worker's Python "
+        "side); `tokio-rt-worker` and `workflow-proces` are Temporal's Rust core; `event_engine` and `grpc_*` are "
+        "gRPC's C core.",
+        "",
+        "| thread | CPU ms per request | share |",
+        "| --- | --- | --- |",
+        *(
+            f"| {name} | {seconds_used * 1000 / max(requests, 1):.2f} | "
+            f"{100 * seconds_used / max(sum(used.values()), 1e-9):.0f}% |"
+            for name, seconds_used in by_thread
+            if seconds_used > 0
+        ),
+        "",
+        f"## Python on the CPU: py-spy `--gil` at 200 Hz ({total} samples, "
+        f"[{PROFILED}.txt]({out.name}/{PROFILED}.txt))",
+        "",
+        "| inclusive % | function |",
+        "| --- | --- |",
+        *(f"| {100 * n / max(total, 1):.1f} | `{function}` |" for function, n in inclusive),
+        "",
+        "| self % | function |",
+        "| --- | --- |",
+        *(f"| {100 * n / max(total, 1):.1f} | `{function}` |" for function, n in own),
         "",
     ]
-    for name in PROFILED:
-        total, own, inclusive = top_frames(out / f"{name}.txt")
-        lines += [f"## {name} ({total} samples)", "", "| self % | function |", "| --- | --- |"]
-        lines += [f"| {100 * n / max(total, 1):.1f} | `{frame}` |" for frame, n in own]
-        lines += ["", "| inclusive % | function |", "| --- | --- |"]
-        lines += [f"| {100 * n / max(total, 1):.1f} | `{frame}` |" for frame, n in inclusive]
-        lines.append("")
     (out.parent / "profile.md").write_text("\n".join(lines))
 
 

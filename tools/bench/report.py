@@ -142,6 +142,18 @@ def overhead_tables(result: dict[str, Any]) -> str:
     return "\n\n".join([latency, "Envoy's own cost (Envoy path minus API path, same quantile):", envoy])
 
 
+SATURATED_HEADER = ["req/s, 8 callers", "CPU ms per request (temporal / api / model)", "CPU ms per request, all"]
+
+
+def saturated_cells(saturated: dict[str, Any] | None) -> list[Any]:
+    """A dispatch variant's 8-caller figures (runs recorded before they were measured have none)."""
+    if not saturated:
+        return ["—"] * len(SATURATED_HEADER)
+    cpu = saturated["cpu_ms_per_request"]
+    split = " / ".join(f"{cpu.get(name, 0.0):.1f}" for name in ("temporal", "api", "model"))
+    return [saturated["requests_per_s"], split, saturated["cpu_ms_total"]]
+
+
 def dispatch_table(by_column: dict[str, dict[str, Any]]) -> str:
     header = ["segment (p50 / p99 ms)", *by_column]
     rows = []
