@@ -100,9 +100,9 @@ async def start_api(
         return await model_registry.live_models(ModelType.LLM)
 
     # The API selects each request's first model itself, from the same registry and queue stats as its worker.
-    selection = SelectionActivities(list_llms, queue_stats.load)
+    first_model = SelectionActivities(list_llms, queue_stats.load).choose
     service = InferenceService(
-        client, settings, model_registry, resources.store, resources.embeddings, limits, selection
+        client, settings, model_registry, resources.store, resources.embeddings, limits, first_model
     )
     retrieval_service = RetrievalService(
         client,

@@ -4,7 +4,7 @@ InferenceWorkflow per request, the stream relay, and what a finished or failed r
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -35,7 +35,7 @@ from llmorch_common.tracing import annotate, current_trace_id
 from orchestrator_svc.config import OrchestratorSettings
 from orchestrator_svc.identity.keys import PRIORITY_KEYS, Principal, PriorityClass
 from orchestrator_svc.identity.limits import RateLimiter
-from orchestrator_svc.inference.activities import SelectionActivities, SelectModelInput
+from orchestrator_svc.inference.activities import SelectModelInput
 from orchestrator_svc.inference.contracts import (
     CONTINUE,
     DispatchPolicy,
@@ -77,6 +77,9 @@ QUEUE_WAIT = Histogram(
 WORKFLOW_ID_PREFIX = "inference-"
 
 DIGEST_MEMO = "request_digest"
+
+# The router as the API runs it for a request's first model (SelectionActivities.choose in the assembly).
+FirstChooser = Callable[[SelectModelInput], Awaitable[ModelChoice]]
 
 
 def dispatch_policy(settings: OrchestratorSettings) -> DispatchPolicy:
@@ -220,12 +223,12 @@ class InferenceService:
         store: VectorStore,
         embeddings: EmbeddingClient,
         limits: RateLimiter,
-        selection: SelectionActivities | None = None,
+        choose_first: FirstChooser | None = None,
     ) -> None:
-        """`selection` picks the first model of a request without retrieval before its run starts (saving the
+        """`choose_first` picks the first model of a request without retrieval before its run starts (saving the
         run a select_model activity); None leaves every selection to the workflow."""
         self._client = client
-        self._selection = selection
+        self._choose_first = choose_first
         self._limits = limits
         self._settings = settings
         self._registry = registry
@@ -265,7 +268,7 @@ class InferenceService:
                 if self._settings.result_via_update:
                     finished.append(await self._generate_via_update(request, workflow_input, started))
                     return finished[0]
-                handle = await self._start(request, workflow_input)
+                handle, _ = await self._start(request, workflow_input)
                 with self._cancelled_on_disconnect(request, handle):
                     finished.append(await self._result(handle, started, request))
                     return finished[0]
@@ -310,9 +313,17 @@ class InferenceService:
                     yield event
 
     async def _stream(self, request: InferenceRequest, started: float) -> AsyncGenerator[StreamEvent, None]:
-        handle = await self._start(request, await self._workflow_input(request, stream=True))
+        workflow_input = await self._workflow_input(request, stream=True)
+        handle, started_here = await self._start(request, workflow_input)
         with self._cancelled_on_disconnect(request, handle):
             cursor = StreamCursor(attempt=0, offset=0, epoch=-1)
+            first = workflow_input.first_choice
+            if first and started_here:
+                # This call started the run with its first model: announce it without a round trip to the run,
+                # whose first watch_stream would only report that choice. (An attached run may have chosen
+                # another, so it is asked.)
+                yield Selected(first.model_id, first.reason, 1)
+                cursor = StreamCursor(attempt=1, offset=0, epoch=0)
             streamed = ""
             first_text = True
             while True:
@@ -437,10 +448,10 @@ class InferenceService:
 
     async def _first_choice(self, request: InferenceRequest) -> ModelChoice | None:
         """None when nothing can serve now: the workflow then selects, and fails, exactly as it did before."""
-        if not self._selection:
+        if not self._choose_first:
             return None
         try:
-            return await self._selection.choose(SelectModelInput(request.model_id, attempt=1))
+            return await self._choose_first(SelectModelInput(request.model_id, attempt=1))
         except PlatformError:
             return None
 
@@ -471,10 +482,11 @@ class InferenceService:
 
     async def _start(
         self, caller_request: InferenceRequest, request: InferenceInput
-    ) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
-        """Start the request's workflow, or attach to the run that already has its id, if it is the same request."""
+    ) -> tuple[WorkflowHandle[InferenceWorkflow, InferenceResult], bool]:
+        """Start the request's workflow, or attach to the run that already has its id, if it is the same request;
+        the flag is True when this call started it."""
         try:
-            return await self._client.start_workflow(
+            handle = await self._client.start_workflow(
                 InferenceWorkflow.run,
                 request,
                 **self._start_options(caller_request, request),
@@ -482,7 +494,8 @@ class InferenceService:
                 request_eager_start=True,
             )
         except WorkflowAlreadyStartedError:
-            return await self._attach(request)
+            return await self._attach(request), False
+        return handle, True
 
     async def _attach(self, request: InferenceInput) -> WorkflowHandle[InferenceWorkflow, InferenceResult]:
         """The run that already has this request's id, if it is the same request."""

@@ -19,6 +19,7 @@ import pytest
 from helpers import TEST_TENANT, eventually, orchestrator_settings, record_history
 from llmorch.internal.v1 import metadata_pb2
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -37,6 +38,7 @@ from orchestrator_svc.inference.contracts import CONTINUE, RESTART, InferenceRes
 from orchestrator_svc.inference.service import (
     Completed,
     Delta,
+    FirstChooser,
     InferenceRequest,
     InferenceService,
     RequestState,
@@ -137,12 +139,19 @@ class NoRegistry:
         return set()
 
 
+def inference_service(
+    client: Client, settings: OrchestratorSettings, limits: RateLimiter, choose_first: FirstChooser | None = None
+) -> InferenceService:
+    """The service with no registry, vector store or embeddings: these requests name no model and retrieve nothing."""
+    return InferenceService(client, settings, NoRegistry(), None, None, limits, choose_first)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def harness(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Harness]:
     settings = orchestrator_settings(tmp_path, heartbeat_timeout_s=2.0, generate_attempts=3)
     keys = await KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}")
     limits = RateLimiter(keys, lease_ttl_s=60)
-    service = InferenceService(temporal_client, settings, NoRegistry(), None, None, limits)  # type: ignore[arg-type]
+    service = inference_service(temporal_client, settings, limits)
     built = Harness(temporal_client, settings, service, limits)
     worker = Worker(
         temporal_client,
@@ -225,6 +234,23 @@ async def test_two_hundred_plain_streams_spell_the_final_text(harness: Harness) 
         assert run.client_text() == run.result.text, "the deltas, joined, are the answer"
         assert not run.resets(), "nothing failed, so nothing is discarded"
         assert run.result.text and run.result.finish_reason == "length"
+
+
+async def test_a_first_model_the_api_chose_is_announced_without_asking_the_run(harness: Harness) -> None:
+    doomed = await harness.add_model("doomed", crashes=100, after=10, token_ms=5)
+    backup = await harness.add_model("backup")
+    service = inference_service(harness.client, harness.settings, harness.limits, harness.select_model)
+    run = await stream(service, request(max_tokens=30))
+
+    assert run.events[0] == Selected(doomed.model_id, "first-available", 1), "announced before any text"
+    assert [s.model_id for s in run.selected()] == [doomed.model_id, backup.model_id], "the fallback still is"
+    assert run.client_text() == run.result.text and not run.resets()
+    history = await harness.client.get_workflow_handle(run.result.workflow_id).fetch_history()
+    kinds = [event.event_type for event in history.events]
+    # Without the API's choice, the run's first watch_stream completes at once, only to report the selection.
+    assert kinds.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) < kinds.index(
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED
+    ), "no watch_stream completed before there was text"
 
 
 async def test_a_retry_on_the_same_model_resumes_where_the_stream_stopped(harness: Harness) -> None:
@@ -364,7 +390,7 @@ async def test_update_with_start_answers_as_eager_start_and_result_do(harness: H
     run, another request under its id is ALREADY_EXISTS, and a run that fails answers with its own failure."""
     await harness.add_model("plain")
     settings = harness.settings.model_copy(update={"result_via_update": True})
-    via_update = InferenceService(harness.client, settings, NoRegistry(), None, None, harness.limits)  # type: ignore[arg-type]
+    via_update = inference_service(harness.client, settings, harness.limits)
     inference = request(max_tokens=12)
     result = await via_update.generate(inference)
     assert result.completion_tokens == 12 and result.text and result.workflow_id

@@ -42,8 +42,15 @@ def direct_once(engine: LlamaEngine) -> dict[str, Any]:
     prompt = engine.prepare(request)
     first = end = 0.0
     pieces = []
+    # The stack's default repeat penalty, which llama-cpp-python's completion would otherwise leave at 1.0.
     for chunk in engine.llama.create_completion(
-        prompt.tokens, max_tokens=MAX_TOKENS, temperature=0.0, top_p=0.95, stop=prompt.stops or None, stream=True
+        prompt.tokens,
+        max_tokens=MAX_TOKENS,
+        temperature=0.0,
+        top_p=0.95,
+        repeat_penalty=request.sampling.repeat_penalty,
+        stop=prompt.stops or None,
+        stream=True,
     ):
         text = chunk["choices"][0]["text"]  # type: ignore[index]
         if text:
