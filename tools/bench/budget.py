@@ -61,8 +61,9 @@ def budget_section(over: dict[str, Any]) -> list[str]:
         f"A unary request with the fake engine (first token {over['config']['fake_first_token_ms']:.0f} ms, "
         f"{over['config']['max_tokens']} tokens) costs **{envoy:.1f} ms** through Envoy against **{direct:.1f} ms** "
         f"direct: **{overhead:.1f} ms** of orchestration. Each request is one workflow with "
-        f"**{d.get('workflow_tasks_per_request', 0):.0f} workflow tasks**, **1 local activity** and **1 activity**, "
-        "so **3 task dispatches** through Temporal's matching service. The histories of "
+        f"**{d.get('workflow_tasks_per_request', 0):.0f} workflow tasks** and **1 activity** (the API chose the "
+        "model as it started the run, so no local activity), so **3 task dispatches** through Temporal's matching "
+        "service. The histories of "
         f"{d.get('workflows', 0)} of these workflows (event timestamps) split the time so:",
         "",
         table(["segment", "round trips", "ms (p50)", "how measured"], rows),
@@ -210,7 +211,7 @@ def generation_section(gen: dict[str, Any] | None) -> list[str]:
         f"{s['ttft_ms']:.0f} ms ({r['ttft']:.1f}x), {s['generation_tokens_per_s']:.1f} tokens/s after the first "
         f"delta ({r['generation_tokens_per_s']:.3f}x), {s['end_to_end_tokens_per_s']:.1f} tokens/s counting TTFT "
         f"({r['end_to_end_tokens_per_s']:.3f}x). Tokens/s is counted after the first delivery on both sides, "
-        "because the stack's later deltas arrive in 100 ms batches.",
+        "because the stack's later deltas arrive in batches, one per flush interval (MODEL_STREAM_FLUSH_INTERVAL_S).",
         "",
         f"Why it falls short of 0.97: inside the stack llama.cpp itself decoded at {s['engine_tokens_per_s']:.1f} "
         f"tokens/s ({r['engine_tokens_per_s']:.3f}x of direct, from the replica's provenance timings), so almost "

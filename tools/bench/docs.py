@@ -66,8 +66,9 @@ def write_index(out: Path) -> None:
         if "peer" in records
         else "(the peer section has not run yet)",
         "",
-        "The budget, where the time goes and what would cut it: [overhead.md](overhead.md). Where the API and "
-        "the worker spend their CPU under load (py-spy, `python -m tools.bench.profile`): [profile.md](profile.md). "
+        "The budget, where the time goes and what would cut it: [overhead.md](overhead.md). Where the API "
+        "spends its CPU under load, by thread and by Python function (`python -m tools.bench.profile`): "
+        "[profile.md](profile.md). "
         "The optional Redis cache, a hit against a miss and embeddings warm against cold "
         "(`python -m tools.bench.cache_bench`, ADR 0017): [cache.md](cache.md).",
         "",

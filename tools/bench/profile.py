@@ -71,9 +71,10 @@ async def profile(out: Path, seconds: int, concurrency: int) -> None:
         pid = next(child.pid for child in stack.children if child.name == PROFILED)
         assert pid is not None
         # --gil samples only the thread holding the GIL: Python that is running, never a thread waiting in a
-        # selector or a queue, which an all-threads profile counts as if it were work.
+        # selector or a queue, which an all-threads profile counts as if it were work. Each sample pauses the
+        # process (no --nonblocking), so the GIL's holder and its stack are read in one consistent state.
         spy = (str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "--pid", str(pid))
-        options = ("--duration", str(seconds), "--rate", "200", "--format", "raw", "--nonblocking")
+        options = ("--duration", str(seconds), "--rate", "200", "--format", "raw")
         recorder = Child(script_spec("py-spy", (*spy, *options, "--output", str(out / f"{PROFILED}.txt")))).spawn()
         before = thread_cpu(pid)
         load = await drive(stack, concurrency, seconds, 0)

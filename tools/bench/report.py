@@ -551,16 +551,20 @@ PEER_GAPS = """What would close the gaps that remain:
   (`LlamaEngine._evaluate_prompt`, ADR 0019). What separates the sides is the control plane, and the CPU table
   says which process pays: the Temporal dev server most, then the API.
 - **Requests per second and CPU per request.** On 2 cores a request's throughput is its CPU. The dev server's
-  share is the history it writes (the events above) into its SQLite file: the `in-memory` row of
-  [dispatch.md](dispatch.md) shows what the file costs, and a production cluster (PostgreSQL or Cassandra on its
-  own cores) moves that CPU off the machine that serves. Fewer events per short request would need fewer workflow
-  tasks: the second one only completes the run.
-- **Overhead.** Two workflow tasks and an activity dispatch per request ([dispatch.md](dispatch.md)).
-  Update-with-start, the alternative to eager start and `result()`, measured slower there, so eager start stays.
+  share is the history it writes (the events above) into its SQLite file, now in write-ahead-log mode: in
+  [dispatch.md](dispatch.md) the `rollback-journal` row shows what SQLite's default journal cost, and the
+  `in-memory` row that the file now costs little beside no file at all. What remains is the dev server's own work
+  per event, which a production cluster (PostgreSQL or Cassandra on its own cores) moves off the machine that
+  serves. The API's share is mostly the Temporal SDK's Python per workflow activation ([profile.md](profile.md)),
+  and a short request already has the fewest activations a run can have.
+- **Overhead.** Two workflow tasks and an activity dispatch per request ([dispatch.md](dispatch.md)); the first
+  task no longer runs a local activity, since the API chooses the model as it starts the run. Update-with-start,
+  the alternative to eager start and `result()`, measured slower there, so eager start stays.
 - **TTFT and tokens/s.** A streamed delta reaches the client through the workflow's record (a signal from the
-  model's worker, then the API's `watch_stream` long-poll), so TTFT carries the unary overhead plus one signal and
-  one update. The flush interval (`MODEL_STREAM_FLUSH_INTERVAL_S`, swept in [flush.md](flush.md)) trades
-  smoothness against the control plane's CPU, which on 2 cores is also llama.cpp's decode speed."""
+  model's worker, a workflow task, then the API's `watch_stream` long-poll), so TTFT carries the unary overhead
+  plus that round trip, while llama.cpp's two threads hold both cores. The flush interval
+  (`MODEL_STREAM_FLUSH_INTERVAL_S`, swept in [flush.md](flush.md)) trades smoothness against the control plane's
+  CPU, which on 2 cores is also llama.cpp's decode speed."""
 
 
 def plot_peer(result: dict[str, Any], path: Path) -> None:
