@@ -84,7 +84,9 @@ class OrchestratorSettings(BaseSettings):
     request_timeout_s: float = Field(900.0, gt=0, le=86400, description="Workflow execution timeout of one request")
     generate_timeout_s: float = Field(300.0, gt=0, le=3600, description="start-to-close bound of one generation")
     heartbeat_timeout_s: float = Field(5.0, gt=0, le=600, description="A silent generation is presumed dead after this")
-    saturation_timeout_s: float = Field(30.0, gt=0, le=3600, description="Queue wait that counts as saturated")
+    saturation_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Queue wait that counts as saturated (a model's, or the query's embedding)"
+    )
     generate_attempts: int = Field(2, ge=1, le=10, description="Temporal attempts per model before falling back")
     max_selections: int = Field(4, ge=1, le=20, description="Models tried per request before UNAVAILABLE")
     workflow_sandbox: bool = Field(

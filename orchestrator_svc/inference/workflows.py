@@ -83,9 +83,15 @@ class RequestCancelled(Exception):
     """The workflow was cancelled (CancelRequest, or a client disconnect with DISCONNECT_POLICY_CANCEL)."""
 
 
+def not_started(error: ActivityError) -> bool:
+    """No worker of the activity's queue took it within its schedule-to-start bound."""
+    cause = error.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+
+
 def failure_reason(error: ActivityError) -> str:
     cause = error.cause
-    if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+    if not_started(error):
         return "saturated: no worker started the generation in time"
     if isinstance(cause, TimeoutError):
         return f"timed out ({cause.type.name if cause.type else 'unknown'})"
@@ -241,6 +247,9 @@ class InferenceWorkflow:
                 EmbedInput((query_text(request),)),
                 result_type=EmbedOutput,
                 task_queue=rag.embedding_task_queue,
+                # Without an embedding worker the query would wait for the whole request timeout: give up as a
+                # saturated model's queue does.
+                schedule_to_start_timeout=timedelta(seconds=request.policy.saturation_timeout_s),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=sorted(INPUT_ERROR_CODES)),
             )
@@ -253,6 +262,11 @@ class InferenceWorkflow:
             )
         except ACTIVITY_FAILURES as error:
             self._raise_if_cancelled(error)
+            if isinstance(error, ActivityError) and not_started(error):
+                waited = f"{request.policy.saturation_timeout_s:g} s"
+                raise to_final_failure(
+                    unavailable(f"retrieval failed: no embedding worker took the query within {waited}")
+                ) from None
             raise from_activity_failure(error, "retrieval failed: ") from None
         return tuple(hits)
 

@@ -568,3 +568,19 @@ async def test_grounding_is_fitted_to_each_chosen_models_context(temporal_client
         "activity completed",
         "workflow completed",
     ]
+
+
+async def test_a_rag_request_without_an_embedding_worker_fails_unavailable_within_the_saturation_bound(
+    temporal_client: Client,
+) -> None:
+    model = FakeModel("idle")
+    router = FakeRouter(model.choice("default"))
+    unserved = FakeKnowledge([])  # its queue, but no worker polls it
+    request = inference(rag=RagRequest("docs", top_k=5, embedding_task_queue=unserved.task_queue))
+    async with workers(temporal_client, router.select_model, [model]) as queue:
+        handle = await start(temporal_client, queue, request)
+        failure = await workflow_failure(handle)
+
+    assert failure.type == "UNAVAILABLE"
+    assert "no embedding worker took the query within 1 s" in failure.message, failure.message
+    assert not model.received and not router.received, "nothing was generated without the retrieval"
