@@ -136,6 +136,8 @@ class InferenceWorkflow:
                 await self._close()
                 raise
             output, choice = self._cancelled_output(), self._choice
+        except GeneratorExit:
+            raise  # the worker dropped the run from its cache (shutdown or eviction): nothing may be awaited now
         except BaseException:
             await self._close()
             raise
