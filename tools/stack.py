@@ -544,13 +544,17 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """User+system CPU used so far, children included (from /proc)."""
-        ticks = os.sysconf("SC_CLK_TCK")
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return stat_cpu_seconds(Path(f"/proc/{self.pid}/stat"), children=True)
         except (OSError, TypeError):
             return 0.0
-        # Fields 14-17 of stat (utime, stime, cutime, cstime), counted after the ")" that ends the name.
-        return sum(int(v) for v in fields[11:15]) / ticks
+
+
+def stat_cpu_seconds(stat: Path, children: bool) -> float:
+    """User+system CPU seconds from a process's or a thread's /proc stat file, with its reaped children's if asked."""
+    # Fields 14-17 of stat (utime, stime, cutime, cstime), counted after the ")" that ends the name.
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_tcp(port: int, timeout_s: float, exited: Any = None) -> None:

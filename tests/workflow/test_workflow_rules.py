@@ -66,6 +66,15 @@ QUESTION = "What does yield do?"
 REQUEST_TIMEOUT = timedelta(seconds=30)
 CRASHED = "generation failed after retries: INTERNAL: replica crashed"
 SATURATED = "saturated: no worker started the generation in time"
+# The timeline after the first model is chosen, when it fails for good and the second one answers.
+FIRST_FAILS_SECOND_ANSWERS = [
+    "schedule generate on first",
+    "activity failed INTERNAL",
+    "local select_model",
+    "schedule generate on second",
+    "activity completed",
+    "workflow completed",
+]
 
 # --- fakes, registered under the real activity names ------------------------------------------------------------
 
@@ -271,15 +280,7 @@ async def test_failed_model_is_excluded_and_the_next_one_answers(temporal_client
     assert result.selection_reason == "priority"
     assert result.text == "answer from second"
     assert result.fallbacks == (FallbackRecord("first", CRASHED),)
-    assert await timeline(handle) == [
-        "local select_model",
-        "schedule generate on first",
-        "activity failed INTERNAL",
-        "local select_model",
-        "schedule generate on second",
-        "activity completed",
-        "workflow completed",
-    ]
+    assert await timeline(handle) == ["local select_model", *FIRST_FAILS_SECOND_ANSWERS]
 
 
 async def test_the_apis_first_choice_replaces_the_first_selection_and_a_fallback_selects_again(
@@ -293,14 +294,7 @@ async def test_the_apis_first_choice_replaces_the_first_selection_and_a_fallback
 
     assert router.received == [SelectModelInput("", ("first",), 2)], "only the fallback asked the router"
     assert (result.model_id, result.fallbacks) == ("second", (FallbackRecord("first", CRASHED),))
-    assert await timeline(handle) == [
-        "schedule generate on first",
-        "activity failed INTERNAL",
-        "local select_model",
-        "schedule generate on second",
-        "activity completed",
-        "workflow completed",
-    ]
+    assert await timeline(handle) == FIRST_FAILS_SECOND_ANSWERS, "no selection before the first generate"
 
 
 # --- capacity: queueing and saturation ----------------------------------------------------------------------------

@@ -13,6 +13,11 @@ import numpy as np
 Call = Callable[[], Awaitable[Any]]
 
 
+def cpu_ms_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    """Each process's CPU milliseconds per request between two readings of its CPU seconds (Stack.cpu_seconds)."""
+    return {name: (after[name] - before.get(name, 0.0)) * 1000 / max(requests, 1) for name in after}
+
+
 @dataclass
 class LoadResult:
     concurrency: int

@@ -12,7 +12,7 @@ from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from tools.bench.load import LoadResult, closed_loop, percentiles
+from tools.bench.load import LoadResult, closed_loop, cpu_ms_per_request, percentiles
 from tools.stack import Stack, StackConfig, fake_stack, temporal_settings
 
 PROMPT = "Say hello."
@@ -232,7 +232,7 @@ async def saturated(stack: Stack, quick: bool) -> dict[str, Any]:
         after = stack.cpu_seconds()
     finally:
         await targets.close()
-    cpu = {name: round((after[name] - before.get(name, 0.0)) * 1000 / max(result.ok, 1), 2) for name in after}
+    cpu = {name: round(ms, 2) for name, ms in cpu_ms_per_request(before, after, result.ok).items()}
     return {**result.summary(), "cpu_ms_per_request": cpu, "cpu_ms_total": round(sum(cpu.values()), 2)}
 
 

@@ -8,7 +8,6 @@ process is idle in this load.
 
 import argparse
 import asyncio
-import os
 import re
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from tools.bench import machine
 from tools.bench.throughput import SHORT, drive
-from tools.stack import Child, Stack, script_spec
+from tools.stack import Child, Stack, script_spec, stat_cpu_seconds
 
 PROFILED = "api"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
@@ -25,15 +24,12 @@ LINE_NUMBER = re.compile(r":\d+\)$")
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     """Each thread's name and user+system CPU seconds so far, by thread id (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     threads: dict[str, tuple[str, float]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            threads[task.name] = ((task / "comm").read_text().strip(), stat_cpu_seconds(task / "stat", children=False))
         except OSError:
             continue  # the thread ended while it was read
-        threads[task.name] = (name, (int(fields[11]) + int(fields[12])) / ticks)
     return threads
 
 

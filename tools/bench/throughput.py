@@ -7,7 +7,7 @@ from typing import Any
 
 from llmorch.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
-from tools.bench.load import closed_loop
+from tools.bench.load import closed_loop, cpu_ms_per_request
 from tools.stack import Stack, fake_stack, replicated
 
 # Short requests: one token after 1 ms, so the orchestrator, not the model, is what is measured.
@@ -49,7 +49,7 @@ async def drive(
         summary = result.summary()
         if measure_cpu and result.ok:
             after = stack.cpu_seconds()
-            cpu = {name: (after[name] - before.get(name, 0.0)) * 1000 / result.ok for name in after}
+            cpu = cpu_ms_per_request(before, after, result.ok)
             cpu["load generator"] = (time.process_time() - load_before) * 1000 / result.ok
             summary["cpu_ms_per_request"] = {name: round(ms, 2) for name, ms in cpu.items()}
             summary["cpu_cores_busy"] = round(sum(cpu.values()) * result.ok / 1000 / result.elapsed_s, 2)
